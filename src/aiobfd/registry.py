@@ -1,0 +1,102 @@
+"""The table of sessions and the demultiplexing of RFC 5880 §6.3 / RFC 5881 §3.
+
+Sessions are found in O(1) by Your Discriminator, or, while the remote does
+not know our discriminator yet, by the peer's address (after BIRD's two
+hashes).  Discriminators are random, nonzero and unique (RFC 5880 §6.8.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from .errors import DropReason, LocalProtocolError, PacketError
+from .packet import ControlPacket
+from .session import Session, SessionConfig
+from .timers import RandomSource
+
+
+class PeerKey(NamedTuple):
+    """Identifies a single-hop session: remote address, local address, scope.
+
+    Addresses are in their canonical text form (``ipaddress`` ``str()``).  The
+    scope is the interface index of an IPv6 link-local pair, else 0.
+    """
+
+    remote: str
+    local: str
+    scope: int = 0
+
+    def __str__(self) -> str:
+        suffix = f"%{self.scope}" if self.scope else ""
+        return f"{self.remote}{suffix} from {self.local}"
+
+
+class SessionTable:
+    """All sessions of one daemon, indexed twice."""
+
+    def __init__(self, rng: RandomSource) -> None:
+        self._rng = rng
+        self._by_discr: dict[int, Session] = {}
+        self._by_peer: dict[PeerKey, Session] = {}
+        self.drops: dict[DropReason, int] = {}
+        """Drops before a session was found, by reason."""
+
+    def __len__(self) -> int:
+        return len(self._by_discr)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._by_peer.values()))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_peer
+
+    def get(self, key: PeerKey) -> Session | None:
+        return self._by_peer.get(key)
+
+    def by_discriminator(self, discr: int) -> Session | None:
+        return self._by_discr.get(discr)
+
+    def add(self, key: PeerKey, config: SessionConfig, now: int) -> Session:
+        """Create a session for ``key`` with a fresh discriminator."""
+        if key in self._by_peer:
+            raise LocalProtocolError(f"a session for {key} exists already")
+        discr = self._new_discriminator()
+        session = Session(config, discr, now=now, rng=self._rng, key=key)
+        self._by_discr[discr] = session
+        self._by_peer[key] = session
+        return session
+
+    def remove(self, key: PeerKey) -> Session | None:
+        session = self._by_peer.pop(key, None)
+        if session is not None:
+            del self._by_discr[session.local_discr]
+        return session
+
+    def demultiplex(self, pkt: ControlPacket, remote: str, local: str, scope: int = 0) -> Session:
+        """Find the session a received packet belongs to, or raise PacketError."""
+        if pkt.your_discr:
+            session = self._by_discr.get(pkt.your_discr)
+            if session is None:
+                self.count_drop(DropReason.UNKNOWN_DISCR)
+                raise PacketError(DropReason.UNKNOWN_DISCR, f"{pkt.your_discr} from {remote}")
+            key = session.key
+            if key.remote != remote or key.scope != scope:
+                # Our discriminator, but from another peer than the session's.
+                self.count_drop(DropReason.WRONG_PEER)
+                raise PacketError(DropReason.WRONG_PEER, f"{pkt.your_discr} from {remote}")
+            return session
+        found = self._by_peer.get(PeerKey(remote, local, scope))
+        if found is None:
+            self.count_drop(DropReason.UNKNOWN_PEER)
+            raise PacketError(DropReason.UNKNOWN_PEER, remote)
+        return found
+
+    def count_drop(self, reason: DropReason) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def _new_discriminator(self) -> int:
+        while True:
+            discr = self._rng.getrandbits(32)
+            if discr and discr not in self._by_discr:
+                return discr

@@ -1,0 +1,491 @@
+"""One BFD session, sans-IO (RFC 5880 §6.8).
+
+A :class:`Session` holds the state variables of RFC 5880 §6.8.1 and is driven
+by three inputs, after aioquic's ``QuicConnection``:
+
+* :meth:`Session.receive` - a decoded Control packet that was demultiplexed to
+  this session, with the monotonic time it arrived;
+* :meth:`Session.handle_timer` - the deadline from :meth:`Session.get_timer`
+  has passed;
+* administrative calls: :meth:`Session.disable`, :meth:`Session.enable`,
+  :meth:`Session.set_timers`.
+
+It answers with values: encoded packets from :meth:`Session.datagrams_to_send`,
+events from :meth:`Session.next_event`, and the next deadline from
+:meth:`Session.get_timer`.  It never reads a clock and never does I/O; every
+time is an integer count of microseconds from a monotonic clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import fsm
+from .constants import (
+    MAX_DETECT_MULT,
+    MAX_INTERVAL_US,
+    SLOW_TX_INTERVAL_US,
+)
+from .errors import DropReason, LocalProtocolError, PacketError
+from .events import Event, PollSequenceCompleted, StateChanged
+from .packet import (
+    FLAG_DEMAND,
+    FLAG_FINAL,
+    FLAG_POLL,
+    ControlPacket,
+    Diag,
+    State,
+    encode,
+)
+from .timers import RandomSource, detection_time, jittered, transmit_interval
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """What an operator configures for one session."""
+
+    desired_min_tx_us: int = 1_000_000
+    """bfd.DesiredMinTxInterval once Up, in microseconds."""
+    required_min_rx_us: int = 1_000_000
+    """bfd.RequiredMinRxInterval, in microseconds."""
+    detect_mult: int = 3
+    """bfd.DetectMult."""
+    passive: bool = False
+    """RFC 5880 §6.1: wait for the remote to speak first."""
+
+    def __post_init__(self) -> None:
+        check_timers(self.desired_min_tx_us, self.required_min_rx_us, self.detect_mult)
+
+
+def check_timers(desired_min_tx_us: int, required_min_rx_us: int, detect_mult: int) -> None:
+    """Raise ``ValueError`` unless the values fit their wire fields and make sense."""
+    for name, value in (
+        ("desired minimum TX interval", desired_min_tx_us),
+        ("required minimum RX interval", required_min_rx_us),
+    ):
+        if not 0 < value <= MAX_INTERVAL_US:
+            raise ValueError(
+                f"{name} must be between 1 and {MAX_INTERVAL_US} microseconds, not {value}"
+            )
+    if not 0 < detect_mult <= MAX_DETECT_MULT:
+        raise ValueError(f"detect multiplier must be between 1 and 255, not {detect_mult}")
+
+
+@dataclass(slots=True)
+class SessionCounters:
+    """Plain counters, read by metrics and the control socket at their own pace."""
+
+    packets_in: int = 0
+    packets_out: int = 0
+    packets_dropped: int = 0
+    session_up: int = 0
+    session_down: int = 0
+    poll_sequences: int = 0
+    finals_sent: int = 0
+    detection_expiries: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+
+
+_NO_SEND = 1 << 62  # larger than any deadline, kept out of get_timer()
+
+
+class Session:
+    """The protocol state of one BFD session; see the module docstring."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        local_discr: int,
+        *,
+        now: int,
+        rng: RandomSource,
+        key: Any = None,
+    ) -> None:
+        if not 0 < local_discr <= 0xFFFF_FFFF:
+            raise LocalProtocolError("local discriminator must be a nonzero 32-bit value")
+        self.config = config
+        self.key = key
+        """Opaque identity given by the owner (the peer), for its own bookkeeping."""
+        self._rng = rng
+        self._events: deque[Event] = deque()
+        self._outbox: list[bytes] = []
+        self.counters = SessionCounters()
+
+        # RFC 5880 §6.8.1 state variables.
+        self.state = State.DOWN
+        self.remote_state = State.DOWN
+        self.local_discr = local_discr
+        self.remote_discr = 0
+        self.local_diag = Diag.NO_DIAGNOSTIC
+        self.remote_diag = Diag.NO_DIAGNOSTIC
+        self.detect_mult = config.detect_mult
+        self.remote_min_rx_us = 1  # §6.8.1: initialised to 1
+        self.remote_desired_min_tx_us = 0
+        self.remote_detect_mult = 0
+        self.remote_demand_mode = False
+
+        # §6.8.3: the interval we advertise ("new") may differ from the one in
+        # force until a Poll Sequence ends (after BIRD's des_min_tx_new/_int).
+        self.desired_min_tx_us = max(config.desired_min_tx_us, SLOW_TX_INTERVAL_US)
+        self._tx_in_force_us = self.desired_min_tx_us
+        self.required_min_rx_us = config.required_min_rx_us
+        self._rx_in_force_us = self.required_min_rx_us
+
+        self.poll_active = False
+        self._poll_pending = False
+
+        self.created_at_us = now
+        self.last_state_change_us = now
+        self.last_rx_us: int | None = None
+        self.last_tx_us: int | None = None
+        self.max_rx_gap_us = 0
+        """Largest gap seen between two received packets while Up."""
+        self._tx_interval_us = 0
+        self._next_tx_us: int | None = None
+        self._detect_at_us: int | None = None
+        self._reschedule_tx(now, immediately=True)
+
+    # ------------------------------------------------------------------ outputs
+
+    def get_timer(self) -> int | None:
+        """The earliest deadline at which :meth:`handle_timer` must run, or None."""
+        tx = self._next_tx_us
+        detect = self._detect_at_us
+        if tx is None:
+            return detect
+        if detect is None or tx < detect:
+            return tx
+        return detect
+
+    def datagrams_to_send(self) -> list[bytes]:
+        """Take the encoded Control packets waiting to go out."""
+        out = self._outbox
+        if out:
+            self._outbox = []
+        return out
+
+    def next_event(self) -> Event | None:
+        """Pop the oldest event, or None."""
+        return self._events.popleft() if self._events else None
+
+    @property
+    def detection_time_us(self) -> int:
+        """RFC 5880 §6.8.4 Detection Time now in force (0 before the remote spoke)."""
+        return detection_time(
+            self.remote_detect_mult, self._rx_in_force_us, self.remote_desired_min_tx_us
+        )
+
+    @property
+    def transmit_interval_us(self) -> int:
+        """The nominal periodic transmit interval in force (before jitter)."""
+        return transmit_interval(self._tx_in_force_us, self.remote_min_rx_us)
+
+    @property
+    def next_tx_us(self) -> int | None:
+        """When the next periodic packet is due (None: periodic TX suppressed)."""
+        return self._next_tx_us
+
+    @property
+    def detect_deadline_us(self) -> int | None:
+        return self._detect_at_us
+
+    # ------------------------------------------------------------------- inputs
+
+    def receive(self, pkt: ControlPacket, now: int) -> None:
+        """Process a packet demultiplexed to this session (RFC 5880 §6.8.6).
+
+        Raises :class:`PacketError` if the packet must be discarded; the
+        session is then unchanged apart from its drop counter.
+        """
+        if self.state is State.ADMIN_DOWN:
+            self._drop(DropReason.SESSION_ADMIN_DOWN)
+        if pkt.auth is not None:
+            # Authentication is not configured on this session (§6.8.6).
+            self._drop(DropReason.AUTH_MISMATCH)
+
+        counters = self.counters
+        counters.packets_in += 1
+        last = self.last_rx_us
+        if last is not None and self.state is State.UP and now - last > self.max_rx_gap_us:
+            self.max_rx_gap_us = now - last
+        self.last_rx_us = now
+
+        self.remote_discr = pkt.my_discr
+        self.remote_state = pkt.state
+        self.remote_diag = pkt.diag
+        self.remote_demand_mode = bool(pkt.flags & FLAG_DEMAND)
+        self.remote_detect_mult = pkt.detect_mult
+        self.remote_desired_min_tx_us = pkt.desired_min_tx_us
+        remote_rx_changed = pkt.required_min_rx_us != self.remote_min_rx_us
+        self.remote_min_rx_us = pkt.required_min_rx_us
+
+        if pkt.flags & FLAG_FINAL and self.poll_active:
+            self._terminate_poll(now)
+
+        transition = fsm.on_receive(self.state, pkt.state)
+        if transition is not None:
+            self._set_state(transition[0], transition[1], now)
+
+        if pkt.flags & FLAG_POLL:
+            # §6.8.6: answer a Poll with Final at once, outside the TX timer.
+            self._emit(now, final=True)
+            counters.finals_sent += 1
+
+        # §6.8.4: a packet that was not discarded restarts detection.
+        self._detect_at_us = now + self.detection_time_us
+        if transition is None:
+            # (A state change has already rescheduled transmission.)
+            self._update_tx_schedule(now, interval_changed=remote_rx_changed)
+
+    def handle_timer(self, now: int) -> None:
+        """Run whatever deadlines have passed at ``now``."""
+        detect = self._detect_at_us
+        if detect is not None and now >= detect:
+            self._detection_timeout(now)
+        tx = self._next_tx_us
+        if tx is not None and now >= tx:
+            if not self._periodic_tx_allowed():
+                self._next_tx_us = None
+                return
+            self._emit(now)
+            self._next_tx_us = now + jittered(self._tx_interval_us, self.detect_mult, self._rng)
+
+    def disable(self, now: int, diag: Diag = Diag.ADMINISTRATIVELY_DOWN) -> None:
+        """RFC 5880 §6.8.16: take the session administratively down."""
+        if self.state is State.ADMIN_DOWN:
+            return
+        self._set_state(State.ADMIN_DOWN, diag, now)
+
+    def enable(self, now: int) -> None:
+        """Leave AdminDown: the session starts over from Down."""
+        if self.state is not State.ADMIN_DOWN:
+            return
+        self._set_state(State.DOWN, Diag.NO_DIAGNOSTIC, now)
+
+    def set_timers(
+        self,
+        now: int,
+        *,
+        desired_min_tx_us: int | None = None,
+        required_min_rx_us: int | None = None,
+        detect_mult: int | None = None,
+    ) -> None:
+        """Change the configured timers of a running session (RFC 5880 §6.8.3).
+
+        Changes reach the remote through a Poll Sequence; an increase of our
+        transmit interval and a decrease of our receive interval take effect
+        only when it ends, so neither side can time out in between.
+        """
+        cfg = self.config
+        tx = cfg.desired_min_tx_us if desired_min_tx_us is None else desired_min_tx_us
+        rx = cfg.required_min_rx_us if required_min_rx_us is None else required_min_rx_us
+        mult = cfg.detect_mult if detect_mult is None else detect_mult
+        self.config = SessionConfig(tx, rx, mult, cfg.passive)
+        self.detect_mult = mult
+        self._apply_desired_min_tx(now)
+        self._set_required_min_rx(rx, now)
+
+    def set_passive(self, passive: bool, now: int) -> None:
+        cfg = self.config
+        self.config = SessionConfig(
+            cfg.desired_min_tx_us, cfg.required_min_rx_us, cfg.detect_mult, passive
+        )
+        self._update_tx_schedule(now, interval_changed=False)
+
+    # ---------------------------------------------------------------- internals
+
+    def _drop(self, reason: DropReason) -> None:
+        counters = self.counters
+        counters.packets_dropped += 1
+        counters.drops[reason] = counters.drops.get(reason, 0) + 1
+        raise PacketError(reason)
+
+    def _set_state(self, new: State, diag: Diag, now: int) -> None:
+        """The one place a state changes (after BIRD's bfd_session_update_state)."""
+        old = self.state
+        if new is old:
+            return
+        self.state = new
+        self.local_diag = diag
+        self.last_state_change_us = now
+        if new is State.UP:
+            self.counters.session_up += 1
+            self.max_rx_gap_us = 0
+        elif old is State.UP:
+            self.counters.session_down += 1
+        if new is State.ADMIN_DOWN:
+            self._detect_at_us = None
+            self.poll_active = self._poll_pending = False
+        self._events.append(
+            StateChanged(
+                old,
+                new,
+                diag,
+                self.remote_state,
+                self.remote_diag,
+                now,
+                self.last_rx_us,
+                self.detection_time_us,
+            )
+        )
+        # §6.8.3: slow transmission while not Up, the configured rate when Up.
+        self._apply_desired_min_tx(now)
+        # Tell the remote at once rather than at the next (possibly slow) tick.
+        self._reschedule_tx(now, immediately=True)
+
+    def _apply_desired_min_tx(self, now: int) -> None:
+        wanted = self.config.desired_min_tx_us
+        if self.state is not State.UP:
+            wanted = max(wanted, SLOW_TX_INTERVAL_US)
+        if wanted == self.desired_min_tx_us:
+            return
+        self.desired_min_tx_us = wanted
+        # §6.8.3: an increase while Up waits for the Poll Sequence to end.
+        if self.state is not State.UP or wanted < self._tx_in_force_us:
+            self._tx_in_force_us = wanted
+            self._update_tx_schedule(now, interval_changed=True)
+        self._request_poll(now)
+
+    def _set_required_min_rx(self, value: int, now: int) -> None:
+        if value == self.required_min_rx_us:
+            return
+        self.required_min_rx_us = value
+        # §6.8.3: a decrease while Up keeps the old value for detection until
+        # the Poll Sequence ends; an increase is safe at once.
+        if self.state is not State.UP or value > self._rx_in_force_us:
+            self._rx_in_force_us = value
+            if self._detect_at_us is not None and self.last_rx_us is not None:
+                self._detect_at_us = self.last_rx_us + self.detection_time_us
+        self._request_poll(now)
+
+    def _request_poll(self, now: int) -> None:
+        """RFC 5880 §6.5: tell the remote about changed parameters."""
+        if self.remote_discr == 0 or self.state is State.ADMIN_DOWN:
+            # Nobody to poll yet: the values go out in every packet anyway.
+            self._tx_in_force_us = self.desired_min_tx_us
+            self._rx_in_force_us = self.required_min_rx_us
+            return
+        if self.poll_active:
+            self._poll_pending = True
+            return
+        self._start_poll(now)
+
+    def _start_poll(self, now: int) -> None:
+        self.poll_active = True
+        self.counters.poll_sequences += 1
+        # Send the first Poll now; the following ones go at the periodic rate.
+        self._reschedule_tx(now, immediately=True)
+
+    def _terminate_poll(self, now: int) -> None:
+        self.poll_active = False
+        tx_changed = self._tx_in_force_us != self.desired_min_tx_us
+        self._tx_in_force_us = self.desired_min_tx_us
+        self._rx_in_force_us = self.required_min_rx_us
+        self._events.append(
+            PollSequenceCompleted(now, self.desired_min_tx_us, self.required_min_rx_us)
+        )
+        if self._poll_pending:
+            self._poll_pending = False
+            self._start_poll(now)
+        else:
+            self._update_tx_schedule(now, interval_changed=tx_changed)
+
+    def _detection_timeout(self, now: int) -> None:
+        """RFC 5880 §6.8.4 and §6.8.1: nothing heard for a Detection Time."""
+        self._detect_at_us = None
+        self.counters.detection_expiries += 1
+        transition = fsm.on_detection_timeout(self.state)
+        # §6.8.1: bfd.RemoteDiscr is reset, and the remote's values with it.
+        self.remote_discr = 0
+        self.remote_state = State.DOWN
+        self.remote_demand_mode = False
+        self.remote_min_rx_us = 1
+        self.remote_desired_min_tx_us = 0
+        self.remote_detect_mult = 0
+        self.poll_active = self._poll_pending = False
+        self._tx_in_force_us = self.desired_min_tx_us
+        self._rx_in_force_us = self.required_min_rx_us
+        if transition is not None:
+            self._set_state(transition[0], transition[1], now)
+        else:
+            self._update_tx_schedule(now, interval_changed=True)
+
+    def _periodic_tx_allowed(self) -> bool:
+        """RFC 5880 §6.8.7: when periodic Control packets may be sent."""
+        if self.remote_discr == 0 and self.config.passive:
+            return False  # the Passive role waits for the remote
+        if self.remote_min_rx_us == 0:
+            return False  # the remote asked for no packets at all
+        # The remote is in Demand mode: silence while both are Up, unless polling.
+        return not (
+            self.remote_demand_mode
+            and self.state is State.UP
+            and self.remote_state is State.UP
+            and not self.poll_active
+        )
+
+    def _update_tx_schedule(self, now: int, *, interval_changed: bool) -> None:
+        """Re-arm periodic transmission after something it depends on changed."""
+        if not self._periodic_tx_allowed():
+            self._next_tx_us = None
+            return
+        interval = self.transmit_interval_us
+        pending = self._next_tx_us
+        if pending is not None and (not interval_changed or pending <= now):
+            if interval_changed:
+                self._tx_interval_us = interval
+            return
+        self._tx_interval_us = interval
+        base = self.last_tx_us if self.last_tx_us is not None else now
+        self._next_tx_us = max(now, base + jittered(interval, self.detect_mult, self._rng))
+
+    def _reschedule_tx(self, now: int, *, immediately: bool) -> None:
+        self._tx_interval_us = self.transmit_interval_us
+        if not self._periodic_tx_allowed():
+            self._next_tx_us = None
+            # Passive or silenced sessions still announce administrative state
+            # to a remote they know (RFC 5880 §6.8.16).
+            if immediately and self.remote_discr and self.state is State.ADMIN_DOWN:
+                self._emit(now)
+            return
+        self._next_tx_us = (
+            now
+            if immediately
+            else now + jittered(self._tx_interval_us, self.detect_mult, self._rng)
+        )
+
+    def _emit(self, now: int, *, final: bool = False) -> None:
+        """Queue one Control packet reflecting the current state (RFC 5880 §6.8.7)."""
+        if final:
+            flags = FLAG_FINAL  # a Final never carries Poll (§6.5)
+        else:
+            flags = FLAG_POLL if self.poll_active else 0
+            self.last_tx_us = now
+        self._outbox.append(
+            encode(
+                ControlPacket(
+                    self.state,
+                    self.local_diag,
+                    flags,
+                    self.detect_mult,
+                    self.local_discr,
+                    self.remote_discr,
+                    self.desired_min_tx_us,
+                    self.required_min_rx_us,
+                    0,
+                    None,
+                )
+            )
+        )
+        self.counters.packets_out += 1
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session {self.key!r} discr={self.local_discr} {self.state.name} "
+            f"remote={self.remote_discr}/{self.remote_state.name}>"
+        )
