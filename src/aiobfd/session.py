@@ -290,6 +290,13 @@ class Session:
         self._apply_desired_min_tx(now)
         self._set_required_min_rx(rx, now)
 
+    def transmit_now(self, now: int) -> None:
+        """Queue one packet at once, outside the schedule (the AdminDown burst
+        on shutdown).  A passive session that never heard its peer stays quiet."""
+        if self.remote_discr == 0 and self.config.passive:
+            return
+        self._emit(now)
+
     def set_passive(self, passive: bool, now: int) -> None:
         cfg = self.config
         self.config = SessionConfig(

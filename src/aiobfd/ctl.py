@@ -1,0 +1,201 @@
+"""``aiobfdctl``: show the daemon's sessions over its control socket.
+
+``aiobfdctl show sessions`` prints one line per session, in the way of FRR's
+``show bfd peers brief``; ``aiobfdctl show session PEER`` prints every detail
+with counters; ``--json`` prints the daemon's answer as JSON.  Exit status 1
+when the daemon cannot be reached or the peer is unknown, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from typing import Any, NoReturn
+
+from . import __version__
+from .control import default_socket_path
+
+TIMEOUT_S = 5.0
+
+
+class CtlError(Exception):
+    """Shown to the user as one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def request(path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Send one request and return the daemon's answer (raises CtlError)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(TIMEOUT_S)
+    try:
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise CtlError(f"aiobfd is not running (no daemon on {path})") from None
+        except PermissionError:
+            raise CtlError(f"permission denied on {path}") from None
+        sock.sendall(json.dumps(payload).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    except TimeoutError:
+        raise CtlError(f"no answer from aiobfd on {path}") from None
+    except OSError as exc:
+        raise CtlError(f"cannot talk to aiobfd on {path}: {exc}") from None
+    finally:
+        sock.close()
+    try:
+        answer = json.loads(buf)
+    except json.JSONDecodeError:
+        raise CtlError(f"garbled answer from aiobfd on {path}") from None
+    if not answer.get("ok"):
+        raise CtlError(str(answer.get("error", "request failed")))
+    return dict(answer)
+
+
+def _fmt_ms(value: float) -> str:
+    return f"{value:g}"
+
+
+def _uptime(info: dict[str, Any]) -> str:
+    secs = info.get("uptime_s")
+    if secs is None:
+        return "-"
+    secs = int(secs)
+    days, rest = divmod(secs, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h{minutes:02d}m"
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}"
+
+
+BRIEF_COLUMNS = (
+    ("Peer", lambda i: i["peer"] + (" *" if i.get("dynamic") else "")),
+    ("Local", lambda i: i["local"]),
+    ("State", lambda i: i["state"]),
+    ("Uptime", _uptime),
+    ("Diag L/R", lambda i: f"{i['local_diag']}/{i['remote_diag']}"),
+    ("TX ms", lambda i: _fmt_ms(i["tx_interval_ms"])),
+    ("RX ms", lambda i: _fmt_ms(i["rx_interval_ms"])),
+    ("Detect ms", lambda i: _fmt_ms(i["detect_time_ms"])),
+    ("Pkts in", lambda i: str(i["counters"]["packets_in"])),
+    ("Pkts out", lambda i: str(i["counters"]["packets_out"])),
+)
+
+
+def format_brief(sessions: list[dict[str, Any]]) -> str:
+    rows = [[name for name, _ in BRIEF_COLUMNS]]
+    rows += [[get(s) for _, get in BRIEF_COLUMNS] for s in sessions]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(BRIEF_COLUMNS))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    lines.append(f"{len(sessions)} session(s)")
+    return "\n".join(lines)
+
+
+def format_detail(info: dict[str, Any]) -> str:
+    c = info["counters"]
+    lines = [
+        f"peer {info['peer']} local-address {info['local']}",
+        f"  State: {info['state']} (remote {info['remote_state']})"
+        + (f", up for {_uptime(info)}" if info.get("uptime_s") is not None else ""),
+        f"  Diagnostics: local {info['local_diag']} ({info['local_diag_name']}),"
+        f" remote {info['remote_diag']} ({info['remote_diag_name']})",
+        f"  Discriminators: local {info['local_discr']}, remote {info['remote_discr']}",
+        f"  Source port: {info['source_port']}"
+        + ("  (passive)" if info["passive"] else "")
+        + ("  (dynamic)" if info.get("dynamic") else ""),
+        "  Local timers:",
+        f"    Detect multiplier: {info['detect_mult']}",
+        f"    Desired min TX: {_fmt_ms(info['desired_min_tx_ms'])} ms"
+        f" (configured {_fmt_ms(info['configured_tx_ms'])} ms)",
+        f"    Required min RX: {_fmt_ms(info['required_min_rx_ms'])} ms"
+        f" (configured {_fmt_ms(info['configured_rx_ms'])} ms)",
+        "  Remote timers:",
+        f"    Detect multiplier: {info['remote_detect_mult']}",
+        f"    Desired min TX: {_fmt_ms(info['remote_desired_min_tx_ms'])} ms",
+        f"    Required min RX: {_fmt_ms(info['remote_required_min_rx_ms'])} ms",
+        f"    Demand mode: {'yes' if info['remote_demand_mode'] else 'no'}",
+        "  Negotiated:",
+        f"    TX interval: {_fmt_ms(info['tx_interval_ms'])} ms",
+        f"    RX interval: {_fmt_ms(info['rx_interval_ms'])} ms",
+        f"    Detection time: {_fmt_ms(info['detect_time_ms'])} ms",
+        f"    Largest RX gap while up: {_fmt_ms(info['max_rx_gap_ms'])} ms",
+        "  Counters:",
+        f"    Control packets in: {c['packets_in']}",
+        f"    Control packets out: {c['packets_out']}",
+        f"    Packets dropped: {c['packets_dropped']}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in c['drops'].items())})" if c["drops"] else ""),
+        f"    Session up events: {c['session_up']}",
+        f"    Session down events: {c['session_down']}",
+        f"    Poll sequences: {c['poll_sequences']}",
+        f"    Detection expiries: {c['detection_expiries']}",
+    ]
+    if c["send_errors"]:
+        lines.append(
+            "    Send errors: " + ", ".join(f"{k} {v}" for k, v in c["send_errors"].items())
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aiobfdctl", description="Show and control a running aiobfd.")
+    parser.add_argument(
+        "-s",
+        "--socket",
+        default=None,
+        metavar="PATH",
+        help=f"control socket (default {default_socket_path()})",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--version", action="version", version=f"aiobfdctl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    show = sub.add_parser("show", help="show sessions")
+    show_sub = show.add_subparsers(dest="what", required=True, metavar="WHAT")
+    sessions = show_sub.add_parser("sessions", help="one line per session")
+    sessions.add_argument("--json", action="store_true", dest="json_sub", help="print JSON")
+    one = show_sub.add_parser("session", help="every detail of one session")
+    one.add_argument("peer", help="remote address (fe80::1%%eth0 for link-local)")
+    one.add_argument("--json", action="store_true", dest="json_sub", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = args.socket or default_socket_path()
+    as_json = args.json or getattr(args, "json_sub", False)
+    try:
+        if args.what == "sessions":
+            answer = request(path, {"command": "show sessions"})
+            out = (
+                json.dumps(answer["sessions"], indent=2)
+                if as_json
+                else format_brief(answer["sessions"])
+            )
+        else:
+            answer = request(path, {"command": "show session", "peer": args.peer})
+            out = (
+                json.dumps(answer["session"], indent=2)
+                if as_json
+                else format_detail(answer["session"])
+            )
+    except CtlError as exc:
+        print(f"aiobfdctl: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,425 @@
+"""The daemon: sessions from peer specs, driven by asyncio.
+
+This is the only place where the sans-IO core meets the event loop.  It reads
+datagrams (in batches, with their TTL), hands them to the session table, sends
+what sessions queue, reports their events, and keeps exactly one ``call_at``
+timer per session armed at the session's next deadline (after aioquic's
+``transmit()`` / re-arm pattern).  Nothing here polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import PeerSpec
+from .constants import SINGLE_HOP_PORT, US_PER_SECOND
+from .errors import PacketError
+from .events import Event, PollSequenceCompleted, StateChanged
+from .io.sockets import (
+    ANCILLARY_SIZE,
+    SockAddr,
+    open_receive_socket,
+    open_transmit_socket,
+    received_ttl,
+    sockaddr,
+)
+from .packet import State, decode
+from .registry import PeerKey, SessionTable
+from .session import Session
+
+log = logging.getLogger("aiobfd")
+
+#: Datagrams read per wake-up before yielding to timers (bounded batch).
+RECV_BATCH = 64
+#: Receive buffer: a Control packet is at most 255 octets.
+RECV_SIZE = 512
+#: How often a drop summary may be logged, in microseconds.
+DROP_LOG_INTERVAL_US = 10 * US_PER_SECOND
+#: AdminDown burst on shutdown: packets per session and the gap between them.
+SHUTDOWN_REPEATS = 3
+SHUTDOWN_GAP_S = 0.05
+
+
+def monotonic_us() -> int:
+    """The protocol clock: CLOCK_MONOTONIC in integer microseconds (= loop.time())."""
+    return time.monotonic_ns() // 1000
+
+
+EventListener = Callable[["Peer", Event], None]
+
+
+@dataclass(eq=False, slots=True)
+class Peer:
+    """A configured session with its I/O: transmit socket and timer."""
+
+    spec: PeerSpec
+    session: Session
+    sock: socket.socket
+    dest: SockAddr
+    timer: asyncio.TimerHandle | None = None
+    timer_at: int | None = None
+    send_errors: dict[str, int] = field(default_factory=dict)
+    dynamic: bool = False
+
+    @property
+    def source_port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+
+@dataclass(slots=True)
+class _Receiver:
+    sock: socket.socket
+    local: str
+    family: int
+    scope: int
+    users: int = 0
+
+
+class Daemon:
+    """Runs BFD sessions for a set of peers."""
+
+    def __init__(
+        self,
+        peers: list[PeerSpec] | None = None,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], int] = monotonic_us,
+        port: int = SINGLE_HOP_PORT,
+    ) -> None:
+        self._initial = list(peers or [])
+        self._rng = rng or random.SystemRandom()
+        self._clock = clock
+        self._port = port
+        self.table = SessionTable(self._rng)
+        self.peers: dict[PeerKey, Peer] = {}
+        self._receivers: dict[tuple[str, int], _Receiver] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: list[EventListener] = []
+        self._drop_pending: dict[tuple[str, str], int] = {}
+        self._drop_logged_at = -DROP_LOG_INTERVAL_US
+        self._stopped = asyncio.Event()
+        self.started_at_us = 0
+        self.receive_errors = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind sockets and start every configured session."""
+        self._loop = asyncio.get_running_loop()
+        self.started_at_us = self._clock()
+        try:
+            for spec in self._initial:
+                self.add_peer(spec)
+        except BaseException:
+            self.close()
+            raise
+
+    def add_listener(self, listener: EventListener) -> None:
+        """Call ``listener(peer, event)`` for every session event."""
+        self._listeners.append(listener)
+
+    def add_peer(self, spec: PeerSpec, *, dynamic: bool = False) -> Peer:
+        """Create and start a session for ``spec`` (OSError if sockets fail)."""
+        assert self._loop is not None, "start() first"
+        key = spec.key
+        if key in self.peers:
+            raise ValueError(f"a session for {spec.display_remote()} exists already")
+        receiver = self._receiver_for(spec)
+        sock = open_transmit_socket(spec.family, spec.local, spec.scope, self._rng)
+        now = self._clock()
+        session = self.table.add(key, spec.session, now)
+        peer = Peer(spec, session, sock, sockaddr(spec.family, spec.remote, self._port, spec.scope))
+        peer.dynamic = dynamic
+        receiver.users += 1
+        self.peers[key] = peer
+        log.info(
+            "session %s created: local discriminator %d, source port %d",
+            spec.display_remote(),
+            session.local_discr,
+            peer.source_port,
+            extra=self._fields(peer),
+        )
+        self._flush(peer, now)
+        return peer
+
+    def remove_peer(self, key: PeerKey) -> None:
+        """Say AdminDown once to the remote and forget the session."""
+        peer = self.peers.pop(key, None)
+        if peer is None:
+            return
+        now = self._clock()
+        peer.session.disable(now)
+        self._flush(peer, now)
+        self._close_peer(peer)
+
+    def close(self) -> None:
+        """Release every socket and timer at once (no goodbye packets)."""
+        for peer in list(self.peers.values()):
+            self._close_peer(peer)
+        self.peers.clear()
+        for receiver in self._receivers.values():
+            self._unwatch(receiver)
+        self._receivers.clear()
+
+    async def shutdown(self) -> None:
+        """RFC 5880 §6.8.16: tell every remote we are going AdminDown, then close.
+
+        Each session sends AdminDown with diag 7 at once and twice more, 50 ms
+        apart, so one lost packet does not turn our goodbye into a timeout.
+        """
+        now = self._clock()
+        for peer in self.peers.values():
+            peer.session.disable(now)
+            self._flush(peer, now)
+        for _ in range(SHUTDOWN_REPEATS - 1):
+            await asyncio.sleep(SHUTDOWN_GAP_S)
+            now = self._clock()
+            for peer in self.peers.values():
+                peer.session.transmit_now(now)
+                self._flush(peer, now)
+        self.close()
+        self._stopped.set()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to shut down gracefully."""
+        if self._loop is not None and not self._stopping:
+            self._stopping = True
+            self._loop.create_task(self.shutdown())
+
+    _stopping = False
+
+    async def serve_forever(self) -> None:
+        await self._stopped.wait()
+
+    # ------------------------------------------------------- administration
+
+    def disable(self, key: PeerKey) -> None:
+        peer = self.peers[key]
+        now = self._clock()
+        peer.session.disable(now)
+        self._flush(peer, now)
+
+    def enable(self, key: PeerKey) -> None:
+        peer = self.peers[key]
+        now = self._clock()
+        peer.session.enable(now)
+        self._flush(peer, now)
+
+    def set_timers(self, key: PeerKey, **timers: int | None) -> None:
+        peer = self.peers[key]
+        now = self._clock()
+        peer.session.set_timers(now, **timers)
+        self._flush(peer, now)
+
+    # -------------------------------------------------------------- receive
+
+    def _receiver_for(self, spec: PeerSpec) -> _Receiver:
+        rkey = (spec.local, spec.scope)
+        receiver = self._receivers.get(rkey)
+        if receiver is None:
+            sock = open_receive_socket(spec.family, spec.local, spec.scope, self._port)
+            receiver = _Receiver(sock, spec.local, spec.family, spec.scope)
+            assert self._loop is not None
+            self._loop.add_reader(sock.fileno(), self._on_readable, receiver)
+            self._receivers[rkey] = receiver
+        return receiver
+
+    def _on_readable(self, receiver: _Receiver) -> None:
+        recvmsg = receiver.sock.recvmsg
+        for _ in range(RECV_BATCH):
+            try:
+                data, ancdata, _flags, addr = recvmsg(RECV_SIZE, ANCILLARY_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.receive_errors += 1
+                log.debug("receive error on %s: %s", receiver.local, exc)
+                return
+            self.datagram_received(data, addr, receiver.local, received_ttl(ancdata))
+
+    def datagram_received(
+        self, data: bytes, addr: Any, local: str, ttl: int | None, now: int | None = None
+    ) -> None:
+        """Process one datagram that arrived on ``local``:3784 from ``addr``."""
+        if now is None:
+            now = self._clock()
+        remote = addr[0]
+        scope = 0
+        if len(addr) == 4:
+            if "%" in remote:
+                remote = remote.partition("%")[0]
+                scope = addr[3]
+        table = self.table
+        try:
+            pkt = decode(data)
+        except PacketError as exc:
+            table.count_drop(exc.reason)
+            self._log_drop(exc, remote, now)
+            return
+        try:
+            session = table.demultiplex(pkt, remote, local, scope)
+            peer = self.peers[session.key]
+            session.receive(pkt, now)
+        except PacketError as exc:
+            if exc.reason is not DropReason.SESSION_ADMIN_DOWN:  # expected, not news
+                self._log_drop(exc, remote, now)
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("received from %s: %s", remote, pkt)
+        self._flush(peer, now)
+
+    def _log_drop(self, exc: PacketError, remote: str, now: int) -> None:
+        """Count drops per source and reason; log a summary at most every 10 s."""
+        pending = self._drop_pending
+        key = (exc.reason.value, remote)
+        if key in pending or len(pending) < 1000:
+            pending[key] = pending.get(key, 0) + 1
+        if now - self._drop_logged_at < DROP_LOG_INTERVAL_US:
+            return
+        self._drop_logged_at = now
+        top = sorted(pending.items(), key=lambda kv: -kv[1])[:5]
+        summary = ", ".join(f"{n} x {reason} from {src}" for (reason, src), n in top)
+        more = len(pending) - len(top)
+        log.warning("dropped packets: %s%s", summary, f" (+{more} more)" if more > 0 else "")
+        pending.clear()
+
+    # ------------------------------------------------------- send and timers
+
+    def _flush(self, peer: Peer, now: int) -> None:
+        """Send what the session queued, report its events, re-arm its timer."""
+        session = peer.session
+        deadline = session.get_timer()
+        if deadline is not None and deadline <= now:
+            session.handle_timer(now)
+        datagrams = session.datagrams_to_send()
+        if datagrams:
+            self._send(peer, datagrams)
+        event = session.next_event()
+        while event is not None:
+            self._report(peer, event)
+            event = session.next_event()
+        self._arm(peer)
+
+    def _send(self, peer: Peer, datagrams: list[bytes]) -> None:
+        sendto = peer.sock.sendto
+        for data in datagrams:
+            try:
+                sendto(data, peer.dest)
+            except OSError as exc:
+                name = errno.errorcode.get(exc.errno or 0, "EIO")
+                peer.send_errors[name] = peer.send_errors.get(name, 0) + 1
+                if peer.send_errors[name] in (1, 10, 100, 1000) or log.isEnabledFor(logging.DEBUG):
+                    log.warning(
+                        "cannot send to %s: %s (%d times)",
+                        peer.spec.display_remote(),
+                        exc.strerror,
+                        peer.send_errors[name],
+                    )
+
+    def _arm(self, peer: Peer) -> None:
+        deadline = peer.session.get_timer()
+        if deadline == peer.timer_at:
+            return
+        if peer.timer is not None:
+            peer.timer.cancel()
+            peer.timer = None
+        peer.timer_at = deadline
+        if deadline is not None:
+            assert self._loop is not None
+            peer.timer = self._loop.call_at(deadline / US_PER_SECOND, self._on_timer, peer)
+
+    def _on_timer(self, peer: Peer) -> None:
+        deadline = peer.timer_at
+        peer.timer = None
+        peer.timer_at = None
+        now = self._clock()
+        if deadline is not None and now < deadline:
+            # The loop may wake a hair early (clock resolution): act on time.
+            now = deadline
+        peer.session.handle_timer(now)
+        self._flush(peer, now)
+
+    # --------------------------------------------------------------- events
+
+    def _report(self, peer: Peer, event: Event) -> None:
+        if isinstance(event, StateChanged):
+            self._log_state_change(peer, event)
+        elif isinstance(event, PollSequenceCompleted):
+            log.debug(
+                "session %s: poll sequence completed",
+                peer.spec.display_remote(),
+                extra=self._fields(peer),
+            )
+        for listener in self._listeners:
+            try:
+                listener(peer, event)
+            except Exception:
+                log.exception("event listener failed")
+
+    def _log_state_change(self, peer: Peer, ev: StateChanged) -> None:
+        fields = self._fields(peer)
+        fields.update(
+            old_state=ev.old_state.label,
+            new_state=ev.new_state.label,
+            diag=int(ev.diag),
+            diag_name=ev.diag.label,
+        )
+        if ev.diag == 1 and ev.last_rx_us is not None:
+            fields["ms_since_last_packet"] = round((ev.at_us - ev.last_rx_us) / 1000, 3)
+        level = (
+            logging.INFO
+            if ev.new_state is State.UP or ev.old_state is not State.UP
+            else logging.WARNING
+        )
+        log.log(
+            level,
+            "session %s %s -> %s (diag %s)",
+            peer.spec.display_remote(),
+            ev.old_state.name,
+            ev.new_state.name,
+            ev.diag.label,
+            extra=fields,
+        )
+
+    def _fields(self, peer: Peer) -> dict[str, Any]:
+        s = peer.session
+        return {
+            "local": peer.spec.local,
+            "remote": peer.spec.display_remote(),
+            "local_discr": s.local_discr,
+            "remote_discr": s.remote_discr,
+            "state": s.state.label,
+            "remote_diag": int(s.remote_diag),
+            "tx_interval_ms": s.transmit_interval_us / 1000,
+            "rx_interval_ms": max(s.required_min_rx_us, s.remote_desired_min_tx_us) / 1000,
+            "detect_time_ms": s.detection_time_us / 1000,
+        }
+
+    # ----------------------------------------------------------------- intro
+
+    def _close_peer(self, peer: Peer) -> None:
+        if peer.timer is not None:
+            peer.timer.cancel()
+            peer.timer = None
+        peer.sock.close()
+        self.table.remove(peer.spec.key)
+        rkey = (peer.spec.local, peer.spec.scope)
+        receiver = self._receivers.get(rkey)
+        if receiver is not None:
+            receiver.users -= 1
+            if receiver.users <= 0:
+                self._unwatch(receiver)
+                del self._receivers[rkey]
+
+    def _unwatch(self, receiver: _Receiver) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(receiver.sock.fileno())
+        receiver.sock.close()

@@ -1,0 +1,108 @@
+"""Socket set-up for RFC 5881 single-hop BFD.
+
+* One receive socket per local address on UDP 3784 that reports each packet's
+  received TTL / Hop Limit (``IP_RECVTTL``, ``IPV6_RECVHOPLIMIT``).
+* One transmit socket per session, bound to the local address and to a source
+  port of 49152-65535 that no other socket holds (RFC 5881 §4), sending with
+  TTL / Hop Limit 255 (RFC 5881 §5).
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from typing import Final
+
+from ..constants import SINGLE_HOP_PORT, SOURCE_PORT_MAX, SOURCE_PORT_MIN, TTL_SINGLE_HOP
+from ..timers import RandomSource
+
+#: Linux value; Python's socket module does not export it.
+IP_RECVTTL: Final = getattr(socket, "IP_RECVTTL", 12)
+IPV6_RECVHOPLIMIT: Final = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
+IPV6_HOPLIMIT: Final = getattr(socket, "IPV6_HOPLIMIT", 52)
+#: DSCP CS6 (network control), as FRR and BIRD mark BFD.
+TOS_NETWORK_CONTROL: Final = 0xC0
+#: Room for the ancillary data of recvmsg (one int, with headers).
+ANCILLARY_SIZE: Final = socket.CMSG_SPACE(4)
+
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
+
+
+def sockaddr(family: int, address: str, port: int, scope: int = 0) -> SockAddr:
+    """A socket address for ``address`` (``scope`` is the IPv6 interface index)."""
+    if family == socket.AF_INET6:
+        return (address, port, 0, scope)
+    return (address, port)
+
+
+def open_receive_socket(
+    family: int, local: str, scope: int = 0, port: int = SINGLE_HOP_PORT
+) -> socket.socket:
+    """A non-blocking UDP socket on ``local``:3784 that reports received TTLs."""
+    sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        sock.setblocking(False)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        sock.bind(sockaddr(family, local, port, scope))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_transmit_socket(
+    family: int, local: str, scope: int, rng: RandomSource, attempts: int = 64
+) -> socket.socket:
+    """A non-blocking UDP socket on ``local`` with a free port of 49152-65535.
+
+    Ports are tried at random first, then in order, so the choice is spread
+    over the range and still succeeds while any port is free.
+    """
+    sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        sock.setblocking(False)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, TTL_SINGLE_HOP)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, TOS_NETWORK_CONTROL)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL_SINGLE_HOP)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, TOS_NETWORK_CONTROL)
+        span = SOURCE_PORT_MAX - SOURCE_PORT_MIN + 1
+        start = SOURCE_PORT_MIN + rng.getrandbits(16) % span
+        candidates = [
+            SOURCE_PORT_MIN + (start - SOURCE_PORT_MIN + i * 7919) % span for i in range(attempts)
+        ]
+        candidates += range(SOURCE_PORT_MIN, SOURCE_PORT_MAX + 1)
+        for port in candidates:
+            try:
+                sock.bind(sockaddr(family, local, port, scope))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                continue
+            return sock
+        raise OSError(
+            errno.EADDRINUSE, f"no free source port in {SOURCE_PORT_MIN}-{SOURCE_PORT_MAX}"
+        )
+    except BaseException:
+        sock.close()
+        raise
+
+
+def received_ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
+    """The TTL / Hop Limit from ``recvmsg`` ancillary data, if present."""
+    for level, kind, data in ancdata:
+        if (level == socket.IPPROTO_IP and kind == socket.IP_TTL) or (
+            level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT
+        ):
+            if len(data) >= 4:
+                return int.from_bytes(data[:4], sys.byteorder)
+            if data:
+                return data[0]
+    return None

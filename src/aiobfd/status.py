@@ -1,0 +1,75 @@
+"""Session status as plain data, for the control socket and ``aiobfdctl``.
+
+Intervals are in milliseconds (as FRR's ``show bfd peers json``), instants in
+seconds of the monotonic clock, counters as integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .daemon import Peer
+from .packet import State
+
+
+def _ms(us: int) -> float:
+    return us / 1000
+
+
+def _s(us: int | None) -> float | None:
+    return None if us is None else us / 1_000_000
+
+
+def session_info(peer: Peer, now: int) -> dict[str, Any]:
+    """Everything an operator asks about one session."""
+    s = peer.session
+    c = s.counters
+    spec = peer.spec
+    return {
+        "remote": spec.remote,
+        "local": spec.local,
+        "interface": spec.interface or None,
+        "peer": spec.display_remote(),
+        "dynamic": peer.dynamic,
+        "passive": s.config.passive,
+        "state": s.state.label,
+        "remote_state": s.remote_state.label,
+        "local_diag": int(s.local_diag),
+        "local_diag_name": s.local_diag.label,
+        "remote_diag": int(s.remote_diag),
+        "remote_diag_name": s.remote_diag.label,
+        "local_discr": s.local_discr,
+        "remote_discr": s.remote_discr,
+        "source_port": peer.source_port,
+        "uptime_s": round((now - s.last_state_change_us) / 1e6, 3) if s.state is State.UP else None,
+        "since_last_change_s": round((now - s.last_state_change_us) / 1e6, 3),
+        "last_state_change_monotonic": _s(s.last_state_change_us),
+        "last_rx_monotonic": _s(s.last_rx_us),
+        "last_tx_monotonic": _s(s.last_tx_us),
+        "detect_mult": s.detect_mult,
+        "configured_tx_ms": _ms(s.config.desired_min_tx_us),
+        "configured_rx_ms": _ms(s.config.required_min_rx_us),
+        "desired_min_tx_ms": _ms(s.desired_min_tx_us),
+        "required_min_rx_ms": _ms(s.required_min_rx_us),
+        "remote_desired_min_tx_ms": _ms(s.remote_desired_min_tx_us),
+        "remote_required_min_rx_ms": _ms(s.remote_min_rx_us),
+        "remote_detect_mult": s.remote_detect_mult,
+        "remote_demand_mode": s.remote_demand_mode,
+        "tx_interval_ms": _ms(s.transmit_interval_us),
+        "rx_interval_ms": _ms(max(s.required_min_rx_us, s.remote_desired_min_tx_us)),
+        "detect_time_ms": _ms(s.detection_time_us),
+        "max_rx_gap_ms": _ms(s.max_rx_gap_us),
+        "poll_active": s.poll_active,
+        "counters": {
+            "packets_in": c.packets_in,
+            "packets_out": c.packets_out,
+            "packets_dropped": c.packets_dropped,
+            "session_up": c.session_up,
+            "session_down": c.session_down,
+            "poll_sequences": c.poll_sequences,
+            "finals_sent": c.finals_sent,
+            "detection_expiries": c.detection_expiries,
+            "drops": {str(k): v for k, v in c.drops.items()},
+            "send_errors": dict(peer.send_errors),
+        },
+    }
