@@ -21,7 +21,7 @@ from typing import Any
 
 from .config import PeerSpec
 from .constants import SINGLE_HOP_PORT, US_PER_SECOND
-from .errors import PacketError
+from .errors import DropReason, PacketError
 from .events import Event, PollSequenceCompleted, StateChanged
 from .io.sockets import (
     ANCILLARY_SIZE,

@@ -312,7 +312,9 @@ class Session:
         counters.drops[reason] = counters.drops.get(reason, 0) + 1
         raise PacketError(reason)
 
-    def _set_state(self, new: State, diag: Diag, now: int) -> None:
+    def _set_state(
+        self, new: State, diag: Diag, now: int, detect_time_us: int | None = None
+    ) -> None:
         """The one place a state changes (after BIRD's bfd_session_update_state)."""
         old = self.state
         if new is old:
@@ -337,7 +339,7 @@ class Session:
                 self.remote_diag,
                 now,
                 self.last_rx_us,
-                self.detection_time_us,
+                self.detection_time_us if detect_time_us is None else detect_time_us,
             )
         )
         # §6.8.3: slow transmission while not Up, the configured rate when Up.
@@ -406,6 +408,7 @@ class Session:
         """RFC 5880 §6.8.4 and §6.8.1: nothing heard for a Detection Time."""
         self._detect_at_us = None
         self.counters.detection_expiries += 1
+        expired_after = self.detection_time_us
         transition = fsm.on_detection_timeout(self.state)
         # §6.8.1: bfd.RemoteDiscr is reset, and the remote's values with it.
         self.remote_discr = 0
@@ -418,7 +421,7 @@ class Session:
         self._tx_in_force_us = self.desired_min_tx_us
         self._rx_in_force_us = self.required_min_rx_us
         if transition is not None:
-            self._set_state(transition[0], transition[1], now)
+            self._set_state(transition[0], transition[1], now, expired_after)
         else:
             self._update_tx_schedule(now, interval_changed=True)
 

@@ -1,0 +1,184 @@
+"""Two or more daemons in one event loop over loopback: the asyncio layer end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from aiobfd.config import PeerSpec
+from aiobfd.daemon import Daemon, Peer
+from aiobfd.events import Event, StateChanged
+from aiobfd.packet import Diag, State
+from aiobfd.session import SessionConfig
+
+MS = 1000
+FAST = SessionConfig(desired_min_tx_us=50 * MS, required_min_rx_us=50 * MS, detect_mult=3)
+
+
+def spec(local: str, remote: str, cfg: SessionConfig = FAST) -> PeerSpec:
+    return PeerSpec(remote, local, socket.AF_INET, session=cfg)
+
+
+class Recorder:
+    """Collects state changes of a daemon, with a way to wait for one."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.changes: list[tuple[Peer, StateChanged]] = []
+        self._cond = asyncio.Condition()
+        daemon.add_listener(self._on_event)
+
+    def _on_event(self, peer: Peer, event: Event) -> None:
+        if isinstance(event, StateChanged):
+            self.changes.append((peer, event))
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._cond:
+            self._cond.notify_all()
+
+    async def wait_for(
+        self, pred: Callable[[Peer, StateChanged], bool], timeout: float = 5.0
+    ) -> StateChanged:
+        async def _wait() -> StateChanged:
+            async with self._cond:
+                while True:
+                    for peer, ev in self.changes:
+                        if pred(peer, ev):
+                            return ev
+                    await self._cond.wait()
+
+        return await asyncio.wait_for(_wait(), timeout)
+
+
+def entered(state: State, remote: str | None = None) -> Callable[[Peer, StateChanged], bool]:
+    return lambda p, e: e.new_state is state and (remote is None or p.spec.remote == remote)
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[Daemon, Daemon, Recorder, Recorder]]:
+    a = Daemon([spec("127.0.0.1", "127.0.0.2")])
+    b = Daemon([spec("127.0.0.2", "127.0.0.1")])
+    ra, rb = Recorder(a), Recorder(b)
+    await a.start()
+    await b.start()
+    try:
+        yield a, b, ra, rb
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_two_daemons_come_up_with_configured_timers(pair) -> None:
+    a, b, ra, rb = pair
+    await ra.wait_for(entered(State.UP))
+    await rb.wait_for(entered(State.UP))
+    await asyncio.sleep(0.3)  # the Poll Sequence after Up completes
+    for daemon in (a, b):
+        (peer,) = daemon.peers.values()
+        s = peer.session
+        assert s.state is State.UP
+        assert s.desired_min_tx_us == 50 * MS
+        assert s.transmit_interval_us == 50 * MS
+        assert s.detection_time_us == 150 * MS
+        assert not s.poll_active
+        assert 49152 <= peer.source_port <= 65535
+
+
+async def test_silent_peer_is_detected_on_time(pair) -> None:
+    a, b, ra, _ = pair
+    await ra.wait_for(entered(State.UP))
+    await asyncio.sleep(0.3)
+    b.close()  # vanish without a goodbye
+    ev = await ra.wait_for(entered(State.DOWN), timeout=2)
+    assert ev.diag is Diag.CONTROL_DETECTION_TIME_EXPIRED
+    assert ev.last_rx_us is not None
+    lateness = ev.at_us - ev.last_rx_us - ev.detection_time_us
+    # The detection timer fires at the deadline; the budget here only absorbs
+    # scheduling noise of a loaded CI machine (bench/detection.py measures it).
+    assert 0 <= lateness <= 10 * MS, lateness
+
+
+async def test_graceful_shutdown_sends_admin_down(pair) -> None:
+    a, b, ra, _ = pair
+    await ra.wait_for(entered(State.UP))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await b.shutdown()
+    assert loop.time() - started < 1.0
+    ev = await ra.wait_for(entered(State.DOWN), timeout=1)
+    assert ev.diag is Diag.NEIGHBOR_SIGNALED_SESSION_DOWN
+    assert ev.remote_state is State.ADMIN_DOWN
+    assert ev.remote_diag is Diag.ADMINISTRATIVELY_DOWN
+
+
+async def test_three_peers_from_one_process() -> None:
+    remotes = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    hub = Daemon([spec("127.0.0.1", r) for r in remotes])
+    spokes = [Daemon([spec(r, "127.0.0.1")]) for r in remotes]
+    rec = Recorder(hub)
+    await hub.start()
+    for d in spokes:
+        await d.start()
+    try:
+        for r in remotes:
+            await rec.wait_for(entered(State.UP, r))
+        sources = {p.source_port for p in hub.peers.values()}
+        discrs = {p.session.local_discr for p in hub.peers.values()}
+        assert len(sources) == 3 and len(discrs) == 3 and 0 not in discrs
+        spokes[1].close()
+        ev = await rec.wait_for(entered(State.DOWN, remotes[1]), timeout=2)
+        assert ev.diag is Diag.CONTROL_DETECTION_TIME_EXPIRED
+        await asyncio.sleep(0.3)
+        states = {p.spec.remote: p.session.state for p in hub.peers.values()}
+        assert states == {remotes[0]: State.UP, remotes[1]: State.DOWN, remotes[2]: State.UP}
+    finally:
+        hub.close()
+        for d in spokes:
+            d.close()
+
+
+async def test_disable_and_enable_at_runtime(pair) -> None:
+    a, b, ra, rb = pair
+    await ra.wait_for(entered(State.UP))
+    key = next(iter(a.peers))
+    a.disable(key)
+    ev = await rb.wait_for(entered(State.DOWN), timeout=1)
+    assert ev.diag is Diag.NEIGHBOR_SIGNALED_SESSION_DOWN
+    a.enable(key)
+    rb.changes.clear()
+    await rb.wait_for(entered(State.UP), timeout=3)
+
+
+async def test_timer_change_while_up_does_not_flap(pair) -> None:
+    a, b, ra, rb = pair
+    await ra.wait_for(entered(State.UP))
+    await asyncio.sleep(0.3)
+    key = next(iter(a.peers))
+    a.set_timers(key, desired_min_tx_us=20 * MS, required_min_rx_us=20 * MS)
+    await asyncio.sleep(0.5)
+    (pb,) = b.peers.values()
+    assert pb.session.remote_desired_min_tx_us == 20 * MS
+    assert pb.session.remote_min_rx_us == 20 * MS
+    assert pb.session.transmit_interval_us == 50 * MS  # b's own desired tx is larger
+    assert a.peers[key].session.detection_time_us == 150 * MS
+    assert all(e.new_state is State.UP for _, e in ra.changes[1:] + rb.changes[1:]) or (
+        len(ra.changes) == 2 and len(rb.changes) <= 2
+    )
+    assert [e.new_state for _, e in ra.changes].count(State.DOWN) == 0
+    assert [e.new_state for _, e in rb.changes].count(State.DOWN) == 0
+
+
+async def test_garbage_is_counted_not_fatal(pair) -> None:
+    a, b, ra, _ = pair
+    await ra.wait_for(entered(State.UP))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.3", 0))
+        for payload in (b"", b"x" * 10, os.urandom(24), b"\x20" + os.urandom(40)):
+            s.sendto(payload, ("127.0.0.1", 3784))
+    await asyncio.sleep(0.2)
+    assert sum(a.table.drops.values()) >= 3
+    assert all(p.session.state is State.UP for p in a.peers.values())
