@@ -253,10 +253,9 @@ class Daemon:
             now = self._clock()
         remote = addr[0]
         scope = 0
-        if len(addr) == 4:
-            if "%" in remote:
-                remote = remote.partition("%")[0]
-                scope = addr[3]
+        if len(addr) == 4 and "%" in remote:
+            remote = remote.partition("%")[0]
+            scope = addr[3]
         table = self.table
         try:
             pkt = decode(data)

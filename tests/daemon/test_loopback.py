@@ -89,7 +89,7 @@ async def test_two_daemons_come_up_with_configured_timers(pair) -> None:
 
 
 async def test_silent_peer_is_detected_on_time(pair) -> None:
-    a, b, ra, _ = pair
+    _a, b, ra, _ = pair
     await ra.wait_for(entered(State.UP))
     await asyncio.sleep(0.3)
     b.close()  # vanish without a goodbye
@@ -103,7 +103,7 @@ async def test_silent_peer_is_detected_on_time(pair) -> None:
 
 
 async def test_graceful_shutdown_sends_admin_down(pair) -> None:
-    a, b, ra, _ = pair
+    _a, b, ra, _ = pair
     await ra.wait_for(entered(State.UP))
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -142,7 +142,7 @@ async def test_three_peers_from_one_process() -> None:
 
 
 async def test_disable_and_enable_at_runtime(pair) -> None:
-    a, b, ra, rb = pair
+    a, _b, ra, rb = pair
     await ra.wait_for(entered(State.UP))
     key = next(iter(a.peers))
     a.disable(key)
@@ -173,7 +173,7 @@ async def test_timer_change_while_up_does_not_flap(pair) -> None:
 
 
 async def test_garbage_is_counted_not_fatal(pair) -> None:
-    a, b, ra, _ = pair
+    a, _b, ra, _ = pair
     await ra.wait_for(entered(State.UP))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.3", 0))
