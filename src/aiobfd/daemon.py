@@ -34,6 +34,7 @@ from .io.sockets import (
 from .packet import State, decode
 from .registry import PeerKey, SessionTable
 from .session import Session
+from .stats import TimingStats
 
 log = logging.getLogger("aiobfd")
 
@@ -108,6 +109,7 @@ class Daemon:
         self._stopped = asyncio.Event()
         self.started_at_us = 0
         self.receive_errors = 0
+        self.timing = TimingStats()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -340,10 +342,16 @@ class Daemon:
         peer.timer = None
         peer.timer_at = None
         now = self._clock()
-        if deadline is not None and now < deadline:
-            # The loop may wake a hair early (clock resolution): act on time.
-            now = deadline
-        peer.session.handle_timer(now)
+        session = peer.session
+        if deadline is not None:
+            if now < deadline:
+                # The loop may wake a hair early (clock resolution): act on time.
+                now = deadline
+            if deadline == session.detect_deadline_us:
+                self.timing.detect_lateness.record(now - deadline)
+            elif deadline == session.next_tx_us:
+                self.timing.tx_lateness.record(now - deadline)
+        session.handle_timer(now)
         self._flush(peer, now)
 
     # --------------------------------------------------------------- events
