@@ -94,11 +94,14 @@ class Daemon:
         rng: random.Random | None = None,
         clock: Callable[[], int] = monotonic_us,
         port: int = SINGLE_HOP_PORT,
+        ttl_check: bool = True,
     ) -> None:
         self._initial = list(peers or [])
         self._rng = rng or random.SystemRandom()
         self._clock = clock
         self._port = port
+        self.ttl_check = ttl_check
+        """RFC 5881 §5: drop packets that did not arrive with TTL / Hop Limit 255."""
         self.table = SessionTable(self._rng)
         self.peers: dict[PeerKey, Peer] = {}
         self._receivers: dict[tuple[str, int], _Receiver] = {}
@@ -268,6 +271,8 @@ class Daemon:
         try:
             session = table.demultiplex(pkt, remote, local, scope)
             peer = self.peers[session.key]
+            if self.ttl_check and ttl is not None and ttl < session.min_rx_ttl:
+                session.reject(DropReason.TTL, f"TTL {ttl} from {remote}")
             session.receive(pkt, now)
         except PacketError as exc:
             if exc.reason is not DropReason.SESSION_ADMIN_DOWN:  # expected, not news

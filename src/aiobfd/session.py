@@ -28,6 +28,7 @@ from .constants import (
     MAX_DETECT_MULT,
     MAX_INTERVAL_US,
     SLOW_TX_INTERVAL_US,
+    TTL_SINGLE_HOP,
 )
 from .errors import DropReason, LocalProtocolError, PacketError
 from .events import Event, PollSequenceCompleted, StateChanged
@@ -306,11 +307,22 @@ class Session:
 
     # ---------------------------------------------------------------- internals
 
-    def _drop(self, reason: DropReason) -> None:
+    @property
+    def min_rx_ttl(self) -> int:
+        """RFC 5881 §5: the lowest received TTL / Hop Limit accepted.
+
+        255 without authentication; with it, the configured minimum."""
+        return TTL_SINGLE_HOP
+
+    def reject(self, reason: DropReason, detail: str = "") -> None:
+        """Count a packet the caller discarded for this session, and raise."""
+        self._drop(reason, detail)
+
+    def _drop(self, reason: DropReason, detail: str = "") -> None:
         counters = self.counters
         counters.packets_dropped += 1
         counters.drops[reason] = counters.drops.get(reason, 0) + 1
-        raise PacketError(reason)
+        raise PacketError(reason, detail)
 
     def _set_state(
         self, new: State, diag: Diag, now: int, detect_time_us: int | None = None
@@ -392,17 +404,21 @@ class Session:
 
     def _terminate_poll(self, now: int) -> None:
         self.poll_active = False
-        tx_changed = self._tx_in_force_us != self.desired_min_tx_us
-        self._tx_in_force_us = self.desired_min_tx_us
-        self._rx_in_force_us = self.required_min_rx_us
         self._events.append(
             PollSequenceCompleted(now, self.desired_min_tx_us, self.required_min_rx_us)
         )
         if self._poll_pending:
+            # The values changed during this Poll Sequence, so this Final may
+            # answer a Poll that carried older ones: what waits for a Poll (a TX
+            # increase, an RX decrease) waits for the next one (§6.8.3; BIRD's
+            # bfd_session_terminate_poll applies only what was not rescheduled).
             self._poll_pending = False
             self._start_poll(now)
-        else:
-            self._update_tx_schedule(now, interval_changed=tx_changed)
+            return
+        tx_changed = self._tx_in_force_us != self.desired_min_tx_us
+        self._tx_in_force_us = self.desired_min_tx_us
+        self._rx_in_force_us = self.required_min_rx_us
+        self._update_tx_schedule(now, interval_changed=tx_changed)
 
     def _detection_timeout(self, now: int) -> None:
         """RFC 5880 §6.8.4 and §6.8.1: nothing heard for a Detection Time."""
