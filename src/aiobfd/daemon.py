@@ -258,9 +258,10 @@ class Daemon:
             now = self._clock()
         remote = addr[0]
         scope = 0
-        if len(addr) == 4 and "%" in remote:
-            remote = remote.partition("%")[0]
+        if len(addr) == 4 and addr[3]:
+            # IPv6 link-local: the scope (interface index) is part of the peer.
             scope = addr[3]
+            remote = remote.partition("%")[0]
         table = self.table
         try:
             pkt = decode(data)
