@@ -1,0 +1,73 @@
+"""Timer arithmetic (RFC 5880 §6.8.2, §6.8.4, §6.8.7) with a rigged random source."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from aiobfd.timers import detection_time, jittered, transmit_interval
+
+
+class Fixed:
+    """A RandomSource whose random() always answers ``value``."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+    def getrandbits(self, k: int, /) -> int:
+        return 1
+
+
+LOWEST = 0.0
+HIGHEST = 1.0 - 2**-53  # the largest value random.random() can return
+
+
+@pytest.mark.parametrize("mult", [2, 3, 255])
+def test_jitter_bounds(mult: int) -> None:
+    assert jittered(1_000_000, mult, Fixed(LOWEST)) == 750_000
+    # A reduction of 0 % is allowed ("by a random value of 0 to 25 %").
+    assert 999_999 <= jittered(1_000_000, mult, Fixed(HIGHEST)) <= 1_000_000
+    assert jittered(1_000_000, mult, Fixed(0.5)) == 875_000
+
+
+def test_jitter_bounds_with_detect_mult_1() -> None:
+    # §6.8.7: no more than 90 % of the interval when Detect Mult is 1.
+    assert jittered(1_000_000, 1, Fixed(LOWEST)) == 750_000
+    assert 899_999 <= jittered(1_000_000, 1, Fixed(HIGHEST)) <= 900_000
+    assert jittered(1_000_000, 1, Fixed(0.5)) == 825_000
+
+
+@pytest.mark.parametrize("interval", [1, 2, 3])
+def test_jitter_never_zero(interval: int) -> None:
+    assert jittered(interval, 3, Fixed(LOWEST)) >= 1
+    assert jittered(interval, 1, Fixed(LOWEST)) >= 1
+
+
+@pytest.mark.parametrize(("mult", "high"), [(1, 0.90), (3, 1.0)])
+def test_jitter_distribution(mult: int, high: float) -> None:
+    rng = random.Random(5)
+    values = [jittered(100_000, mult, rng) for _ in range(5_000)]
+    assert all(75_000 <= v <= 100_000 * high for v in values)
+    # Spread over the whole range, not stuck at one end.
+    assert min(values) < 76_000
+    assert max(values) > 100_000 * high - 1_000
+    mean = sum(values) / len(values)
+    assert abs(mean - 100_000 * (0.75 + high) / 2) < 1_000
+
+
+def test_transmit_interval() -> None:
+    assert transmit_interval(300_000, 1) == 300_000
+    assert transmit_interval(300_000, 1_000_000) == 1_000_000
+    assert transmit_interval(300_000, 0) == 300_000
+
+
+def test_detection_time() -> None:
+    # Remote Detect Mult x max(our Required Min RX, remote Desired Min TX).
+    assert detection_time(3, 300_000, 100_000) == 900_000
+    assert detection_time(5, 200_000, 500_000) == 2_500_000
+    assert detection_time(1, 50_000, 50_000) == 50_000
+    assert detection_time(0, 300_000, 300_000) == 0  # remote not heard yet
