@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 
@@ -90,10 +91,8 @@ class SessionPair:
         due = [f for f in self.in_flight if f[0] <= self.now]
         self.in_flight = [f for f in self.in_flight if f[0] > self.now]
         for _, dest, data in due:
-            try:
+            with contextlib.suppress(ValueError):
                 dest.receive(decode(data), self.now)
-            except ValueError:
-                pass
         for s in (self.a, self.b):
             t = s.get_timer()
             if t is not None and t <= self.now:

@@ -139,6 +139,7 @@ class Session:
 
         self.poll_active = False
         self._poll_pending = False
+        self._poll_sent = False
 
         self.created_at_us = now
         self.last_state_change_us = now
@@ -392,12 +393,15 @@ class Session:
             self._rx_in_force_us = self.required_min_rx_us
             return
         if self.poll_active:
-            self._poll_pending = True
+            # Values that change before the first Poll went out ride on it.
+            if self._poll_sent:
+                self._poll_pending = True
             return
         self._start_poll(now)
 
     def _start_poll(self, now: int) -> None:
         self.poll_active = True
+        self._poll_sent = False
         self.counters.poll_sequences += 1
         # Send the first Poll now; the following ones go at the periodic rate.
         self._reschedule_tx(now, immediately=True)
@@ -489,8 +493,12 @@ class Session:
         """Queue one Control packet reflecting the current state (RFC 5880 §6.8.7)."""
         if final:
             flags = FLAG_FINAL  # a Final never carries Poll (§6.5)
+        elif self.poll_active:
+            flags = FLAG_POLL
+            self._poll_sent = True
+            self.last_tx_us = now
         else:
-            flags = FLAG_POLL if self.poll_active else 0
+            flags = 0
             self.last_tx_us = now
         self._outbox.append(
             encode(

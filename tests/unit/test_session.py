@@ -852,3 +852,18 @@ def test_transmit_now() -> None:
     quiet = make_session(SessionConfig(passive=True), discr=LOCAL)
     quiet.transmit_now(10)
     assert drain(quiet) == []
+
+
+def test_tx_and_rx_changed_together_make_one_poll() -> None:
+    s = up_session()
+    s.set_timers(0, desired_min_tx_us=600 * MS, required_min_rx_us=200 * MS)
+    assert s.counters.poll_sequences == 2  # the initial one after Up, and this one
+    s.handle_timer(0)
+    [poll] = drain(s)
+    assert poll.poll
+    assert (poll.desired_min_tx_us, poll.required_min_rx_us) == (600 * MS, 200 * MS)
+    deliver(s, pkt(State.UP, flags=FLAG_FINAL), 10)
+    assert not s.poll_active
+    assert s.counters.poll_sequences == 2
+    assert s.transmit_interval_us == 600 * MS
+    assert s.detection_time_us == 3 * 300 * MS  # remote tx 300 > our new rx 200
