@@ -274,7 +274,7 @@ class Daemon:
             peer = self.peers[session.key]
             if self.ttl_check and ttl is not None and ttl < session.min_rx_ttl:
                 session.reject(DropReason.TTL, f"TTL {ttl} from {remote}")
-            session.receive(pkt, now)
+            session.receive(pkt, now, data)
         except PacketError as exc:
             if exc.reason is not DropReason.SESSION_ADMIN_DOWN:  # expected, not news
                 self._log_drop(exc, remote, now)

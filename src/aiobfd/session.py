@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import fsm
+from .auth import AuthConfig, Authenticator
 from .constants import (
     MAX_DETECT_MULT,
     MAX_INTERVAL_US,
@@ -58,9 +59,16 @@ class SessionConfig:
     """bfd.DetectMult."""
     passive: bool = False
     """RFC 5880 §6.1: wait for the remote to speak first."""
+    auth: AuthConfig | None = None
+    """RFC 5880 §6.7 authentication, or None."""
+    min_ttl: int = TTL_SINGLE_HOP
+    """RFC 5881 §5: lowest received TTL accepted when authentication is in use
+    (without authentication it is always 255)."""
 
     def __post_init__(self) -> None:
         check_timers(self.desired_min_tx_us, self.required_min_rx_us, self.detect_mult)
+        if not 1 <= self.min_ttl <= 255:
+            raise ValueError(f"minimum TTL must be between 1 and 255, not {self.min_ttl}")
 
 
 def check_timers(desired_min_tx_us: int, required_min_rx_us: int, detect_mult: int) -> None:
@@ -113,6 +121,7 @@ class Session:
         self.key = key
         """Opaque identity given by the owner (the peer), for its own bookkeeping."""
         self._rng = rng
+        self.auth = Authenticator(config.auth, rng) if config.auth is not None else None
         self._events: deque[Event] = deque()
         self._outbox: list[bytes] = []
         self.counters = SessionCounters()
@@ -198,17 +207,28 @@ class Session:
 
     # ------------------------------------------------------------------- inputs
 
-    def receive(self, pkt: ControlPacket, now: int) -> None:
+    def receive(self, pkt: ControlPacket, now: int, raw: bytes | None = None) -> None:
         """Process a packet demultiplexed to this session (RFC 5880 §6.8.6).
 
-        Raises :class:`PacketError` if the packet must be discarded; the
-        session is then unchanged apart from its drop counter.
+        ``raw`` is the datagram ``pkt`` was decoded from; it is needed to check
+        a digest when the session uses authentication.  Raises
+        :class:`PacketError` if the packet must be discarded; the session is
+        then unchanged apart from its drop counter.
         """
         if self.state is State.ADMIN_DOWN:
             self._drop(DropReason.SESSION_ADMIN_DOWN)
-        if pkt.auth is not None:
-            # Authentication is not configured on this session (§6.8.6).
-            self._drop(DropReason.AUTH_MISMATCH)
+        auth = self.auth
+        if auth is None:
+            if pkt.auth is not None:
+                # §6.8.6: the A bit without authentication in use.
+                self._drop(DropReason.AUTH_MISMATCH, "authentication not configured")
+        else:
+            try:
+                auth.verify(
+                    pkt, raw if raw is not None else encode(pkt), now, self.detection_time_us
+                )
+            except PacketError as exc:
+                self._drop(exc.reason, exc.detail)
 
         counters = self.counters
         counters.packets_in += 1
@@ -287,7 +307,7 @@ class Session:
         tx = cfg.desired_min_tx_us if desired_min_tx_us is None else desired_min_tx_us
         rx = cfg.required_min_rx_us if required_min_rx_us is None else required_min_rx_us
         mult = cfg.detect_mult if detect_mult is None else detect_mult
-        self.config = SessionConfig(tx, rx, mult, cfg.passive)
+        self.config = replace(cfg, desired_min_tx_us=tx, required_min_rx_us=rx, detect_mult=mult)
         self.detect_mult = mult
         self._apply_desired_min_tx(now)
         self._set_required_min_rx(rx, now)
@@ -300,10 +320,7 @@ class Session:
         self._emit(now)
 
     def set_passive(self, passive: bool, now: int) -> None:
-        cfg = self.config
-        self.config = SessionConfig(
-            cfg.desired_min_tx_us, cfg.required_min_rx_us, cfg.detect_mult, passive
-        )
+        self.config = replace(self.config, passive=passive)
         self._update_tx_schedule(now, interval_changed=False)
 
     # ---------------------------------------------------------------- internals
@@ -313,7 +330,22 @@ class Session:
         """RFC 5881 §5: the lowest received TTL / Hop Limit accepted.
 
         255 without authentication; with it, the configured minimum."""
-        return TTL_SINGLE_HOP
+        return TTL_SINGLE_HOP if self.auth is None else self.config.min_ttl
+
+    def set_auth(self, config: AuthConfig | None) -> None:
+        """Change keys (rotation keeps sequence numbers) or the auth type.
+
+        Turning authentication on or off on a running session makes the remote
+        drop our packets until it is reconfigured too: RFC 5880 §6.7.1 has no
+        way to negotiate it.
+        """
+        self.config = replace(self.config, auth=config)
+        if config is None:
+            self.auth = None
+        elif self.auth is None:
+            self.auth = Authenticator(config, self._rng)
+        else:
+            self.auth.set_config(config)
 
     def reject(self, reason: DropReason, detail: str = "") -> None:
         """Count a packet the caller discarded for this session, and raise."""
@@ -500,22 +532,20 @@ class Session:
         else:
             flags = 0
             self.last_tx_us = now
-        self._outbox.append(
-            encode(
-                ControlPacket(
-                    self.state,
-                    self.local_diag,
-                    flags,
-                    self.detect_mult,
-                    self.local_discr,
-                    self.remote_discr,
-                    self.desired_min_tx_us,
-                    self.required_min_rx_us,
-                    0,
-                    None,
-                )
-            )
+        pkt = ControlPacket(
+            self.state,
+            self.local_diag,
+            flags,
+            self.detect_mult,
+            self.local_discr,
+            self.remote_discr,
+            self.desired_min_tx_us,
+            self.required_min_rx_us,
+            0,
+            None,
         )
+        auth = self.auth
+        self._outbox.append(encode(pkt) if auth is None else auth.encode(pkt))
         self.counters.packets_out += 1
 
     def __repr__(self) -> str:
