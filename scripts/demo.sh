@@ -13,10 +13,10 @@ fi
 RUN=$(mktemp -d)
 trap 'kill $A $B 2>/dev/null || true; rm -rf "$RUN"' EXIT
 echo "== starting aiobfd on 127.0.0.1 and 127.0.0.2 (100 ms x 3)"
-.venv/bin/aiobfd 127.0.0.1 127.0.0.2 -r 100 -t 100 -m 3 --control-socket "$RUN/a.sock" \
+.venv/bin/aiobfd 127.0.0.1 127.0.0.2 -r 100 -t 100 -m 3 --control-socket "$RUN/a.sock" --metrics-port 13784 \
     2>&1 | sed -u 's/^/[127.0.0.1] /' &
 A=$!
-.venv/bin/aiobfd 127.0.0.2 127.0.0.1 -r 100 -t 100 -m 3 --control-socket "$RUN/b.sock" \
+.venv/bin/aiobfd 127.0.0.2 127.0.0.1 -r 100 -t 100 -m 3 --control-socket "$RUN/b.sock" --metrics-port 13785 \
     2>&1 | sed -u 's/^/[127.0.0.2] /' &
 B=$!
 sleep "$DURATION"

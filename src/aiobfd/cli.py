@@ -1,22 +1,28 @@
 """The ``aiobfd`` command line, compatible with the original aiobfd.
 
 ``aiobfd LOCAL REMOTE [REMOTE ...] -r MS -t MS -m N [-4|-6] [-p]`` and the
-original logging options keep working.  Bad input ends with one line on
-stderr and exit status 2; SIGINT / SIGTERM end with AdminDown and status 0.
+original logging options keep working; ``--config FILE`` runs from a TOML file
+instead (see docs/configuration.md).  Bad input ends with one line on stderr
+and exit status 2; SIGINT / SIGTERM end with AdminDown and status 0; SIGHUP
+reloads the configuration file.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import signal
 import socket
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__
-from .config import ConfigError, PeerSpec, resolve_peers
+from .auth import AuthConfig, AuthKey, load_secret_env, load_secret_file
+from .config import ConfigError, Hooks, PeerSpec, resolve_peers
+from .configfile import AUTH_TYPES, FileConfig, find_default_config, load_config
 from .constants import MAX_DETECT_MULT, MAX_INTERVAL_US, US_PER_MS
 from .logs import LEVELS, setup_logging
 from .session import SessionConfig
@@ -34,41 +40,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _interval(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a whole number of milliseconds"
-        ) from None
-    if not 1 <= value <= MAX_INTERVAL_MS:
-        raise argparse.ArgumentTypeError(
-            f"{value} ms is out of range: an interval is 1 to {MAX_INTERVAL_MS} ms"
-        )
-    return value
+def _number(low: int, high: int, unit: str = "") -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number{unit}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: {low} to {high}{unit}")
+        return value
+
+    return parse
 
 
-def _multiplier(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= MAX_DETECT_MULT:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: 1 to {MAX_DETECT_MULT}")
-    return value
+_interval = _number(1, MAX_INTERVAL_MS, " of milliseconds")
+_multiplier = _number(1, MAX_DETECT_MULT)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="aiobfd",
         description="Maintain BFD sessions (RFC 5880/5881) with one or more remote systems.",
+        epilog="Either LOCAL REMOTE... or --config FILE (default /etc/aiobfd/aiobfd.toml when present).",
     )
-    parser.add_argument("local", help="local IP address or hostname")
-    parser.add_argument(
-        "remote",
-        nargs="+",
-        help="remote IP address(es) or hostname(s); link-local as fe80::1%%eth0",
-    )
+    add = parser.add_argument
+    add("local", nargs="?", help="local IP address or hostname")
+    add("remote", nargs="*", help="remote address(es) or hostname(s); link-local as fe80::1%%eth0")
     family = parser.add_mutually_exclusive_group()
     family.add_argument(
         "-4",
@@ -77,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="family",
         default=socket.AF_UNSPEC,
         const=socket.AF_INET,
-        help="force IPv4 connectivity",
+        help="force IPv4",
     )
     family.add_argument(
         "-6",
@@ -86,9 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="family",
         default=socket.AF_UNSPEC,
         const=socket.AF_INET6,
-        help="force IPv6 connectivity",
+        help="force IPv6",
     )
-    parser.add_argument(
+    add(
         "-r",
         "--rx-interval",
         default=1000,
@@ -96,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="required minimum RX interval in ms (default 1000)",
     )
-    parser.add_argument(
+    add(
         "-t",
         "--tx-interval",
         default=1000,
@@ -104,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="desired minimum TX interval in ms (default 1000)",
     )
-    parser.add_argument(
+    add(
         "-m",
         "--detect-mult",
         default=3,
@@ -112,126 +109,351 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="detection multiplier (default 3)",
     )
-    parser.add_argument(
+    add(
         "-p", "--passive", action="store_true", help="take a passive role in session initialization"
     )
-    parser.add_argument(
+
+    logging_ = parser.add_argument_group("logging")
+    logging_.add_argument(
         "-l",
         "--log-level",
-        default="INFO",
+        default=None,
         choices=LEVELS,
         type=str.upper,
         help="logging level (default INFO)",
     )
-    parser.add_argument(
+    logging_.add_argument(
         "-o",
         "--no-log-to-stdout",
         action="store_true",
         help="disable logging to stdout; ignored if no other logging is selected",
     )
-    parser.add_argument("-f", "--log-to-file", action="store_true", help="enable logging to a file")
-    parser.add_argument(
+    logging_.add_argument(
+        "-f", "--log-to-file", action="store_true", help="enable logging to a file"
+    )
+    logging_.add_argument(
         "-n",
         "--log-file",
         default="/var/log/aiobfd.log",
-        help="path to log to, with --log-to-file (default /var/log/aiobfd.log)",
+        help="file to log to, with -f (default /var/log/aiobfd.log)",
     )
-    parser.add_argument(
+    logging_.add_argument(
         "-s", "--log-to-syslog", action="store_true", help="enable logging to syslog"
     )
-    parser.add_argument(
-        "-y",
-        "--log-sock",
-        default="/dev/log",
-        help="syslog socket, with --log-to-syslog (default /dev/log)",
+    logging_.add_argument(
+        "-y", "--log-sock", default="/dev/log", help="syslog socket, with -s (default /dev/log)"
     )
-    parser.add_argument(
+    logging_.add_argument(
         "--log-format",
         choices=["text", "json"],
         default=None,
-        help="log line format (default: text on a terminal, else text)",
+        help="log line format (default text)",
     )
-    parser.add_argument(
+
+    sec = parser.add_argument_group("security (RFC 5881 §5, RFC 5880 §6.7)")
+    sec.add_argument(
+        "--no-ttl-check",
+        action="store_true",
+        help="accept packets whatever their received TTL / hop limit",
+    )
+    sec.add_argument(
+        "--min-ttl",
+        type=_number(1, 255),
+        default=None,
+        metavar="N",
+        help="lowest received TTL accepted when authentication is on (default 255)",
+    )
+    sec.add_argument(
+        "--auth-type", choices=list(AUTH_TYPES), default=None, help="authentication type"
+    )
+    sec.add_argument(
+        "--auth-key-id",
+        type=_number(0, 255),
+        action="append",
+        default=[],
+        metavar="N",
+        help="key id; repeat with --auth-key-file/--auth-key-env for rotation",
+    )
+    sec.add_argument(
+        "--auth-key-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="file holding the secret of the key id in the same position",
+    )
+    sec.add_argument(
+        "--auth-key-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="environment variable holding a secret (instead of a file)",
+    )
+    sec.add_argument(
+        "--auth-transmit-key-id",
+        type=_number(0, 255),
+        default=None,
+        metavar="N",
+        help="key that signs what we send (default: the first)",
+    )
+
+    hooks = parser.add_argument_group("state-change hooks")
+    hooks.add_argument(
+        "--on-up", default="", metavar="CMD", help="shell command run when a session comes Up"
+    )
+    hooks.add_argument(
+        "--on-down", default="", metavar="CMD", help="shell command run when a session leaves Up"
+    )
+    hooks.add_argument(
+        "--on-change", default="", metavar="CMD", help="shell command run on every change"
+    )
+    hooks.add_argument(
+        "--hook-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="kill a hook after this many seconds (default 10)",
+    )
+    hooks.add_argument(
+        "--dampening", action="store_true", help="hold back Up from hooks for flapping sessions"
+    )
+
+    ops = parser.add_argument_group("operation")
+    ops.add_argument("--config", metavar="FILE", default=None, help="TOML configuration file")
+    ops.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the configuration and exit (0: valid, 2: errors)",
+    )
+    ops.add_argument(
         "--control-socket",
         metavar="PATH",
         default=None,
         help="Unix socket for aiobfdctl ('none' disables it)",
     )
-    parser.add_argument("--version", action="version", version=f"aiobfd {__version__}")
+    add_metrics_options(ops)
+    add("--version", action="version", version=f"aiobfd {__version__}")
     return parser
 
 
-def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[PeerSpec]]:
-    """Parse and check the command line; exits with status 2 on any error."""
+def add_metrics_options(group: Any) -> None:
+    """The Prometheus options (see :mod:`aiobfd.metrics`)."""
+    from .metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT
+
+    group.add_argument(
+        "--metrics-address",
+        default=None,
+        metavar="ADDR",
+        help=f"address of the /metrics endpoint (default {DEFAULT_METRICS_ADDRESS})",
+    )
+    group.add_argument(
+        "--metrics-port",
+        type=_number(0, 65535),
+        default=None,
+        metavar="PORT",
+        help=f"port of the /metrics endpoint (default {DEFAULT_METRICS_PORT}; 0: off)",
+    )
+
+
+def _cli_auth(args: argparse.Namespace) -> AuthConfig | None:
+    if args.auth_type is None:
+        if args.auth_key_id or args.auth_key_file or args.auth_key_env:
+            raise ConfigError("--auth-key-* needs --auth-type")
+        return None
+    auth_type = AUTH_TYPES[args.auth_type]
+    sources = [("file", p) for p in args.auth_key_file] + [("env", n) for n in args.auth_key_env]
+    ids = args.auth_key_id or [1]
+    if not sources:
+        raise ConfigError("--auth-type needs --auth-key-file PATH or --auth-key-env NAME")
+    if len(ids) != len(sources):
+        raise ConfigError("give one --auth-key-id per --auth-key-file / --auth-key-env")
+    keys = []
+    for key_id, (kind, where) in zip(ids, sources, strict=True):
+        secret = (
+            load_secret_file(where, auth_type)
+            if kind == "file"
+            else load_secret_env(where, auth_type)
+        )
+        keys.append(AuthKey(key_id, secret))
+    transmit = args.auth_transmit_key_id if args.auth_transmit_key_id is not None else ids[0]
+    return AuthConfig(auth_type, tuple(keys), transmit)
+
+
+def _cli_peers(args: argparse.Namespace) -> list[PeerSpec]:
+    session = SessionConfig(
+        desired_min_tx_us=args.tx_interval * US_PER_MS,
+        required_min_rx_us=args.rx_interval * US_PER_MS,
+        detect_mult=args.detect_mult,
+        passive=args.passive,
+        auth=_cli_auth(args),
+        min_ttl=args.min_ttl or 255,
+    )
+    hooks = Hooks(args.on_up, args.on_down, args.on_change, args.hook_timeout)
+    specs = resolve_peers(args.local, args.remote, session, args.family)
+    return [dataclasses.replace(spec, hooks=hooks) for spec in specs]
+
+
+def parse(
+    argv: list[str] | None = None,
+) -> tuple[argparse.Namespace, list[PeerSpec], FileConfig | None]:
+    """Parse and check the command line (and file); exits with status 2 on any error."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.hook_timeout <= 0:
+        parser.error("--hook-timeout must be positive")
+    path = args.config
+    if path is None and args.local is None:
+        path = find_default_config()
+        if path is None:
+            parser.error("give LOCAL and REMOTE, or --config FILE")
     try:
-        session = SessionConfig(
-            desired_min_tx_us=args.tx_interval * US_PER_MS,
-            required_min_rx_us=args.rx_interval * US_PER_MS,
-            detect_mult=args.detect_mult,
-            passive=args.passive,
-        )
-        peers = resolve_peers(args.local, args.remote, session, args.family)
+        if path is not None:
+            if args.local is not None:
+                raise ConfigError("give either LOCAL REMOTE... or --config, not both")
+            file_config = load_config(path)
+            return args, list(file_config.peers), file_config
+        if not args.remote:
+            raise ConfigError("the following arguments are required: remote")
+        return args, _cli_peers(args), None
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
-    return args, peers
 
 
-async def run(args: argparse.Namespace, peers: list[PeerSpec]) -> int:
+def _setting(
+    args: argparse.Namespace, file_config: FileConfig | None, name: str, default: Any
+) -> Any:
+    """A command-line option, else the file's [daemon] value, else the default."""
+    value = getattr(args, name, None)
+    if value is not None:
+        return value
+    if file_config is not None and name in file_config.daemon:
+        return file_config.daemon[name]
+    return default
+
+
+async def run(
+    args: argparse.Namespace, peers: list[PeerSpec], file_config: FileConfig | None = None
+) -> int:
     """Run the daemon until SIGINT or SIGTERM."""
-    from .control import ControlServer, default_socket_path
+    from .control import ControlError, ControlServer, default_socket_path
     from .daemon import Daemon
+    from .hooks import Dampening, HookRunner
+    from .metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, start_metrics_server
+    from .systemd import Notifier
 
-    daemon = Daemon(peers)
+    ttl_check = not args.no_ttl_check and (
+        file_config is None or bool(file_config.daemon.get("ttl_check", True))
+    )
+    daemon = Daemon(peers, ttl_check=ttl_check)
     try:
         await daemon.start()
     except OSError as exc:
         print(f"aiobfd: error: cannot open sockets: {exc}", file=sys.stderr)
         return 2
+
+    dampening = None
+    if args.dampening:
+        dampening = Dampening()
+    elif file_config is not None and file_config.dampening is not None:
+        dampening = Dampening(**file_config.dampening)
+    hooks = HookRunner(daemon, lambda peer: peer.spec.hooks, dampening=dampening)
+
+    def reload() -> dict[str, Any]:
+        if file_config is None:
+            raise ControlError("no configuration file to reload (started without --config)")
+        try:
+            new = load_config(file_config.path)
+        except ConfigError as exc:
+            log.error("reload refused, running configuration kept: %s", exc)
+            raise ControlError(f"reload refused, running configuration kept: {exc}") from None
+        try:
+            summary = daemon.apply_config(list(new.peers))
+        except OSError as exc:
+            log.error("reload incomplete: %s", exc)
+            raise ControlError(f"reload incomplete: {exc}") from None
+        log.info(
+            "configuration reloaded: %s",
+            ", ".join(f"{len(v)} {k}" for k, v in summary.items()),
+        )
+        return summary
+
     control: ControlServer | None = None
-    path = args.control_socket or default_socket_path()
+    path = _setting(args, file_config, "control_socket", None) or default_socket_path()
     if path != "none":
-        control = ControlServer(daemon, path)
+        control = ControlServer(daemon, path, reload if file_config is not None else None)
         try:
             await control.start()
         except OSError as exc:
             daemon.close()
             print(f"aiobfd: error: control socket: {exc}", file=sys.stderr)
             return 2
+
+    metrics = None
+    port = _setting(args, file_config, "metrics_port", DEFAULT_METRICS_PORT)
+    if port:
+        address = _setting(args, file_config, "metrics_address", DEFAULT_METRICS_ADDRESS)
+        try:
+            metrics = await start_metrics_server(daemon, address, port)
+        except OSError as exc:
+            daemon.close()
+            if control is not None:
+                await control.close()
+            print(f"aiobfd: error: metrics endpoint {address}:{port}: {exc}", file=sys.stderr)
+            return 2
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, daemon.request_stop)
+
+    def on_sighup() -> None:
+        if file_config is None:
+            log.warning("SIGHUP ignored: no configuration file (started without --config)")
+            return
+        with contextlib.suppress(ControlError):
+            reload()
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    notifier = Notifier.from_environment()
+    notifier.ready(f"{len(peers)} session(s)")
     log.info(
-        "aiobfd %s running %d session(s)%s",
+        "aiobfd %s running %d session(s)%s%s",
         __version__,
         len(peers),
         f", control socket {path}" if control else "",
+        f", metrics on {metrics.address}" if metrics else "",
     )
     try:
         await daemon.serve_forever()
     finally:
+        notifier.stopping()
+        await hooks.close()
+        if metrics is not None:
+            await metrics.close()
         if control is not None:
             await control.close()
         daemon.close()
+        notifier.close()
     log.info("aiobfd stopped")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, peers = parse(argv)
+    args, peers, file_config = parse(argv)
+    if args.check_config:
+        source = file_config.path if file_config else "command line"
+        print(f"{source}: configuration valid, {len(peers)} peer(s)")
+        return 0
     try:
         setup_logging(
-            level=args.log_level,
+            level=_setting(args, file_config, "log_level", "INFO").upper(),
             to_stdout=not args.no_log_to_stdout,
             log_file=args.log_file if args.log_to_file else None,
             syslog_socket=args.log_sock if args.log_to_syslog else None,
-            log_format=args.log_format or "text",
+            log_format=_setting(args, file_config, "log_format", "text"),
         )
     except OSError as exc:
         print(f"aiobfd: error: cannot set up logging: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(run(args, peers))
+        return asyncio.run(run(args, peers, file_config))
     except KeyboardInterrupt:
         return 0

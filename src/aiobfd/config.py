@@ -22,6 +22,19 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Hooks:
+    """State-change commands for one peer (see :mod:`aiobfd.hooks`); empty: none."""
+
+    on_up: str = ""
+    on_down: str = ""
+    on_change: str = ""
+    timeout_s: float = 10.0
+
+    def __bool__(self) -> bool:
+        return bool(self.on_up or self.on_down or self.on_change)
+
+
+@dataclass(frozen=True, slots=True)
 class PeerSpec:
     """One configured single-hop session."""
 
@@ -35,6 +48,11 @@ class PeerSpec:
     interface: str = ""
     """Interface name of ``scope``, for display."""
     session: SessionConfig = field(default_factory=SessionConfig)
+    shutdown: bool = False
+    """Configured administratively down (AdminDown, diag 7)."""
+    hooks: Hooks = field(default_factory=Hooks)
+    profile: str = ""
+    """Name of the profile it came from, for display."""
 
     @property
     def key(self) -> PeerKey:
@@ -118,6 +136,26 @@ def check_local_address(addr: Address) -> None:
         sock.close()
 
 
+def resolve_peer(
+    local: str, remote: str, session: SessionConfig, family: int = socket.AF_UNSPEC
+) -> PeerSpec:
+    """One checked peer spec from a local and a remote address or name."""
+    loc, rem = _pick_pair(local, resolve(local, family), remote, resolve(remote, family))
+    if rem.scope and loc.scope and rem.scope != loc.scope:
+        raise ConfigError(f"{remote} and {local} are on different interfaces")
+    link_local = _link_local(rem)
+    spec = PeerSpec(
+        rem.address,
+        loc.address,
+        rem.family,
+        (rem.scope or loc.scope) if link_local else 0,
+        (rem.interface or loc.interface) if link_local else "",
+        session,
+    )
+    check_local_address(Address(loc.address, loc.family, loc.scope))
+    return spec
+
+
 def resolve_peers(
     local: str,
     remotes: Iterable[str],
@@ -125,33 +163,16 @@ def resolve_peers(
     family: int = socket.AF_UNSPEC,
 ) -> list[PeerSpec]:
     """Turn the classic ``LOCAL REMOTE...`` form into checked peer specs."""
-    local_addrs = resolve(local, family)
     specs: list[PeerSpec] = []
     seen: set[PeerKey] = set()
     for remote in remotes:
-        remote_addrs = resolve(remote, family)
-        pair = _pick_pair(local, local_addrs, remote, remote_addrs)
-        loc, rem = pair
-        scope = rem.scope or loc.scope
-        if rem.scope and loc.scope and rem.scope != loc.scope:
-            raise ConfigError(f"{remote} and {local} are on different interfaces")
-        interface = rem.interface or loc.interface
-        spec = PeerSpec(
-            rem.address,
-            loc.address,
-            rem.family,
-            scope if _link_local(rem) else 0,
-            interface if _link_local(rem) else "",
-            session,
-        )
+        spec = resolve_peer(local, remote, session, family)
         if spec.key in seen:
             raise ConfigError(f"duplicate remote {remote}")
         seen.add(spec.key)
         specs.append(spec)
     if not specs:
         raise ConfigError("no remote given")
-    for loc in {(s.local, s.family, s.scope if _is_ll(s.local) else 0) for s in specs}:
-        check_local_address(Address(loc[0], loc[1], loc[2]))
     return specs
 
 
@@ -166,9 +187,5 @@ def _pick_pair(
 
 
 def _link_local(addr: Address) -> bool:
-    return _is_ll(addr.address)
-
-
-def _is_ll(text: str) -> bool:
-    ip = ipaddress.ip_address(text)
+    ip = ipaddress.ip_address(addr.address)
     return ip.version == 6 and ip.is_link_local

@@ -16,10 +16,13 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from . import __version__
+from .config import ConfigError, resolve_peer
 from .daemon import Daemon, Peer
+from .session import SessionConfig
 from .status import session_info
 
 log = logging.getLogger("aiobfd.control")
@@ -45,9 +48,16 @@ class ControlError(Exception):
 class ControlServer:
     """Serves the control protocol for one daemon."""
 
-    def __init__(self, daemon: Daemon, path: str) -> None:
+    def __init__(
+        self,
+        daemon: Daemon,
+        path: str,
+        reload: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.daemon = daemon
         self.path = path
+        self._reload = reload
+        """Re-reads the configuration and applies it; raises ControlError."""
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -104,7 +114,63 @@ class ControlServer:
             return {"session": session_info(self.find(request.get("peer")), now)}
         if command == "version":
             return {"version": __version__}
+        if command == "reload":
+            if self._reload is None:
+                raise ControlError("no configuration file to reload (started without --config)")
+            return {"reload": self._reload()}
+        if command == "peer add":
+            return {"session": session_info(self._peer_add(request), now)}
+        if command in ("peer del", "peer shutdown", "peer enable"):
+            peer = self.find(request.get("peer"))
+            key = peer.spec.key
+            if command == "peer del":
+                daemon.remove_peer(key)
+                return {"removed": peer.spec.display_remote()}
+            peer.runtime = True
+            if command == "peer shutdown":
+                daemon.disable(key)
+            else:
+                daemon.enable(key)
+            return {"session": session_info(peer, daemon._clock())}
         raise ControlError(f"unknown command {command!r}")
+
+    def _peer_add(self, request: dict[str, Any]) -> Peer:
+        remote, local = request.get("remote"), request.get("local")
+        if not isinstance(remote, str) or not remote:
+            raise ControlError("peer add needs a remote address")
+        if local is None:
+            local = self._default_local(remote)
+        if not isinstance(local, str):
+            raise ControlError("local must be an address")
+        defaults = SessionConfig()
+        try:
+            session = SessionConfig(
+                desired_min_tx_us=_ms(request, "tx_interval_ms", defaults.desired_min_tx_us),
+                required_min_rx_us=_ms(request, "rx_interval_ms", defaults.required_min_rx_us),
+                detect_mult=int(request.get("detect_mult", defaults.detect_mult)),
+                passive=bool(request.get("passive", False)),
+            )
+            interface = request.get("interface")
+            if interface and "%" not in remote:
+                remote = f"{remote}%{interface}"
+            spec = resolve_peer(local, remote, session)
+        except (ConfigError, ValueError, TypeError) as exc:
+            raise ControlError(str(exc)) from None
+        if spec.key in self.daemon.peers:
+            raise ControlError(f"a session with {spec.display_remote()} exists already")
+        try:
+            peer = self.daemon.add_peer(spec)
+        except OSError as exc:
+            raise ControlError(f"cannot open sockets: {exc}") from None
+        peer.runtime = True
+        return peer
+
+    def _default_local(self, remote: str) -> str:
+        """The local address of the existing sessions, when they agree on one."""
+        locals_ = {p.spec.local for p in self.daemon.peers.values()}
+        if len(locals_) != 1:
+            raise ControlError("give the local address (--local)")
+        return locals_.pop()
 
     def find(self, name: object) -> Peer:
         """The peer a user named by remote address (``fe80::1%eth0`` too)."""
@@ -122,6 +188,15 @@ class ControlServer:
         if len(matches) > 1:
             raise ControlError(f"{name} names several sessions; add %interface")
         return matches[0]
+
+
+def _ms(request: dict[str, Any], key: str, default_us: int) -> int:
+    value = request.get(key)
+    if value is None:
+        return default_us
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{key} must be a whole number of milliseconds")
+    return value * 1000
 
 
 def _same_address(a: str, b: str) -> bool:

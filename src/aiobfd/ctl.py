@@ -80,7 +80,12 @@ def _uptime(info: dict[str, Any]) -> str:
 
 
 BRIEF_COLUMNS = (
-    ("Peer", lambda i: i["peer"] + (" *" if i.get("dynamic") else "")),
+    (
+        "Peer",
+        lambda i: (
+            i["peer"] + (" *" if i.get("dynamic") else "") + (" +" if i.get("runtime") else "")
+        ),
+    ),
     ("Local", lambda i: i["local"]),
     ("State", lambda i: i["state"]),
     ("Uptime", _uptime),
@@ -101,6 +106,10 @@ def format_brief(sessions: list[dict[str, Any]]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
     ]
     lines.append(f"{len(sessions)} session(s)")
+    if any(s.get("dynamic") for s in sessions):
+        lines.append("* dynamic (unsolicited, RFC 9468)")
+    if any(s.get("runtime") for s in sessions):
+        lines.append("+ changed at run time with aiobfdctl (a reload restores the file)")
     return "\n".join(lines)
 
 
@@ -149,6 +158,14 @@ def format_detail(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_reload(summary: dict[str, list[str]]) -> str:
+    parts = [
+        f"{name} {len(peers)}" + (f" ({', '.join(peers)})" if peers and name != "unchanged" else "")
+        for name, peers in summary.items()
+    ]
+    return "reloaded: " + ", ".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aiobfdctl", description="Show and control a running aiobfd.")
     parser.add_argument(
@@ -168,6 +185,23 @@ def build_parser() -> argparse.ArgumentParser:
     one = show_sub.add_parser("session", help="every detail of one session")
     one.add_argument("peer", help="remote address (fe80::1%%eth0 for link-local)")
     one.add_argument("--json", action="store_true", dest="json_sub", help="print JSON")
+    sub.add_parser("reload", help="re-read the configuration file (as SIGHUP)")
+    peer = sub.add_parser("peer", help="add, delete, shut down or enable a peer at run time")
+    peer_sub = peer.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = peer_sub.add_parser("add", help="start a session (lost on reload)")
+    add.add_argument("remote", help="remote address")
+    add.add_argument("--local", help="local address (default: that of the other sessions)")
+    add.add_argument("--interface", help="interface, for link-local peers")
+    add.add_argument("-r", "--rx-interval", type=int, metavar="MS", help="required min RX, ms")
+    add.add_argument("-t", "--tx-interval", type=int, metavar="MS", help="desired min TX, ms")
+    add.add_argument("-m", "--detect-mult", type=int, metavar="N", help="detect multiplier")
+    add.add_argument("-p", "--passive", action="store_true", help="passive role")
+    for action, text in (
+        ("del", "say AdminDown and remove the session (until the next reload)"),
+        ("shutdown", "take the session administratively down (AdminDown, diag 7)"),
+        ("enable", "bring an administratively down session back"),
+    ):
+        peer_sub.add_parser(action, help=text).add_argument("peer", help="remote address")
     return parser
 
 
@@ -176,6 +210,37 @@ def main(argv: list[str] | None = None) -> int:
     path = args.socket or default_socket_path()
     as_json = args.json or getattr(args, "json_sub", False)
     try:
+        if args.command == "reload":
+            answer = request(path, {"command": "reload"})
+            summary = answer["reload"]
+            print(json.dumps(summary, indent=2) if as_json else format_reload(summary))
+            return 0
+        if args.command == "peer":
+            payload: dict[str, Any] = {"command": f"peer {args.action}"}
+            if args.action == "add":
+                payload.update(remote=args.remote, passive=args.passive)
+                for key, value in (
+                    ("local", args.local),
+                    ("interface", args.interface),
+                    ("rx_interval_ms", args.rx_interval),
+                    ("tx_interval_ms", args.tx_interval),
+                    ("detect_mult", args.detect_mult),
+                ):
+                    if value is not None:
+                        payload[key] = value
+            else:
+                payload["peer"] = args.peer
+            answer = request(path, payload)
+            if as_json:
+                print(json.dumps({k: v for k, v in answer.items() if k != "ok"}, indent=2))
+            elif "removed" in answer:
+                print(f"removed {answer['removed']}")
+            else:
+                info = answer["session"]
+                print(
+                    f"{info['peer']}: {info['state']} (run-time change; a reload restores the file)"
+                )
+            return 0
         if args.what == "sessions":
             answer = request(path, {"command": "show sessions"})
             out = (

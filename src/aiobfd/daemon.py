@@ -16,7 +16,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import PeerSpec
@@ -69,6 +69,9 @@ class Peer:
     timer_at: int | None = None
     send_errors: dict[str, int] = field(default_factory=dict)
     dynamic: bool = False
+    """Created by an unsolicited packet (RFC 9468), not by configuration."""
+    runtime: bool = False
+    """Added or changed at run time (aiobfdctl), not by the configuration."""
 
     @property
     def source_port(self) -> int:
@@ -138,9 +141,17 @@ class Daemon:
         if key in self.peers:
             raise ValueError(f"a session for {spec.display_remote()} exists already")
         receiver = self._receiver_for(spec)
-        sock = open_transmit_socket(spec.family, spec.local, spec.scope, self._rng)
+        try:
+            sock = open_transmit_socket(spec.family, spec.local, spec.scope, self._rng)
+        except OSError:
+            if receiver.users == 0:
+                self._unwatch(receiver)
+                del self._receivers[(spec.local, spec.scope)]
+            raise
         now = self._clock()
         session = self.table.add(key, spec.session, now)
+        if spec.shutdown:
+            session.disable(now)
         peer = Peer(spec, session, sock, sockaddr(spec.family, spec.remote, self._port, spec.scope))
         peer.dynamic = dynamic
         receiver.users += 1
@@ -222,6 +233,61 @@ class Daemon:
         peer = self.peers[key]
         now = self._clock()
         peer.session.set_timers(now, **timers)
+        self._flush(peer, now)
+
+    def apply_config(self, specs: list[PeerSpec]) -> dict[str, list[str]]:
+        """Make the running sessions match ``specs`` (a reload), without flaps.
+
+        Removed peers say AdminDown and go; new ones start; changed timers
+        reach the remote through a Poll Sequence (RFC 5880 §6.8.3); passive,
+        authentication and administrative state are changed in place.  A peer
+        whose spec did not change is not touched at all.  Run-time changes
+        (``aiobfdctl peer ...``) are replaced by what the file says.
+        """
+        wanted = {spec.key: spec for spec in specs}
+        summary: dict[str, list[str]] = {"added": [], "removed": [], "changed": [], "unchanged": []}
+        for key in [k for k in self.peers if k not in wanted]:
+            summary["removed"].append(self.peers[key].spec.display_remote())
+            self.remove_peer(key)
+        for key, spec in wanted.items():
+            peer = self.peers.get(key)
+            if peer is None:
+                self.add_peer(spec)
+                summary["added"].append(spec.display_remote())
+            elif peer.spec == spec and not peer.runtime:
+                summary["unchanged"].append(spec.display_remote())
+            else:
+                self._change_peer(peer, spec)
+                summary["changed"].append(spec.display_remote())
+        return summary
+
+    def _change_peer(self, peer: Peer, spec: PeerSpec) -> None:
+        old, new = peer.session.config, spec.session
+        session = peer.session
+        now = self._clock()
+        peer.spec = spec
+        peer.runtime = False
+        if old.auth != new.auth:
+            session.set_auth(new.auth)
+        if old.min_ttl != new.min_ttl:
+            session.config = replace(session.config, min_ttl=new.min_ttl)
+        if old.passive != new.passive:
+            session.set_passive(new.passive, now)
+        if (old.desired_min_tx_us, old.required_min_rx_us, old.detect_mult) != (
+            new.desired_min_tx_us,
+            new.required_min_rx_us,
+            new.detect_mult,
+        ) or session.config != new:
+            session.set_timers(
+                now,
+                desired_min_tx_us=new.desired_min_tx_us,
+                required_min_rx_us=new.required_min_rx_us,
+                detect_mult=new.detect_mult,
+            )
+        if spec.shutdown and session.state is not State.ADMIN_DOWN:
+            session.disable(now)
+        elif not spec.shutdown and session.state is State.ADMIN_DOWN:
+            session.enable(now)
         self._flush(peer, now)
 
     # -------------------------------------------------------------- receive

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .config import Hooks
 from .daemon import Daemon, Peer
 from .events import Event, StateChanged
 from .packet import State
@@ -40,28 +41,16 @@ log = logging.getLogger("aiobfd.hooks")
 OUTPUT_LIMIT = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class Hooks:
-    """Commands for one peer (or the global default); empty means none."""
-
-    on_up: str = ""
-    on_down: str = ""
-    on_change: str = ""
-    timeout_s: float = 10.0
-
-    def __bool__(self) -> bool:
-        return bool(self.on_up or self.on_down or self.on_change)
-
-    def commands_for(self, ev: StateChanged) -> list[str]:
-        """``on_up`` when entering Up, ``on_down`` when leaving it, ``on_change`` always."""
-        out = []
-        if self.on_up and ev.new_state is State.UP:
-            out.append(self.on_up)
-        if self.on_down and ev.old_state is State.UP:
-            out.append(self.on_down)
-        if self.on_change:
-            out.append(self.on_change)
-        return out
+def commands_for(hooks: Hooks, ev: StateChanged) -> list[str]:
+    """``on_up`` when entering Up, ``on_down`` when leaving it, ``on_change`` always."""
+    out = []
+    if hooks.on_up and ev.new_state is State.UP:
+        out.append(hooks.on_up)
+    if hooks.on_down and ev.old_state is State.UP:
+        out.append(hooks.on_down)
+    if hooks.on_change:
+        out.append(hooks.on_change)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +173,7 @@ class HookRunner:
         next_ev: StateChanged | None = ev
         while next_ev is not None:
             hooks = self._hooks_for(peer)
-            for command in hooks.commands_for(next_ev):
+            for command in commands_for(hooks, next_ev):
                 await self._run(peer, next_ev, command, hooks.timeout_s)
             next_ev, st.pending = st.pending, None
 

@@ -8,16 +8,22 @@ transitions by from/to state, is counted here from ``StateChanged`` events.
 
 :class:`BfdCollector` is a ``prometheus_client`` custom collector: register it
 in any registry and ``generate_latest`` (text or OpenMetrics) exports it.  The
-daemon's own endpoint (:func:`start_metrics_server`) renders the same snapshot
-straight to the Prometheus text format instead, because ``prometheus_client``'s
-generic encoder costs about 12 us a sample and 1,000 sessions make about 19,000
-samples (see ``bench/metrics_scrape.py``); the process metrics there still come
-from ``prometheus_client``.  Tests hold both renderings to the same samples.
+daemon's own endpoint (:class:`MetricsServer`) renders the same readings (one
+table of getters serves both) straight to the Prometheus text format, in the
+event loop, a slice at a time:
 
-The endpoint serves each scrape from a thread of its own, so a scrape never
-holds up the event loop for its whole duration: the scrape thread only reads
-plain attributes and copies dicts (each copy is atomic under the GIL), and it
-gives the GIL back between metric families so the loop's timers do not wait.
+* ``prometheus_client``'s generic encoder costs about 15 us a sample here, and
+  1,000 sessions make about 18,000 samples: 300 ms, against 35 ms rendered
+  directly (``bench/metrics_scrape.py``).  Tests hold both to the same samples.
+* ``prometheus_client``'s HTTP server scrapes in a thread.  In CPython a thread
+  that computes for tens of milliseconds makes the event loop's thread wait up
+  to the GIL switch interval (5 ms) after every system call (each ``sendto``,
+  ``recvmsg`` and ``epoll_wait``).  Here a scrape yields to the loop every few
+  hundred samples instead, so no timer waits for more than one slice (a few
+  milliseconds at most), and no data is shared between threads.
+* A scrape keeps no object per session alive (only strings), so it does not
+  feed the cyclic garbage collector, whose full collections would pause the
+  loop for tens of milliseconds in a process with thousands of sessions.
 
 Names follow the Prometheus conventions (``aiobfd_`` prefix, base units,
 ``_total`` counters); every per-session series carries ``local``, ``remote``
@@ -26,15 +32,14 @@ and ``interface`` (the interface of an IPv6 link-local pair, else empty).
 
 from __future__ import annotations
 
-import gzip
+import asyncio
+import contextlib
 import logging
 import math
-import socket
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+import zlib
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -46,7 +51,6 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .daemon import Daemon, Peer
@@ -70,71 +74,227 @@ SESSION_LABELS = ("local", "remote", "interface")
 STATES = tuple(s.label for s in State)
 #: The one transition a flap alert counts: its series exists from the start (at
 #: 0), so ``increase()`` sees the first flap too.  Others appear when they happen.
-_ALWAYS = (State.UP.label, State.DOWN.label)
+UP_TO_DOWN = (State.UP.label, State.DOWN.label)
+
+#: Samples rendered between two yields to the event loop.
+SLICE = 400
+
+#: time.time() - time.monotonic(), taken once: turns the monotonic instants of
+#: the protocol into unix seconds, for display only.
+WALL_OFFSET = time.time() - time.monotonic()
 
 
-# ---------------------------------------------------------------- snapshot
+# ---------------------------------------------------------------- what is read
 
 
-class _Family:
-    """One metric family of a snapshot, in a form both renderers use cheaply.
-
-    ``rows`` are (session labels or None, extra label values, value); a session's
-    labels are one :class:`_Labels`, shared by all its rows.
-    """
-
-    __slots__ = ("doc", "extra", "kind", "name", "rows")
-
-    def __init__(self, name: str, kind: str, doc: str, extra: tuple[str, ...] = ()) -> None:
-        self.name = name  # as exposed: counters end in _total
-        self.kind = kind  # counter, gauge
-        self.doc = doc
-        self.extra = extra  # label names after the session's
-        self.rows: list[tuple[_Labels | None, tuple[str, ...], float]] = []
+def _up(p: Peer) -> int:
+    return 1 if p.session.state is State.UP else 0
 
 
-class _Labels:
-    __slots__ = ("text", "values")
-
-    def __init__(self, values: tuple[str, ...]) -> None:
-        self.values = values
-        self.text = ",".join(
-            f'{name}="{_escape(value)}"' for name, value in zip(SESSION_LABELS, values, strict=True)
-        )
+def _last_change(p: Peer) -> float:
+    return WALL_OFFSET + p.session.last_state_change_us / 1e6
 
 
-class _Histogram:
-    __slots__ = ("buckets", "doc", "name", "sum")
+def _sent(p: Peer) -> int:
+    return p.session.counters.packets_out
 
-    def __init__(self, name: str, doc: str, hist: LatencyHistogram) -> None:
-        self.name = name
-        self.doc = doc
-        # Copy the counts first and derive the total from the copy, so the
-        # buckets stay consistent if the event loop records a value meanwhile.
-        counts = list(hist.counts)
-        self.buckets: list[tuple[str, int]] = []
-        running = 0
-        for bound, n in zip(hist.bounds_us, counts, strict=False):
-            running += n
-            self.buckets.append((floatToGoString(bound / 1e6), running))
-        self.buckets.append(("+Inf", sum(counts)))
-        self.sum = hist.sum_us / 1e6
+
+def _received(p: Peer) -> int:
+    return p.session.counters.packets_in
+
+
+def _tx(p: Peer) -> float:
+    return p.session.transmit_interval_us / 1e6
+
+
+def _rx(p: Peer) -> float:
+    s = p.session
+    return max(s.required_min_rx_us, s.remote_desired_min_tx_us) / 1e6
+
+
+def _detect(p: Peer) -> float:
+    return p.session.detection_time_us / 1e6
+
+
+def _local_diag(p: Peer) -> int:
+    return int(p.session.local_diag)
+
+
+def _remote_diag(p: Peer) -> int:
+    return int(p.session.remote_diag)
+
+
+def _polls(p: Peer) -> int:
+    return p.session.counters.poll_sequences
+
+
+def _expiries(p: Peer) -> int:
+    return p.session.counters.detection_expiries
+
+
+def _gap(p: Peer) -> float:
+    return p.session.max_rx_gap_us / 1e6
+
+
+def _gap_ratio(p: Peer) -> float | None:
+    s = p.session
+    detect_us = s.detection_time_us
+    return s.max_rx_gap_us / detect_us if detect_us else None
+
+
+#: Per-session families with one sample per session: name, type, help, getter
+#: (a getter answering None leaves the session's sample out).
+_SIMPLE: list[tuple[str, str, str, Callable[[Peer], float | None]]] = [
+    ("aiobfd_session_up", "gauge", "1 if the session is Up, else 0.", _up),
+    (
+        "aiobfd_session_last_state_change_timestamp_seconds",
+        "gauge",
+        "Unix time of the last local state change (or of the session's creation).",
+        _last_change,
+    ),
+    ("aiobfd_session_packets_sent_total", "counter", "BFD Control packets sent.", _sent),
+    (
+        "aiobfd_session_packets_received_total",
+        "counter",
+        "BFD Control packets received and accepted by the session.",
+        _received,
+    ),
+    (
+        "aiobfd_session_transmit_interval_seconds",
+        "gauge",
+        "Negotiated periodic transmit interval, before jitter.",
+        _tx,
+    ),
+    (
+        "aiobfd_session_receive_interval_seconds",
+        "gauge",
+        "Negotiated receive interval: the larger of our Required Min RX and the "
+        "remote's Desired Min TX.",
+        _rx,
+    ),
+    (
+        "aiobfd_session_detection_time_seconds",
+        "gauge",
+        "Detection Time in force (0 until the remote has spoken).",
+        _detect,
+    ),
+    (
+        "aiobfd_session_local_diag",
+        "gauge",
+        "Local diagnostic code (RFC 5880 section 4.1: 1 detection time expired, "
+        "3 neighbor signaled session down, 7 administratively down, ...).",
+        _local_diag,
+    ),
+    (
+        "aiobfd_session_remote_diag",
+        "gauge",
+        "Diagnostic code in the last packet from the remote.",
+        _remote_diag,
+    ),
+    (
+        "aiobfd_session_poll_sequences_total",
+        "counter",
+        "Poll Sequences started (RFC 5880 section 6.5).",
+        _polls,
+    ),
+    (
+        "aiobfd_session_detection_expiries_total",
+        "counter",
+        "Times the Detection Time passed without a packet from the remote.",
+        _expiries,
+    ),
+    (
+        "aiobfd_session_max_rx_gap_seconds",
+        "gauge",
+        "Largest gap between two received packets since the session last came Up.",
+        _gap,
+    ),
+    (
+        "aiobfd_session_max_rx_gap_ratio",
+        "gauge",
+        "Largest receive gap since the session last came Up divided by the Detection "
+        "Time (1 would be a timeout); absent while there is no Detection Time.",
+        _gap_ratio,
+    ),
+]
+
+
+def _drops(p: Peer) -> list[tuple[str, int]]:
+    return [(str(k), v) for k, v in list(p.session.counters.drops.items())]
+
+
+def _send_errors(p: Peer) -> list[tuple[str, int]]:
+    return list(p.send_errors.items())
+
+
+#: Per-session families with one extra label, a sample per key: name, type,
+#: help, label name, getter of (key, value) pairs.
+_KEYED: list[tuple[str, str, str, str, Callable[[Peer], list[tuple[str, int]]]]] = [
+    (
+        "aiobfd_session_packets_dropped_total",
+        "counter",
+        "Packets that matched the session but were discarded, by reason.",
+        "reason",
+        _drops,
+    ),
+    (
+        "aiobfd_session_send_errors_total",
+        "counter",
+        "Packets the kernel refused to send, by errno name.",
+        "errno",
+        _send_errors,
+    ),
+]
+
+_STATE = (
+    "aiobfd_session_state",
+    "gauge",
+    "Local session state (RFC 5880 section 4.1): 1 for the current state, else 0.",
+)
+_TRANSITIONS = (
+    "aiobfd_session_state_transitions_total",
+    "counter",
+    "Local state changes by old and new state (from=up,to=down exists from the start).",
+)
+_DAEMON_DROPS = (
+    "aiobfd_packets_dropped_total",
+    "counter",
+    "Received packets discarded before they matched a session (malformed, unknown "
+    "discriminator or peer), by reason; drops of packets that matched a session are "
+    "in aiobfd_session_packets_dropped_total.",
+)
+_RECEIVE_ERRORS = (
+    "aiobfd_receive_errors_total",
+    "counter",
+    "Errors reading from the receive sockets.",
+)
+_BUILD = ("aiobfd_build_info", "gauge", "aiobfd version.")
+_TX_LATENESS = (
+    "aiobfd_transmit_lateness_seconds",
+    "How late periodic transmissions went out against their schedule.",
+)
+_DETECT_LATENESS = (
+    "aiobfd_detection_lateness_seconds",
+    "How late detection timers fired against the Detection Time deadline.",
+)
 
 
 class BfdCollector(Collector):
-    """Reads one daemon's sessions and counters when Prometheus scrapes."""
+    """Reads one daemon's sessions and counters when Prometheus scrapes.
+
+    :meth:`collect` serves ``prometheus_client`` and may run in any thread: it
+    only reads plain attributes and copies dicts.  :meth:`render_steps` is the
+    daemon's own renderer and runs in the event loop's thread.
+    """
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        # time.time() - time.monotonic(), taken once: turns the monotonic
-        # instants of the protocol into unix seconds, for display only.
-        self._wall_offset = time.time() - time.monotonic()
         self._lock = threading.Lock()
         self._transitions: dict[PeerKey, dict[tuple[str, str], int]] = {}
         daemon.add_listener(self._on_event)
 
-    # Event loop thread: called for every session event (never per packet).
     def _on_event(self, peer: Peer, event: Event) -> None:
+        """Count a state change (called for every session event, never per packet)."""
         if not isinstance(event, StateChanged):
             return
         pair = (event.old_state.label, event.new_state.label)
@@ -142,229 +302,218 @@ class BfdCollector(Collector):
             counts = self._transitions.setdefault(peer.spec.key, {})
             counts[pair] = counts.get(pair, 0) + 1
 
-    def snapshot(self) -> tuple[list[_Family], list[_Histogram]]:
-        """Read everything once (scrape thread)."""
+    def _peers(self) -> list[Peer]:
+        """The sessions now, forgetting the transitions of those that are gone."""
         daemon = self.daemon
         peers = list(daemon.peers.values())
         with self._lock:
             for key in [k for k in self._transitions if k not in daemon.peers]:
-                del self._transitions[key]  # the session is gone
-            transitions = {k: dict(v) for k, v in self._transitions.items()}
+                del self._transitions[key]
+        return peers
 
-        build = _Family("aiobfd_build_info", "gauge", "aiobfd version.", ("version",))
-        build.rows.append((None, (__version__,), 1))
-        drops = _Family(
-            "aiobfd_packets_dropped_total",
-            "counter",
-            "Received packets discarded before they matched a session (malformed, "
-            "unknown discriminator or peer), by reason; drops of packets that matched "
-            "a session are in aiobfd_session_packets_dropped_total.",
-            ("reason",),
-        )
-        for reason, n in list(daemon.table.drops.items()):
-            drops.rows.append((None, (str(reason),), n))
-        errors = _Family(
-            "aiobfd_receive_errors_total", "counter", "Errors reading from the receive sockets."
-        )
-        errors.rows.append((None, (), daemon.receive_errors))
+    def _transition_counts(self, p: Peer) -> list[tuple[tuple[str, str], int]]:
+        with self._lock:
+            items = list(self._transitions.get(p.spec.key, {}).items())
+        if all(pair != UP_TO_DOWN for pair, _ in items):
+            items.insert(0, (UP_TO_DOWN, 0))
+        return items
 
-        up = _Family("aiobfd_session_up", "gauge", "1 if the session is Up, else 0.")
-        state = _Family(
-            "aiobfd_session_state",
-            "gauge",
-            "Local session state (RFC 5880 section 4.1): 1 for the current state, else 0.",
-            ("state",),
-        )
-        trans = _Family(
-            "aiobfd_session_state_transitions_total",
-            "counter",
-            "Local state changes by old and new state (from=up,to=down exists from the start).",
-            ("from", "to"),
-        )
-        changed = _Family(
-            "aiobfd_session_last_state_change_timestamp_seconds",
-            "gauge",
-            "Unix time of the last local state change (or of the session's creation).",
-        )
-        sent = _Family("aiobfd_session_packets_sent_total", "counter", "BFD Control packets sent.")
-        received = _Family(
-            "aiobfd_session_packets_received_total",
-            "counter",
-            "BFD Control packets received and accepted by the session.",
-        )
-        dropped = _Family(
-            "aiobfd_session_packets_dropped_total",
-            "counter",
-            "Packets that matched the session but were discarded, by reason.",
-            ("reason",),
-        )
-        send_errors = _Family(
-            "aiobfd_session_send_errors_total",
-            "counter",
-            "Packets the kernel refused to send, by errno name.",
-            ("errno",),
-        )
-        tx = _Family(
-            "aiobfd_session_transmit_interval_seconds",
-            "gauge",
-            "Negotiated periodic transmit interval, before jitter.",
-        )
-        rx = _Family(
-            "aiobfd_session_receive_interval_seconds",
-            "gauge",
-            "Negotiated receive interval: the larger of our Required Min RX and the "
-            "remote's Desired Min TX.",
-        )
-        detect = _Family(
-            "aiobfd_session_detection_time_seconds",
-            "gauge",
-            "Detection Time in force (0 until the remote has spoken).",
-        )
-        local_diag = _Family(
-            "aiobfd_session_local_diag",
-            "gauge",
-            "Local diagnostic code (RFC 5880 section 4.1: 1 detection time expired, "
-            "3 neighbor signaled session down, 7 administratively down, ...).",
-        )
-        remote_diag = _Family(
-            "aiobfd_session_remote_diag",
-            "gauge",
-            "Diagnostic code in the last packet from the remote.",
-        )
-        polls = _Family(
-            "aiobfd_session_poll_sequences_total",
-            "counter",
-            "Poll Sequences started (RFC 5880 section 6.5).",
-        )
-        expiries = _Family(
-            "aiobfd_session_detection_expiries_total",
-            "counter",
-            "Times the Detection Time passed without a packet from the remote.",
-        )
-        gap = _Family(
-            "aiobfd_session_max_rx_gap_seconds",
-            "gauge",
-            "Largest gap between two received packets since the session last came Up.",
-        )
-        gap_ratio = _Family(
-            "aiobfd_session_max_rx_gap_ratio",
-            "gauge",
-            "Largest receive gap since the session last came Up divided by the Detection "
-            "Time (1 would be a timeout); absent while there is no Detection Time.",
-        )
+    def _histograms(self) -> list[tuple[tuple[str, str], LatencyHistogram]]:
+        timing = self.daemon.timing
+        return [(_TX_LATENESS, timing.tx_lateness), (_DETECT_LATENESS, timing.detect_lateness)]
 
-        offset = self._wall_offset
-        no: tuple[str, ...] = ()
-        for peer in peers:
-            spec = peer.spec
-            s = peer.session
-            c = s.counters
-            lb = _Labels((spec.local, spec.remote, spec.interface))
-            current = s.state.label
-            up.rows.append((lb, no, 1 if current == "up" else 0))
-            for label in STATES:
-                state.rows.append((lb, (label,), 1 if label == current else 0))
-            counts = transitions.get(spec.key, {})
-            if _ALWAYS not in counts:
-                trans.rows.append((lb, _ALWAYS, 0))
-            for pair, n in counts.items():
-                trans.rows.append((lb, pair, n))
-            changed.rows.append((lb, no, offset + s.last_state_change_us / 1e6))
-            sent.rows.append((lb, no, c.packets_out))
-            received.rows.append((lb, no, c.packets_in))
-            for reason, n in list(c.drops.items()):
-                dropped.rows.append((lb, (str(reason),), n))
-            for name, n in list(peer.send_errors.items()):
-                send_errors.rows.append((lb, (name,), n))
-            tx.rows.append((lb, no, s.transmit_interval_us / 1e6))
-            rx.rows.append((lb, no, max(s.required_min_rx_us, s.remote_desired_min_tx_us) / 1e6))
-            detection_us = s.detection_time_us
-            detect.rows.append((lb, no, detection_us / 1e6))
-            local_diag.rows.append((lb, no, int(s.local_diag)))
-            remote_diag.rows.append((lb, no, int(s.remote_diag)))
-            polls.rows.append((lb, no, c.poll_sequences))
-            expiries.rows.append((lb, no, c.detection_expiries))
-            max_gap = s.max_rx_gap_us
-            gap.rows.append((lb, no, max_gap / 1e6))
-            if detection_us:
-                gap_ratio.rows.append((lb, no, max_gap / detection_us))
-
-        families = [
-            build, drops, errors, up, state, trans, changed, sent, received, dropped,
-            send_errors, tx, rx, detect, local_diag, remote_diag, polls, expiries, gap,
-            gap_ratio,
-        ]  # fmt: skip
-        histograms = [
-            _Histogram(
-                "aiobfd_transmit_lateness_seconds",
-                "How late periodic transmissions went out against their schedule.",
-                daemon.timing.tx_lateness,
-            ),
-            _Histogram(
-                "aiobfd_detection_lateness_seconds",
-                "How late detection timers fired against the Detection Time deadline.",
-                daemon.timing.detect_lateness,
-            ),
-        ]
-        return families, histograms
-
-    # prometheus_client's interface -------------------------------------------
+    # ------------------------------------------------ prometheus_client API
 
     def describe(self) -> list[Metric]:
         return []  # no collect() at registration
 
     def collect(self) -> Iterator[Metric]:
-        families, histograms = self.snapshot()
-        for fam in families:
-            metric: Metric
-            if fam.name == "aiobfd_build_info":
-                metric = InfoMetricFamily("aiobfd_build", fam.doc, value={"version": __version__})
-                yield metric
-                continue
-            names = [*SESSION_LABELS, *fam.extra] if _per_session(fam) else list(fam.extra)
-            if fam.kind == "counter":
-                metric = CounterMetricFamily(fam.name, fam.doc, labels=names)
-            else:
-                metric = GaugeMetricFamily(fam.name, fam.doc, labels=names)
-            for lb, extra, value in fam.rows:
-                metric.add_metric([*lb.values, *extra] if lb else list(extra), value)
-            yield metric
-        for h in histograms:
-            yield HistogramMetricFamily(h.name, h.doc, buckets=h.buckets, sum_value=h.sum)
+        daemon = self.daemon
+        yield InfoMetricFamily("aiobfd_build", _BUILD[2], value={"version": __version__})
+        drops = CounterMetricFamily(_DAEMON_DROPS[0], _DAEMON_DROPS[2], labels=["reason"])
+        for reason, n in list(daemon.table.drops.items()):
+            drops.add_metric([str(reason)], n)
+        yield drops
+        yield CounterMetricFamily(
+            _RECEIVE_ERRORS[0], _RECEIVE_ERRORS[2], value=daemon.receive_errors
+        )
+        peers = self._peers()
+        labels = [_label_values(p) for p in peers]
+        names = list(SESSION_LABELS)
+        for name, kind, doc, get in _SIMPLE:
+            family = _family(name, kind, doc, names)
+            for p, values in zip(peers, labels, strict=True):
+                value = get(p)
+                if value is not None:
+                    family.add_metric(values, value)
+            yield family
+        family = _family(*_STATE, [*names, "state"])
+        for p, values in zip(peers, labels, strict=True):
+            current = p.session.state.label
+            for state in STATES:
+                family.add_metric([*values, state], 1 if state == current else 0)
+        yield family
+        family = _family(*_TRANSITIONS, [*names, "from", "to"])
+        for p, values in zip(peers, labels, strict=True):
+            for (old, new), n in self._transition_counts(p):
+                family.add_metric([*values, old, new], n)
+        yield family
+        for name, kind, doc, label, pairs in _KEYED:
+            family = _family(name, kind, doc, [*names, label])
+            for p, values in zip(peers, labels, strict=True):
+                for key, n in pairs(p):
+                    family.add_metric([*values, key], n)
+            yield family
+        for (name, doc), hist in self._histograms():
+            buckets, total_sum = _buckets(hist)
+            yield HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total_sum)
 
-    # The daemon's fast path -----------------------------------------------------
+    # ------------------------------------------------ the daemon's renderer
 
     def render(self) -> str:
-        """The snapshot in the Prometheus text format (version 0.0.4)."""
-        families, histograms = self.snapshot()
+        """Everything in the Prometheus text format (version 0.0.4), at once."""
         out: list[str] = []
-        add = out.append
-        for fam in families:
-            name = fam.name
-            add(f"# HELP {name} {_escape_help(fam.doc)}\n# TYPE {name} {fam.kind}\n")
-            extra_names = fam.extra
-            for lb, extra, value in fam.rows:
-                text = lb.text if lb is not None else ""
-                if extra:
-                    more = ",".join(
-                        f'{n}="{_escape(v)}"' for n, v in zip(extra_names, extra, strict=True)
-                    )
-                    text = f"{text},{more}" if text else more
-                add(f"{name}{{{text}}} {_value(value)}\n" if text else f"{name} {_value(value)}\n")
-            # Let the event loop's thread have the GIL now rather than after a
-            # whole switch interval: a family of 1,000 sessions takes a while.
-            time.sleep(0)
-        for h in histograms:
-            name = h.name
-            add(f"# HELP {name} {_escape_help(h.doc)}\n# TYPE {name} histogram\n")
-            for le, n in h.buckets:
-                add(f'{name}_bucket{{le="{le}"}} {n}\n')
-            add(f"{name}_sum {_value(h.sum)}\n{name}_count {h.buckets[-1][1]}\n")
+        for _ in self.render_steps(out):
+            pass
         return "".join(out)
 
+    def render_steps(self, out: list[str]) -> Iterator[None]:
+        """Append the text format to ``out``, yielding after every slice of work.
 
-def _per_session(fam: _Family) -> bool:
-    return fam.name.startswith("aiobfd_session_")
+        Between two slices the event loop runs; a session may change meanwhile,
+        so one scrape is not a snapshot of one instant (no scrape ever is).
+        """
+        daemon = self.daemon
+        add = out.append
+        name, kind, doc = _BUILD
+        add(_header(name, kind, doc))
+        add(f'{name}{{version="{_escape(__version__)}"}} 1\n')
+        name, kind, doc = _DAEMON_DROPS
+        add(_header(name, kind, doc))
+        for reason, n in list(daemon.table.drops.items()):
+            add(f'{name}{{reason="{_escape(str(reason))}"}} {n}\n')
+        name, kind, doc = _RECEIVE_ERRORS
+        add(f"{_header(name, kind, doc)}{name} {daemon.receive_errors}\n")
+
+        peers = self._peers()
+        texts: list[str] = []  # each session's label text: strings only, no GC load
+        for start in range(0, len(peers), SLICE):
+            texts.extend(
+                [
+                    _label_text(SESSION_LABELS, _label_values(p))
+                    for p in peers[start : start + SLICE]
+                ]
+            )
+            yield
+        count = len(peers)
+
+        for name, kind, doc, get in _SIMPLE:
+            add(_header(name, kind, doc))
+            for start in range(0, count, SLICE):
+                stop = start + SLICE
+                add(
+                    "".join(
+                        [
+                            f"{name}{{{text}}} {_value(v)}\n"
+                            for p, text in zip(peers[start:stop], texts[start:stop], strict=True)
+                            if (v := get(p)) is not None
+                        ]
+                    )
+                )
+                yield
+
+        name, kind, doc = _STATE
+        add(_header(name, kind, doc))
+        step = SLICE // len(STATES)
+        for start in range(0, count, step):
+            stop = start + step
+            add(
+                "".join(
+                    [
+                        f'{name}{{{text},state="{state}"}} {int(state == current)}\n'
+                        for p, text in zip(peers[start:stop], texts[start:stop], strict=True)
+                        for current in (p.session.state.label,)
+                        for state in STATES
+                    ]
+                )
+            )
+            yield
+
+        name, kind, doc = _TRANSITIONS
+        add(_header(name, kind, doc))
+        transitions = self._transitions
+        step = SLICE // 4
+        for start in range(0, count, step):
+            stop = start + step
+            lines = []
+            for p, text in zip(peers[start:stop], texts[start:stop], strict=True):
+                counts = transitions.get(p.spec.key)
+                if not counts or UP_TO_DOWN not in counts:
+                    lines.append(f'{name}{{{text},from="up",to="down"}} 0\n')
+                if counts:
+                    for (old, new), n in list(counts.items()):
+                        lines.append(f'{name}{{{text},from="{old}",to="{new}"}} {n}\n')
+            add("".join(lines))
+            yield
+
+        for name, kind, doc, label, pairs in _KEYED:
+            add(_header(name, kind, doc))
+            for start in range(0, count, SLICE):
+                stop = start + SLICE
+                add(
+                    "".join(
+                        [
+                            f'{name}{{{text},{label}="{_escape(key)}"}} {n}\n'
+                            for p, text in zip(peers[start:stop], texts[start:stop], strict=True)
+                            for key, n in pairs(p)
+                        ]
+                    )
+                )
+                yield
+
+        for (name, doc), hist in self._histograms():
+            buckets, total_sum = _buckets(hist)
+            add(_header(name, "histogram", doc))
+            for le, total in buckets:
+                add(f'{name}_bucket{{le="{le}"}} {total}\n')
+            add(f"{name}_sum {_value(total_sum)}\n{name}_count {buckets[-1][1]}\n")
+
+
+def _family(
+    name: str, kind: str, doc: str, labels: list[str]
+) -> CounterMetricFamily | GaugeMetricFamily:
+    if kind == "counter":
+        return CounterMetricFamily(name, doc, labels=labels)
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def _buckets(hist: LatencyHistogram) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative (le, count) pairs and the sum, in seconds.
+
+    The counts are copied first and the total derived from the copy, so the
+    buckets stay consistent whatever is recorded meanwhile.
+    """
+    counts = list(hist.counts)
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for bound, n in zip(hist.bounds_us, counts, strict=False):
+        running += n
+        buckets.append((_value(bound / 1e6), running))
+    buckets.append(("+Inf", sum(counts)))
+    return buckets, hist.sum_us / 1e6
+
+
+def _label_values(p: Peer) -> list[str]:
+    spec = p.spec
+    return [spec.local, spec.remote, spec.interface]
+
+
+def _header(name: str, kind: str, doc: str) -> str:
+    return f"# HELP {name} {doc.replace(chr(92), chr(92) * 2)}\n# TYPE {name} {kind}\n"
+
+
+def _label_text(names: tuple[str, ...], values: list[str]) -> str:
+    return ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True))
 
 
 def _escape(value: str) -> str:
@@ -373,16 +522,15 @@ def _escape(value: str) -> str:
     return value
 
 
-def _escape_help(doc: str) -> str:
-    return doc.replace("\\", "\\\\").replace("\n", "\\n")
-
-
 def _value(value: float) -> str:
+    """A sample value as the text format wants it (Go's spelling of specials)."""
     if type(value) is int:
         return str(value)
     if math.isfinite(value):
         return repr(float(value))
-    return floatToGoString(value)
+    if math.isnan(value):
+        return "NaN"
+    return "+Inf" if value > 0 else "-Inf"
 
 
 # ------------------------------------------------------------------ endpoint
@@ -398,110 +546,175 @@ def process_registry() -> CollectorRegistry:
     return registry
 
 
-class Exposition:
-    """What ``/metrics`` answers: the BFD metrics plus the process metrics."""
+#: Bounds on what a client may send and how long it may take.
+MAX_LINE = 8192
+MAX_HEADERS = 64
+REQUEST_TIMEOUT_S = 10.0
+#: Scrapes rendered at the same time; more wait their turn.
+MAX_CONCURRENT_SCRAPES = 2
+
+
+class MetricsServer:
+    """``/metrics`` over HTTP/1.1, served by the daemon's event loop."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.collector = BfdCollector(daemon)
         self.process = process_registry()
+        self._server: asyncio.AbstractServer | None = None
+        self._busy = asyncio.Semaphore(MAX_CONCURRENT_SCRAPES)
+        self.address = ""
+        self.port = 0
 
-    def render(self) -> bytes:
-        return self.collector.render().encode() + generate_latest(self.process)
+    async def start(self, address: str, port: int) -> None:
+        self._server = await asyncio.start_server(
+            self._client, host=address, port=port, limit=MAX_LINE
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.address, self.port = sockname[0], int(sockname[1])
 
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1)
+            self._server = None
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "aiobfd"
-    sys_version = ""
+    async def scrape(self, *, gzipped: bool = False) -> bytes:
+        """The whole exposition, rendered a slice at a time between other work."""
+        async with self._busy:
+            out: list[str] = []
+            parts: list[bytes] = []
+            for _ in self.collector.render_steps(out):
+                parts.append("".join(out).encode())
+                out.clear()
+                await asyncio.sleep(0)
+            parts.append("".join(out).encode())
+            parts.append(generate_latest(self.process))
+            data = b"".join(parts)
+            if not gzipped:
+                return data
+            # Compress a slice at a time too (level 1: fast, ~25x on this text).
+            packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+            chunks = []
+            for start in range(0, len(data), 256 * 1024):
+                chunks.append(packer.compress(data[start : start + 256 * 1024]))
+                await asyncio.sleep(0)
+            chunks.append(packer.flush())
+            return b"".join(chunks)
 
-    def do_GET(self) -> None:
-        self._answer(body=True)
-
-    def do_HEAD(self) -> None:
-        self._answer(body=False)
-
-    def _answer(self, *, body: bool) -> None:
-        path = urlsplit(self.path).path
-        if path == "/":
-            page = b'<html><body><a href="/metrics">aiobfd metrics</a></body></html>\n'
-            self._send(200, "text/html; charset=utf-8", page, body=body)
-            return
-        if path != "/metrics":
-            self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics\n", body=body)
-            return
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            data = self.server.exposition.render()
-        except Exception:
-            log.exception("metrics scrape failed")
-            self._send(500, "text/plain; charset=utf-8", b"scrape failed\n", body=body)
-            return
-        gzipped = "gzip" in self.headers.get("Accept-Encoding", "")
-        if gzipped:
-            data = gzip.compress(data, compresslevel=1)  # zlib drops the GIL
-        self._send(200, CONTENT_TYPE, data, body=body, gzipped=gzipped)
-
-    def _send(
-        self, status: int, ctype: str, data: bytes, *, body: bool, gzipped: bool = False
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        if gzipped:
-            self.send_header("Content-Encoding", "gzip")
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # no line per scrape
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    exposition: Exposition
-
-
-class MetricsServer:
-    """The running endpoint; :meth:`close` stops it."""
-
-    def __init__(self, httpd: _Server, thread: threading.Thread) -> None:
-        self._httpd = httpd
-        self._thread = thread
-        self.exposition = httpd.exposition
-        sockname = httpd.socket.getsockname()
-        self.address: str = sockname[0]
-        self.port: int = int(sockname[1])
-
-    def close(self, *, wait: bool = False) -> None:
-        """Stop serving.  Without ``wait`` this returns at once (the server's
-        thread notices within half a second), so it never delays an exit."""
-        httpd = self._httpd
-
-        def stop() -> None:
-            httpd.shutdown()
-            httpd.server_close()
-
-        stopper = threading.Thread(target=stop, name="aiobfd-metrics-stop", daemon=True)
-        stopper.start()
-        if wait:
-            stopper.join()
-            self._thread.join()
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                request = await _read_request(reader)
+                if request is None:
+                    await _respond(writer, 400, b"bad request\n")
+                    return
+                method, target, headers = request
+                if method not in ("GET", "HEAD"):
+                    await _respond(
+                        writer, 405, b"only GET and HEAD\n", extra={"Allow": "GET, HEAD"}
+                    )
+                    return
+                path = urlsplit(target).path
+                if path == "/":
+                    page = b'<html><body><a href="/metrics">aiobfd metrics</a></body></html>\n'
+                    await _respond(
+                        writer, 200, page, "text/html; charset=utf-8", head=method == "HEAD"
+                    )
+                    return
+                if path != "/metrics":
+                    await _respond(writer, 404, b"not found: try /metrics\n")
+                    return
+                gzipped = "gzip" in headers.get("accept-encoding", "")
+                try:
+                    data = await self.scrape(gzipped=gzipped)
+                except Exception:
+                    log.exception("metrics scrape failed")
+                    await _respond(writer, 500, b"scrape failed\n")
+                    return
+                await _respond(
+                    writer,
+                    200,
+                    data,
+                    CONTENT_TYPE,
+                    head=method == "HEAD",
+                    extra={"Content-Encoding": "gzip"} if gzipped else None,
+                )
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
 
-def start_metrics_server(daemon: Daemon, address: str, port: int) -> MetricsServer:
+async def _read_request(
+    reader: asyncio.StreamReader,
+) -> tuple[str, str, dict[str, str]] | None:
+    try:
+        line = await reader.readline()
+        parts = line.decode("latin-1").split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return None
+        headers: dict[str, str] = {}
+        for _ in range(MAX_HEADERS + 1):
+            raw = await reader.readline()
+            if raw in (b"\r\n", b"\n", b""):
+                return parts[0], parts[1], headers
+            name, sep, value = raw.decode("latin-1").partition(":")
+            if not sep:
+                return None
+            headers[name.strip().lower()] = value.strip()
+    except (ValueError, asyncio.LimitOverrunError):
+        return None
+    return None  # too many headers
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+}
+
+
+async def _respond(
+    writer: asyncio.StreamWriter,
+    status: int,
+    body: bytes,
+    ctype: str = "text/plain; charset=utf-8",
+    *,
+    head: bool = False,
+    extra: dict[str, str] | None = None,
+) -> None:
+    lines = [
+        f"HTTP/1.1 {status} {_REASONS[status]}",
+        f"Content-Type: {ctype}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{k}: {v}" for k, v in (extra or {}).items()),
+    ]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    if not head:
+        writer.write(body)
+    await writer.drain()
+
+
+async def start_metrics_server(daemon: Daemon, address: str, port: int) -> MetricsServer:
     """Serve ``/metrics`` for ``daemon`` on ``address``:``port`` (0: a free port).
 
-    The server runs in a daemon thread.  Raises OSError if the address cannot be
-    resolved or bound.
+    Raises OSError if the address cannot be resolved or bound.
     """
-    infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, sockaddr = infos[0]
+    server = MetricsServer(daemon)
+    await server.start(address, port)
+    return server
 
-    class Server(_Server):
-        address_family = family
 
-    httpd = Server(sockaddr, _Handler)
-    httpd.exposition = Exposition(daemon)
-    thread = threading.Thread(target=httpd.serve_forever, name="aiobfd-metrics", daemon=True)
-    thread.start()
-    return MetricsServer(httpd, thread)
+__all__ = [
+    "DEFAULT_METRICS_ADDRESS",
+    "DEFAULT_METRICS_PORT",
+    "BfdCollector",
+    "MetricsServer",
+    "start_metrics_server",
+]

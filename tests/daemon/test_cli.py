@@ -77,7 +77,7 @@ def _sessions(sock: Path) -> list[dict]:
 def test_two_processes_over_loopback_and_sigterm(tmp_path: Path) -> None:
     """Hostnames resolve; SIGTERM ends with AdminDown and status 0 within 1 s."""
     sa, sb = tmp_path / "a.sock", tmp_path / "b.sock"
-    common = ["-r", "50", "-t", "50", "-m", "3"]
+    common = ["-r", "50", "-t", "50", "-m", "3", "--metrics-port", "0"]
     a = subprocess.Popen(
         [*AIOBFD, "localhost", "127.0.0.2", "-4", *common, "--control-socket", str(sa)],
         stdout=subprocess.PIPE,

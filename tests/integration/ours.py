@@ -33,7 +33,7 @@ class OurDaemon:
         self.log = lab.rundir / f"aiobfd-{name}.log"
         self.argv = [
             sys.executable, "-m", "aiobfd", local, *remotes, *args,
-            "--control-socket", str(self.socket), "-l", "DEBUG",
+            "--control-socket", str(self.socket), "-l", "DEBUG", "--metrics-port", "0",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
