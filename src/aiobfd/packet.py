@@ -120,6 +120,12 @@ class AuthSection(NamedTuple):
     def length(self) -> int:
         return AUTH_HEADER_LENGTH + len(self.data)
 
+    def __repr__(self) -> str:
+        # Never print a Simple Password (or a digest) into a log.
+        seq = self.sequence
+        extra = f", sequence={seq}" if seq is not None else ""
+        return f"AuthSection(auth_type={self.auth_type}, key_id={self.key_id}{extra}, data=<redacted>)"
+
     @property
     def sequence(self) -> int | None:
         """The Sequence Number of the keyed types, None for Simple Password."""

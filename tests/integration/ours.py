@@ -32,7 +32,7 @@ class OurDaemon:
         self.socket = lab.rundir / f"{name}.sock"
         self.log = lab.rundir / f"aiobfd-{name}.log"
         self.argv = [
-            sys.executable, "-m", "aiobfd", local, *remotes, *args,
+            sys.executable, "-m", "aiobfd", *([local] if local else []), *remotes, *args,
             "--control-socket", str(self.socket), "-l", "DEBUG", "--metrics-port", "0",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -82,6 +82,10 @@ class OurDaemon:
             return info if info["state"] == state else None
 
         return dict(self.wait(probe, timeout, f"{remote} {state}"))
+
+    def reload(self) -> Json:
+        """``aiobfdctl reload``: the summary of what changed."""
+        return dict(request(str(self.socket), {"command": "reload"})["reload"])
 
     def stop(self, timeout: float = 3.0) -> int:
         """SIGTERM, as an operator or systemd would; the exit status."""

@@ -364,6 +364,8 @@ class BirdOptions:
     """None, or 'simple', '[meticulous] keyed md5', '[meticulous] keyed sha1'."""
     password: str = "s3cret"
     password_id: int = 1
+    extra_passwords: tuple[tuple[str, int], ...] = ()
+    """More (password, id) pairs, accepted too: for key rotation."""
 
     def config(self) -> str:
         lines = [f"interval {self.interval_ms} ms"]
@@ -380,6 +382,8 @@ class BirdOptions:
         if self.authentication:
             lines.append(f"authentication {self.authentication}")
             lines.append(f'password "{self.password}" {{ id {self.password_id}; }}')
+            for password, key_id in self.extra_passwords:
+                lines.append(f'password "{password}" {{ id {key_id}; }}')
         return "".join(f"    {line};\n" for line in lines)
 
 

@@ -429,3 +429,11 @@ def test_scapy_keyed_auth(auth_type: AuthType, digest_len: int) -> None:
     assert opt.reserved == 0
     assert opt.sequence_number == 123456
     assert opt.auth_key == int.from_bytes(digest, "big")
+
+
+def test_auth_section_repr_hides_the_password() -> None:
+    from aiobfd.packet import AuthSection
+
+    section = AuthSection(1, 7, b"hunter2")
+    assert "hunter2" not in repr(section) and "hunter2" not in str(section)
+    assert "hunter2" not in repr(ControlPacket(State.UP, Diag(0), 0, 3, 1, 2, 1, 1, 0, section))
