@@ -357,11 +357,15 @@ async def run(
         dampening = Dampening(**file_config.dampening)
     hooks = HookRunner(daemon, lambda peer: peer.spec.hooks, dampening=dampening)
 
+    loaded = [file_config]
+    """The file as last applied, to tell which settings a reload cannot change."""
+
     def reload() -> dict[str, Any]:
-        if file_config is None:
+        current = loaded[0]
+        if current is None:
             raise ControlError("no configuration file to reload (started without --config)")
         try:
-            new = load_config(file_config.path)
+            new = load_config(current.path)
         except ConfigError as exc:
             log.error("reload refused, running configuration kept: %s", exc)
             raise ControlError(f"reload refused, running configuration kept: {exc}") from None
@@ -370,11 +374,36 @@ async def run(
         except OSError as exc:
             log.error("reload incomplete: %s", exc)
             raise ControlError(f"reload incomplete: {exc}") from None
+        loaded[0] = new
         log.info(
             "configuration reloaded: %s",
             ", ".join(f"{len(v)} {k}" for k, v in summary.items()),
         )
+        for table in ("daemon", "dampening"):
+            if getattr(new, table) != getattr(current, table):
+                log.warning("reload: changes in [%s] take effect at the next restart", table)
         return summary
+
+    # Signals first: a SIGHUP or SIGTERM right after start must not kill us.
+    loop = asyncio.get_running_loop()
+    notifier = Notifier.from_environment()
+
+    def stop() -> None:
+        # systemd: STOPPING=1 as the stop begins, before the AdminDown burst.
+        notifier.stopping()
+        daemon.request_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+    def on_sighup() -> None:
+        if file_config is None:
+            log.warning("SIGHUP ignored: no configuration file (started without --config)")
+            return
+        with contextlib.suppress(ControlError):
+            reload()
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
 
     control: ControlServer | None = None
     path = _setting(args, file_config, "control_socket", None) or default_socket_path()
@@ -400,26 +429,13 @@ async def run(
             print(f"aiobfd: error: metrics endpoint {address}:{port}: {exc}", file=sys.stderr)
             return 2
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, daemon.request_stop)
-
-    def on_sighup() -> None:
-        if file_config is None:
-            log.warning("SIGHUP ignored: no configuration file (started without --config)")
-            return
-        with contextlib.suppress(ControlError):
-            reload()
-
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
-    notifier = Notifier.from_environment()
     notifier.ready(f"{len(peers)} session(s)")
     log.info(
         "aiobfd %s running %d session(s)%s%s",
         __version__,
         len(peers),
         f", control socket {path}" if control else "",
-        f", metrics on {metrics.address}" if metrics else "",
+        f", metrics on {metrics.url}" if metrics else "",
     )
     try:
         await daemon.serve_forever()
@@ -436,8 +452,19 @@ async def run(
     return 0
 
 
+def raise_file_limit() -> None:
+    """Three sockets a session: lift the soft descriptor limit to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     args, peers, file_config = parse(argv)
+    raise_file_limit()
     if args.check_config:
         source = file_config.path if file_config else "command line"
         print(f"{source}: configuration valid, {len(peers)} peer(s)")

@@ -27,6 +27,7 @@ from .io.sockets import (
     ANCILLARY_SIZE,
     SockAddr,
     open_receive_socket,
+    open_session_socket,
     open_transmit_socket,
     received_ttl,
     sockaddr,
@@ -40,6 +41,10 @@ log = logging.getLogger("aiobfd")
 
 #: Datagrams read per wake-up before yielding to timers (bounded batch).
 RECV_BATCH = 64
+#: Datagrams read per wake-up from a session's own socket.
+SESSION_RECV_BATCH = 8
+#: A peer's dedicated socket follows a new source port at most this often.
+RECONNECT_INTERVAL_US = US_PER_SECOND
 #: Receive buffer: a Control packet is at most 255 octets.
 RECV_SIZE = 512
 #: How often a drop summary may be logged, in microseconds.
@@ -72,6 +77,10 @@ class Peer:
     """Created by an unsolicited packet (RFC 9468), not by configuration."""
     runtime: bool = False
     """Added or changed at run time (aiobfdctl), not by the configuration."""
+    rx_sock: socket.socket | None = None
+    """Receive socket connected to the peer's address and source port."""
+    rx_from: Any = None
+    rx_connected_at: int = 0
 
     @property
     def source_port(self) -> int:
@@ -316,8 +325,64 @@ class Daemon:
                 return
             self.datagram_received(data, addr, receiver.local, received_ttl(ancdata))
 
+    def _on_session_readable(self, peer: Peer) -> None:
+        sock = peer.rx_sock
+        if sock is None:
+            return
+        local = peer.spec.local
+        for _ in range(SESSION_RECV_BATCH):
+            try:
+                data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, ANCILLARY_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.receive_errors += 1
+                log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
+                return
+            self.datagram_received(data, addr, local, received_ttl(ancdata), via_session=True)
+
+    def _dedicate_socket(self, peer: Peer, addr: Any, now: int) -> None:
+        """Give an established peer a receive socket of its own (see open_session_socket)."""
+        if peer.rx_from == addr or now - peer.rx_connected_at < RECONNECT_INTERVAL_US:
+            return
+        peer.rx_connected_at = now
+        self._release_session_socket(peer)
+        spec = peer.spec
+        try:
+            sock = open_session_socket(
+                spec.family,
+                spec.local,
+                spec.scope,
+                sockaddr(spec.family, spec.remote, addr[1], spec.scope),
+                self._port,
+            )
+        except OSError as exc:
+            log.debug("no dedicated socket for %s: %s", spec.display_remote(), exc)
+            return
+        peer.rx_sock = sock
+        peer.rx_from = addr
+        assert self._loop is not None
+        self._loop.add_reader(sock.fileno(), self._on_session_readable, peer)
+
+    def _release_session_socket(self, peer: Peer) -> None:
+        sock = peer.rx_sock
+        if sock is None:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(sock.fileno())
+        sock.close()
+        peer.rx_sock = None
+        peer.rx_from = None
+
     def datagram_received(
-        self, data: bytes, addr: Any, local: str, ttl: int | None, now: int | None = None
+        self,
+        data: bytes,
+        addr: Any,
+        local: str,
+        ttl: int | None,
+        now: int | None = None,
+        *,
+        via_session: bool = False,
     ) -> None:
         """Process one datagram that arrived on ``local``:3784 from ``addr``."""
         if now is None:
@@ -347,6 +412,8 @@ class Daemon:
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("received from %s: %s", remote, pkt)
+        if not via_session:
+            self._dedicate_socket(peer, addr, now)
         self._flush(peer, now)
 
     def _log_drop(self, exc: PacketError, remote: str, now: int) -> None:
@@ -450,6 +517,9 @@ class Daemon:
             new_state=ev.new_state.label,
             diag=int(ev.diag),
             diag_name=ev.diag.label,
+            # The Detection Time in force at the change: after an expiry the
+            # session has already reset it to 0 with the remote's values.
+            detect_time_ms=ev.detection_time_us / 1000,
         )
         if ev.diag == 1 and ev.last_rx_us is not None:
             fields["ms_since_last_packet"] = round((ev.at_us - ev.last_rx_us) / 1000, 3)
@@ -485,6 +555,7 @@ class Daemon:
     # ----------------------------------------------------------------- intro
 
     def _close_peer(self, peer: Peer) -> None:
+        self._release_session_socket(peer)
         if peer.timer is not None:
             peer.timer.cancel()
             peer.timer = None

@@ -39,10 +39,45 @@ def sockaddr(family: int, address: str, port: int, scope: int = 0) -> SockAddr:
 def open_receive_socket(
     family: int, local: str, scope: int = 0, port: int = SINGLE_HOP_PORT
 ) -> socket.socket:
-    """A non-blocking UDP socket on ``local``:3784 that reports received TTLs."""
+    """A non-blocking UDP socket on ``local``:3784 that reports received TTLs.
+
+    It is opened with SO_REUSEADDR so that per-session sockets connected to a
+    known peer (:func:`open_session_socket`) can share the port; a probe bind
+    without it first makes sure no other process holds the port.
+    """
+    probe = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind(sockaddr(family, local, port, scope))
+    finally:
+        probe.close()
+    return _bound_receiver(family, local, scope, port)
+
+
+def open_session_socket(
+    family: int, local: str, scope: int, remote: SockAddr, port: int = SINGLE_HOP_PORT
+) -> socket.socket:
+    """A receive socket on ``local``:3784 connected to one peer's address and port.
+
+    The kernel prefers a connected socket to the shared one, so an established
+    session's packets queue apart from everything else that arrives on 3784:
+    a flood of strangers fills the shared socket, not this one.
+    """
+    sock = _bound_receiver(family, local, scope, port)
+    try:
+        sock.connect(remote)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _bound_receiver(family: int, local: str, scope: int, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
