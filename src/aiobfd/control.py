@@ -16,12 +16,14 @@ import logging
 import os
 import socket
 import stat
+import time
 from collections.abc import Callable
 from typing import Any
 
 from . import __version__
 from .config import ConfigError, resolve_peer
 from .daemon import Daemon, Peer
+from .events import Event, StateChanged
 from .session import SessionConfig
 from .status import session_info
 
@@ -29,6 +31,8 @@ log = logging.getLogger("aiobfd.control")
 
 #: A request line larger than this is refused (bounded memory per client).
 MAX_REQUEST = 64 * 1024
+#: Events a watcher may fall behind before it is disconnected.
+WATCH_QUEUE = 1024
 
 
 def default_socket_path() -> str:
@@ -94,6 +98,9 @@ class ControlServer:
                     request = json.loads(line)
                     if not isinstance(request, dict):
                         raise ControlError("a request is a JSON object")
+                    if request.get("command") == "watch":
+                        await self._watch(reader, writer)
+                        return
                     response = {"ok": True, **self.handle(request)}
                 except (ControlError, json.JSONDecodeError, UnicodeDecodeError) as exc:
                     response = {"ok": False, "error": str(exc)}
@@ -102,6 +109,49 @@ class ControlServer:
             pass
         finally:
             writer.close()
+
+    async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Stream session events until the client goes away.
+
+        First one ``{"event": "snapshot", ...}`` line per session with its
+        current state, then one ``{"event": "state", ...}`` line per change.  A
+        client that falls more than WATCH_QUEUE events behind is disconnected
+        (with a last ``{"ok": false}`` line) rather than let memory grow.
+        """
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(WATCH_QUEUE)
+
+        def listener(peer: Peer, event: Event) -> None:
+            if not isinstance(event, StateChanged):
+                return
+            try:
+                queue.put_nowait(event_record(peer, event))
+            except asyncio.QueueFull:
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                queue.put_nowait(None)  # the marker for "too slow"
+
+        self.daemon.add_listener(listener)
+        closed = asyncio.ensure_future(reader.read())  # EOF when the client leaves
+        try:
+            await _reply(writer, {"ok": True, "watching": True})
+            now = self.daemon._clock()
+            for peer in list(self.daemon.peers.values()):
+                info = session_info(peer, now)
+                await _reply(writer, {"event": "snapshot", **_brief(info)})
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if closed in done:
+                    getter.cancel()
+                    return
+                record = getter.result()
+                if record is None:
+                    await _reply(writer, {"ok": False, "error": "watcher too slow, disconnected"})
+                    return
+                await _reply(writer, record)
+        finally:
+            closed.cancel()
+            self.daemon.remove_listener(listener)
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """Answer one request (also usable without a socket, in tests)."""
@@ -188,6 +238,29 @@ class ControlServer:
         if len(matches) > 1:
             raise ControlError(f"{name} names several sessions; add %interface")
         return matches[0]
+
+
+def event_record(peer: Peer, ev: StateChanged) -> dict[str, Any]:
+    """One state change as the watch stream carries it."""
+    spec = peer.spec
+    return {
+        "event": "state",
+        "peer": spec.display_remote(),
+        "remote": spec.remote,
+        "local": spec.local,
+        "interface": spec.interface or None,
+        "old_state": ev.old_state.label,
+        "state": ev.new_state.label,
+        "diag": int(ev.diag),
+        "diag_name": ev.diag.label,
+        "remote_diag": int(ev.remote_diag),
+        "time": time.time(),
+    }
+
+
+def _brief(info: dict[str, Any]) -> dict[str, Any]:
+    keys = ("peer", "remote", "local", "interface", "state", "local_diag", "remote_diag")
+    return {k: info[k] for k in keys}
 
 
 def _ms(request: dict[str, Any], key: str, default_us: int) -> int:

@@ -12,6 +12,7 @@ import argparse
 import json
 import socket
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from . import __version__
@@ -60,6 +61,34 @@ def request(path: str, payload: dict[str, Any]) -> dict[str, Any]:
     if not answer.get("ok"):
         raise CtlError(str(answer.get("error", "request failed")))
     return dict(answer)
+
+
+def watch(path: str) -> Iterator[dict[str, Any]]:
+    """Session events from the daemon: a snapshot per session, then each change.
+
+    Ends when the daemon closes the stream (it stopped); raises CtlError when it
+    cannot be reached.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise CtlError(f"aiobfd is not running (no daemon on {path})") from None
+        except PermissionError:
+            raise CtlError(f"permission denied on {path}") from None
+        sock.sendall(b'{"command": "watch"}\n')
+        stream = sock.makefile("rb")
+        first = json.loads(stream.readline() or b"{}")
+        if not first.get("ok"):
+            raise CtlError(str(first.get("error", "watch refused")))
+        for line in stream:
+            record = json.loads(line)
+            if record.get("ok") is False:
+                raise CtlError(str(record.get("error")))
+            yield dict(record)
+    finally:
+        sock.close()
 
 
 def _fmt_ms(value: float) -> str:
@@ -186,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("peer", help="remote address (fe80::1%%eth0 for link-local)")
     one.add_argument("--json", action="store_true", dest="json_sub", help="print JSON")
     sub.add_parser("reload", help="re-read the configuration file (as SIGHUP)")
+    sub.add_parser("watch", help="print session state changes as they happen (JSON lines)")
     peer = sub.add_parser("peer", help="add, delete, shut down or enable a peer at run time")
     peer_sub = peer.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = peer_sub.add_parser("add", help="start a session (lost on reload)")
@@ -210,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     path = args.socket or default_socket_path()
     as_json = args.json or getattr(args, "json_sub", False)
     try:
+        if args.command == "watch":
+            for record in watch(path):
+                print(json.dumps(record), flush=True)
+            return 0
         if args.command == "reload":
             answer = request(path, {"command": "reload"})
             summary = answer["reload"]

@@ -143,6 +143,10 @@ class Daemon:
         """Call ``listener(peer, event)`` for every session event."""
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: EventListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def add_peer(self, spec: PeerSpec, *, dynamic: bool = False) -> Peer:
         """Create and start a session for ``spec`` (OSError if sockets fail)."""
         assert self._loop is not None, "start() first"
@@ -504,7 +508,7 @@ class Daemon:
                 peer.spec.display_remote(),
                 extra=self._fields(peer),
             )
-        for listener in self._listeners:
+        for listener in tuple(self._listeners):
             try:
                 listener(peer, event)
             except Exception:
