@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "-p", "--passive", action="store_true", help="take a passive role in session initialization"
     )
+    add(
+        "--multihop",
+        action="store_true",
+        help="multihop sessions (RFC 5883: UDP 4784, for peers behind routers)",
+    )
 
     logging_ = parser.add_argument_group("logging")
     logging_.add_argument(
@@ -161,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_number(1, 255),
         default=None,
         metavar="N",
-        help="lowest received TTL accepted when authentication is on (default 255)",
+        help="lowest received TTL accepted: single hop with authentication (default 255), "
+        "multihop (default 254)",
     )
     sec.add_argument(
         "--auth-type", choices=list(AUTH_TYPES), default=None, help="authentication type"
@@ -285,7 +291,8 @@ def _cli_peers(args: argparse.Namespace) -> list[PeerSpec]:
         detect_mult=args.detect_mult,
         passive=args.passive,
         auth=_cli_auth(args),
-        min_ttl=args.min_ttl or 255,
+        min_ttl=args.min_ttl,
+        multihop=args.multihop,
     )
     hooks = Hooks(args.on_up, args.on_down, args.on_change, args.hook_timeout)
     specs = resolve_peers(args.local, args.remote, session, args.family)

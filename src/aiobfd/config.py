@@ -55,8 +55,12 @@ class PeerSpec:
     """Name of the profile it came from, for display."""
 
     @property
+    def multihop(self) -> bool:
+        return self.session.multihop
+
+    @property
     def key(self) -> PeerKey:
-        return PeerKey(self.remote, self.local, self.scope)
+        return PeerKey(self.remote, self.local, self.scope, self.session.multihop)
 
     def display_remote(self) -> str:
         return f"{self.remote}%{self.interface}" if self.interface else self.remote
@@ -141,6 +145,8 @@ def resolve_peer(
 ) -> PeerSpec:
     """One checked peer spec from a local and a remote address or name."""
     loc, rem = _pick_pair(local, resolve(local, family), remote, resolve(remote, family))
+    if session.multihop and (_link_local(rem) or _link_local(loc)):
+        raise ConfigError(f"multihop needs routable addresses, not link-local ({remote})")
     if rem.scope and loc.scope and rem.scope != loc.scope:
         raise ConfigError(f"{remote} and {local} are on different interfaces")
     link_local = _link_local(rem)

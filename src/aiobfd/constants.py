@@ -10,6 +10,12 @@ BFD_VERSION: Final = 1
 
 #: RFC 5881 §4: single-hop Control packets go to this UDP port.
 SINGLE_HOP_PORT: Final = 3784
+#: RFC 5883 §5: multihop Control packets go to this UDP port.
+MULTIHOP_PORT: Final = 4784
+#: Lowest received TTL a multihop session accepts unless configured: one hop
+#: away (FRR's default), so only a peer behind one router gets through.
+DEFAULT_MULTIHOP_MIN_TTL: Final = 254
+
 #: RFC 5881 §4: the source port MUST be in this range and unique per session.
 SOURCE_PORT_MIN: Final = 49152
 SOURCE_PORT_MAX: Final = 65535

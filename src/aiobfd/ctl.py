@@ -112,7 +112,10 @@ BRIEF_COLUMNS = (
     (
         "Peer",
         lambda i: (
-            i["peer"] + (" *" if i.get("dynamic") else "") + (" +" if i.get("runtime") else "")
+            i["peer"]
+            + (" (mh)" if i.get("multihop") else "")
+            + (" *" if i.get("dynamic") else "")
+            + (" +" if i.get("runtime") else "")
         ),
     ),
     ("Local", lambda i: i["local"]),
@@ -152,6 +155,11 @@ def format_detail(info: dict[str, Any]) -> str:
         f" remote {info['remote_diag']} ({info['remote_diag_name']})",
         f"  Discriminators: local {info['local_discr']}, remote {info['remote_discr']}",
         f"  Source port: {info['source_port']}"
+        + (
+            "  (multihop, minimum TTL " + str(info.get("min_rx_ttl")) + ")"
+            if info.get("multihop")
+            else ""
+        )
         + ("  (passive)" if info["passive"] else "")
         + ("  (dynamic)" if info.get("dynamic") else ""),
         "  Local timers:",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import PeerSpec
-from .constants import SINGLE_HOP_PORT, US_PER_SECOND
+from .constants import MULTIHOP_PORT, SINGLE_HOP_PORT, US_PER_SECOND
 from .errors import DropReason, PacketError
 from .events import Event, PollSequenceCompleted, StateChanged
 from .io.sockets import (
@@ -93,7 +93,10 @@ class _Receiver:
     local: str
     family: int
     scope: int
+    multihop: bool
     users: int = 0
+    """Sessions using it; 0 for a listener kept for unsolicited sessions."""
+    permanent: bool = False
 
 
 class Daemon:
@@ -106,17 +109,19 @@ class Daemon:
         rng: random.Random | None = None,
         clock: Callable[[], int] = monotonic_us,
         port: int = SINGLE_HOP_PORT,
+        multihop_port: int = MULTIHOP_PORT,
         ttl_check: bool = True,
     ) -> None:
         self._initial = list(peers or [])
         self._rng = rng or random.SystemRandom()
         self._clock = clock
         self._port = port
+        self._multihop_port = multihop_port
         self.ttl_check = ttl_check
         """RFC 5881 §5: drop packets that did not arrive with TTL / Hop Limit 255."""
         self.table = SessionTable(self._rng)
         self.peers: dict[PeerKey, Peer] = {}
-        self._receivers: dict[tuple[str, int], _Receiver] = {}
+        self._receivers: dict[tuple[str, int, bool], _Receiver] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: list[EventListener] = []
         self._drop_pending: dict[tuple[str, str], int] = {}
@@ -157,15 +162,17 @@ class Daemon:
         try:
             sock = open_transmit_socket(spec.family, spec.local, spec.scope, self._rng)
         except OSError:
-            if receiver.users == 0:
+            if receiver.users == 0 and not receiver.permanent:
                 self._unwatch(receiver)
-                del self._receivers[(spec.local, spec.scope)]
+                del self._receivers[(spec.local, spec.scope, spec.multihop)]
             raise
         now = self._clock()
         session = self.table.add(key, spec.session, now)
         if spec.shutdown:
             session.disable(now)
-        peer = Peer(spec, session, sock, sockaddr(spec.family, spec.remote, self._port, spec.scope))
+        peer = Peer(
+            spec, session, sock, sockaddr(spec.family, spec.remote, self.port_of(spec), spec.scope)
+        )
         peer.dynamic = dynamic
         receiver.users += 1
         self.peers[key] = peer
@@ -305,12 +312,20 @@ class Daemon:
 
     # -------------------------------------------------------------- receive
 
+    def port_of(self, spec: PeerSpec) -> int:
+        """RFC 5881 §4 / RFC 5883 §5: the destination port of a session."""
+        return self._multihop_port if spec.multihop else self._port
+
     def _receiver_for(self, spec: PeerSpec) -> _Receiver:
-        rkey = (spec.local, spec.scope)
+        return self._listen(spec.family, spec.local, spec.scope, spec.multihop)
+
+    def _listen(self, family: int, local: str, scope: int, multihop: bool) -> _Receiver:
+        rkey = (local, scope, multihop)
         receiver = self._receivers.get(rkey)
         if receiver is None:
-            sock = open_receive_socket(spec.family, spec.local, spec.scope, self._port)
-            receiver = _Receiver(sock, spec.local, spec.family, spec.scope)
+            port = self._multihop_port if multihop else self._port
+            sock = open_receive_socket(family, local, scope, port)
+            receiver = _Receiver(sock, local, family, scope, multihop)
             assert self._loop is not None
             self._loop.add_reader(sock.fileno(), self._on_readable, receiver)
             self._receivers[rkey] = receiver
@@ -327,7 +342,9 @@ class Daemon:
                 self.receive_errors += 1
                 log.debug("receive error on %s: %s", receiver.local, exc)
                 return
-            self.datagram_received(data, addr, receiver.local, received_ttl(ancdata))
+            self.datagram_received(
+                data, addr, receiver.local, received_ttl(ancdata), multihop=receiver.multihop
+            )
 
     def _on_session_readable(self, peer: Peer) -> None:
         sock = peer.rx_sock
@@ -343,7 +360,14 @@ class Daemon:
                 self.receive_errors += 1
                 log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
                 return
-            self.datagram_received(data, addr, local, received_ttl(ancdata), via_session=True)
+            self.datagram_received(
+                data,
+                addr,
+                local,
+                received_ttl(ancdata),
+                via_session=True,
+                multihop=peer.spec.multihop,
+            )
 
     def _dedicate_socket(self, peer: Peer, addr: Any, now: int) -> None:
         """Give an established peer a receive socket of its own (see open_session_socket)."""
@@ -358,7 +382,7 @@ class Daemon:
                 spec.local,
                 spec.scope,
                 sockaddr(spec.family, spec.remote, addr[1], spec.scope),
-                self._port,
+                self.port_of(spec),
             )
         except OSError as exc:
             log.debug("no dedicated socket for %s: %s", spec.display_remote(), exc)
@@ -387,6 +411,7 @@ class Daemon:
         now: int | None = None,
         *,
         via_session: bool = False,
+        multihop: bool = False,
     ) -> None:
         """Process one datagram that arrived on ``local``:3784 from ``addr``."""
         if now is None:
@@ -405,7 +430,7 @@ class Daemon:
             self._log_drop(exc, remote, now)
             return
         try:
-            session = table.demultiplex(pkt, remote, local, scope)
+            session = table.demultiplex(pkt, remote, local, scope, multihop)
             peer = self.peers[session.key]
             if self.ttl_check and ttl is not None and ttl < session.min_rx_ttl:
                 session.reject(DropReason.TTL, f"TTL {ttl} from {remote}")
@@ -565,11 +590,11 @@ class Daemon:
             peer.timer = None
         peer.sock.close()
         self.table.remove(peer.spec.key)
-        rkey = (peer.spec.local, peer.spec.scope)
+        rkey = (peer.spec.local, peer.spec.scope, peer.spec.multihop)
         receiver = self._receivers.get(rkey)
         if receiver is not None:
             receiver.users -= 1
-            if receiver.users <= 0:
+            if receiver.users <= 0 and not receiver.permanent:
                 self._unwatch(receiver)
                 del self._receivers[rkey]
 

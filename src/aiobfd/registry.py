@@ -17,19 +17,23 @@ from .timers import RandomSource
 
 
 class PeerKey(NamedTuple):
-    """Identifies a single-hop session: remote address, local address, scope.
+    """Identifies a session: remote address, local address, scope, multihop.
 
     Addresses are in their canonical text form (``ipaddress`` ``str()``).  The
-    scope is the interface index of an IPv6 link-local pair, else 0.
+    scope is the interface index of an IPv6 link-local pair, else 0.  A
+    multihop session (RFC 5883) is keyed by the address pair alone, so a
+    single-hop and a multihop session to one remote stay distinct.
     """
 
     remote: str
     local: str
     scope: int = 0
+    multihop: bool = False
 
     def __str__(self) -> str:
         suffix = f"%{self.scope}" if self.scope else ""
-        return f"{self.remote}{suffix} from {self.local}"
+        kind = " (multihop)" if self.multihop else ""
+        return f"{self.remote}{suffix} from {self.local}{kind}"
 
 
 class SessionTable:
@@ -73,20 +77,29 @@ class SessionTable:
             del self._by_discr[session.local_discr]
         return session
 
-    def demultiplex(self, pkt: ControlPacket, remote: str, local: str, scope: int = 0) -> Session:
-        """Find the session a received packet belongs to, or raise PacketError."""
+    def demultiplex(
+        self,
+        pkt: ControlPacket,
+        remote: str,
+        local: str,
+        scope: int = 0,
+        multihop: bool = False,
+    ) -> Session:
+        """Find the session a received packet belongs to, or raise PacketError.
+
+        ``multihop`` says the packet came to the multihop port (RFC 5883)."""
         if pkt.your_discr:
             session = self._by_discr.get(pkt.your_discr)
             if session is None:
                 self.count_drop(DropReason.UNKNOWN_DISCR)
                 raise PacketError(DropReason.UNKNOWN_DISCR, f"{pkt.your_discr} from {remote}")
             key = session.key
-            if key.remote != remote or key.scope != scope:
+            if key.remote != remote or key.scope != scope or key.multihop != multihop:
                 # Our discriminator, but from another peer than the session's.
                 self.count_drop(DropReason.WRONG_PEER)
                 raise PacketError(DropReason.WRONG_PEER, f"{pkt.your_discr} from {remote}")
             return session
-        found = self._by_peer.get(PeerKey(remote, local, scope))
+        found = self._by_peer.get(PeerKey(remote, local, scope, multihop))
         if found is None:
             self.count_drop(DropReason.UNKNOWN_PEER)
             raise PacketError(DropReason.UNKNOWN_PEER, remote)

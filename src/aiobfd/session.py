@@ -26,6 +26,7 @@ from typing import Any
 from . import fsm
 from .auth import AuthConfig, Authenticator
 from .constants import (
+    DEFAULT_MULTIHOP_MIN_TTL,
     MAX_DETECT_MULT,
     MAX_INTERVAL_US,
     SLOW_TX_INTERVAL_US,
@@ -61,13 +62,16 @@ class SessionConfig:
     """RFC 5880 §6.1: wait for the remote to speak first."""
     auth: AuthConfig | None = None
     """RFC 5880 §6.7 authentication, or None."""
-    min_ttl: int = TTL_SINGLE_HOP
-    """RFC 5881 §5: lowest received TTL accepted when authentication is in use
-    (without authentication it is always 255)."""
+    min_ttl: int | None = None
+    """Lowest received TTL accepted.  Single hop (RFC 5881 §5): always 255
+    without authentication, this value (default 255) with it.  Multihop
+    (RFC 5883 §5): this value, default 254."""
+    multihop: bool = False
+    """RFC 5883 multihop session (UDP 4784, no interface, TTL checked against min_ttl)."""
 
     def __post_init__(self) -> None:
         check_timers(self.desired_min_tx_us, self.required_min_rx_us, self.detect_mult)
-        if not 1 <= self.min_ttl <= 255:
+        if self.min_ttl is not None and not 1 <= self.min_ttl <= 255:
             raise ValueError(f"minimum TTL must be between 1 and 255, not {self.min_ttl}")
 
 
@@ -330,7 +334,12 @@ class Session:
         """RFC 5881 §5: the lowest received TTL / Hop Limit accepted.
 
         255 without authentication; with it, the configured minimum."""
-        return TTL_SINGLE_HOP if self.auth is None else self.config.min_ttl
+        cfg = self.config
+        if cfg.multihop:
+            return DEFAULT_MULTIHOP_MIN_TTL if cfg.min_ttl is None else cfg.min_ttl
+        if self.auth is None or cfg.min_ttl is None:
+            return TTL_SINGLE_HOP
+        return cfg.min_ttl
 
     def set_auth(self, config: AuthConfig | None) -> None:
         """Change keys (rotation keeps sequence numbers) or the auth type.
