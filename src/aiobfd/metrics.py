@@ -12,15 +12,18 @@ daemon's own endpoint (:class:`MetricsServer`) renders the same readings (one
 table of getters serves both) straight to the Prometheus text format, in the
 event loop, a slice at a time:
 
-* ``prometheus_client``'s generic encoder costs about 15 us a sample here, and
-  1,000 sessions make about 18,000 samples: 300 ms, against 35 ms rendered
-  directly (``bench/metrics_scrape.py``).  Tests hold both to the same samples.
+* ``prometheus_client``'s generic encoder costs about 15-20 us a sample on a
+  small VM, and 1,000 sessions make about 18,000 samples: 300 ms or more,
+  against 20-45 ms rendered directly (``bench/metrics_scrape.py``).  Tests hold
+  both renderings to the same samples.
 * ``prometheus_client``'s HTTP server scrapes in a thread.  In CPython a thread
   that computes for tens of milliseconds makes the event loop's thread wait up
   to the GIL switch interval (5 ms) after every system call (each ``sendto``,
-  ``recvmsg`` and ``epoll_wait``).  Here a scrape yields to the loop every few
-  hundred samples instead, so no timer waits for more than one slice (a few
-  milliseconds at most), and no data is shared between threads.
+  ``recvmsg`` and ``epoll_wait``); with 1,000 sessions and one scrape a
+  second, transmit timers ran up to 250 ms late (``--threaded`` in the bench).
+  Here a scrape yields to the loop every 250 samples instead, so no timer waits
+  for more than one slice (about a millisecond; 10 ms at worst measured), and
+  no data is shared between threads.
 * A scrape keeps no object per session alive (only strings), so it does not
   feed the cyclic garbage collector, whose full collections would pause the
   loop for tens of milliseconds in a process with thousands of sessions.
@@ -77,7 +80,7 @@ STATES = tuple(s.label for s in State)
 UP_TO_DOWN = (State.UP.label, State.DOWN.label)
 
 #: Samples rendered between two yields to the event loop.
-SLICE = 400
+SLICE = 250
 
 #: time.time() - time.monotonic(), taken once: turns the monotonic instants of
 #: the protocol into unix seconds, for display only.
@@ -565,6 +568,11 @@ class MetricsServer:
         self.address = ""
         self.port = 0
 
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}/metrics"
+
     async def start(self, address: str, port: int) -> None:
         self._server = await asyncio.start_server(
             self._client, host=address, port=port, limit=MAX_LINE
@@ -579,28 +587,27 @@ class MetricsServer:
                 await asyncio.wait_for(self._server.wait_closed(), 1)
             self._server = None
 
-    async def scrape(self, *, gzipped: bool = False) -> bytes:
-        """The whole exposition, rendered a slice at a time between other work."""
+    async def scrape(self, *, gzipped: bool = False) -> list[bytes]:
+        """The whole exposition, in pieces, rendered (and compressed) a slice at a
+        time between the event loop's other work."""
         async with self._busy:
-            out: list[str] = []
+            # Level 1: fast, and still ~20 times smaller on this repetitive text.
+            packer = zlib.compressobj(1, zlib.DEFLATED, 31) if gzipped else None
             parts: list[bytes] = []
+
+            def emit(data: bytes) -> None:
+                parts.append(packer.compress(data) if packer is not None else data)
+
+            out: list[str] = []
             for _ in self.collector.render_steps(out):
-                parts.append("".join(out).encode())
+                emit("".join(out).encode())
                 out.clear()
                 await asyncio.sleep(0)
-            parts.append("".join(out).encode())
-            parts.append(generate_latest(self.process))
-            data = b"".join(parts)
-            if not gzipped:
-                return data
-            # Compress a slice at a time too (level 1: fast, ~25x on this text).
-            packer = zlib.compressobj(1, zlib.DEFLATED, 31)
-            chunks = []
-            for start in range(0, len(data), 256 * 1024):
-                chunks.append(packer.compress(data[start : start + 256 * 1024]))
-                await asyncio.sleep(0)
-            chunks.append(packer.flush())
-            return b"".join(chunks)
+            emit("".join(out).encode())
+            emit(generate_latest(self.process))
+            if packer is not None:
+                parts.append(packer.flush())
+            return parts
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -682,22 +689,23 @@ _REASONS = {
 async def _respond(
     writer: asyncio.StreamWriter,
     status: int,
-    body: bytes,
+    body: bytes | list[bytes],
     ctype: str = "text/plain; charset=utf-8",
     *,
     head: bool = False,
     extra: dict[str, str] | None = None,
 ) -> None:
+    parts = [body] if isinstance(body, bytes) else body
     lines = [
         f"HTTP/1.1 {status} {_REASONS[status]}",
         f"Content-Type: {ctype}",
-        f"Content-Length: {len(body)}",
+        f"Content-Length: {sum(map(len, parts))}",
         "Connection: close",
         *(f"{k}: {v}" for k, v in (extra or {}).items()),
     ]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     if not head:
-        writer.write(body)
+        writer.writelines(parts)
     await writer.drain()
 
 

@@ -11,7 +11,17 @@ from dataclasses import dataclass, field
 
 #: Bucket upper bounds in microseconds: 50 us to 100 ms.
 DEFAULT_BOUNDS_US: tuple[int, ...] = (
-    50, 100, 250, 500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000,
+    50,
+    100,
+    250,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
 )
 
 
