@@ -7,6 +7,8 @@ key and what is wrong; nothing is applied from a file with any error.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import socket
 import tomllib
@@ -14,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .auth import AuthConfig, AuthKey, load_secret_env, load_secret_file
-from .config import ConfigError, Hooks, PeerSpec, resolve_peer
+from .config import (
+    ConfigError,
+    Hooks,
+    PeerSpec,
+    check_local_address,
+    resolve,
+    resolve_peer,
+)
 from .constants import MAX_DETECT_MULT, MAX_INTERVAL_US, US_PER_MS
 from .packet import AuthType
 from .session import SessionConfig
@@ -37,6 +46,7 @@ SESSION_KEYS = {
     "detect_mult",
     "passive",
     "min_ttl",
+    "multihop",
     "auth",
     "on_up",
     "on_down",
@@ -60,7 +70,8 @@ BUILTIN_DEFAULTS: dict[str, Any] = {
     "tx_interval_ms": 1000,
     "detect_mult": 3,
     "passive": False,
-    "min_ttl": 255,
+    "min_ttl": None,
+    "multihop": False,
     "hook_timeout_s": 10.0,
 }
 
@@ -99,24 +110,35 @@ def load_config(path: str, environ: dict[str, str] | None = None) -> FileConfig:
         raise where.error("", f"cannot read it: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise where.error("", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise where.error("", f"not valid TOML: not UTF-8 (byte {exc.start})") from None
     return parse_config(data, path, environ)
 
 
 def parse_config(
     data: dict[str, Any], path: str = "<config>", environ: dict[str, str] | None = None
 ) -> FileConfig:
+    """Check and resolve parsed TOML; ``path`` names the file in errors.
+
+    Every table is checked where it is written, so a bad value in [defaults]
+    or in a profile is reported under its own key even when no peer uses it.
+    Relative secret file paths are taken from the directory of ``path``.
+    """
     where = _Where(path)
+    base_dir = os.path.dirname(os.path.abspath(path))
     _unknown(where, "", data, TOP_KEYS)
     daemon = _table(where, "daemon", data.get("daemon", {}))
     _unknown(where, "daemon", daemon, DAEMON_KEYS)
     _check_daemon(where, daemon)
-    defaults = _table(where, "defaults", data.get("defaults", {}))
-    _unknown(where, "defaults", defaults, SESSION_KEYS)
-    profiles = _table(where, "profiles", data.get("profiles", {}))
-    for name, profile in profiles.items():
-        _unknown(
-            where, f"profiles.{name}", _table(where, f"profiles.{name}", profile), SESSION_KEYS
-        )
+    defaults_raw = _table(where, "defaults", data.get("defaults", {}))
+    _unknown(where, "defaults", defaults_raw, SESSION_KEYS)
+    defaults = _session_values(where, "defaults", defaults_raw, environ, base_dir)
+    profiles: dict[str, dict[str, Any]] = {}
+    for name, raw in _table(where, "profiles", data.get("profiles", {})).items():
+        pkey = f"profiles.{name}"
+        profile = _table(where, pkey, raw)
+        _unknown(where, pkey, profile, SESSION_KEYS)
+        profiles[name] = _session_values(where, pkey, profile, environ, base_dir)
     dampening = _dampening(where, data.get("dampening"))
 
     peers_raw = data.get("peers", [])
@@ -136,8 +158,8 @@ def parse_config(
                 known = ", ".join(sorted(profiles)) or "none defined"
                 raise where.error(f"{key}.profile", f"unknown profile {profile_name!r} ({known})")
             merged.update(profiles[profile_name])
-        merged.update({k: v for k, v in peer.items() if k in SESSION_KEYS})
-        spec = _peer_spec(where, key, peer, merged, environ)
+        merged.update(_session_values(where, key, peer, environ, base_dir))
+        spec = _peer_spec(where, key, peer, merged)
         if spec.key in seen:
             raise where.error(key, f"duplicate of {seen[spec.key]} ({spec.display_remote()})")
         seen[spec.key] = key
@@ -184,7 +206,7 @@ def _dampening(where: _Where, raw: Any) -> dict[str, Any] | None:
         if name == "enabled":
             if not isinstance(value, bool):
                 raise where.error("dampening.enabled", "must be true or false")
-        elif not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        elif not _positive(value):
             raise where.error(f"dampening.{name}", "must be a positive number")
     if not table.get("enabled", True):
         return None
@@ -197,76 +219,142 @@ def _int(where: _Where, key: str, value: Any, low: int, high: int, unit: str = "
     return value
 
 
-def _peer_spec(
+def _session_values(
     where: _Where,
-    key: str,
-    peer: dict[str, Any],
-    merged: dict[str, Any],
+    prefix: str,
+    table: dict[str, Any],
     environ: dict[str, str] | None,
-) -> PeerSpec:
-    for required in ("remote", "local"):
-        if not isinstance(peer.get(required), str) or not peer[required]:
-            raise where.error(f"{key}.{required}", "required: an address or host name")
+    base_dir: str,
+) -> dict[str, Any]:
+    """Check the session keys of one table ([defaults], a profile, a peer).
+
+    Returns the keys it sets, checked, with ``auth`` as an :class:`AuthConfig`.
+    """
+    out: dict[str, Any] = {}
+    max_ms = MAX_INTERVAL_US // US_PER_MS
+    for name in ("tx_interval_ms", "rx_interval_ms"):
+        if name in table:
+            out[name] = _int(where, f"{prefix}.{name}", table[name], 1, max_ms, " ms")
+    if "detect_mult" in table:
+        out["detect_mult"] = _int(
+            where, f"{prefix}.detect_mult", table["detect_mult"], 1, MAX_DETECT_MULT
+        )
+    if "min_ttl" in table:
+        out["min_ttl"] = _int(where, f"{prefix}.min_ttl", table["min_ttl"], 1, 255)
+    if "passive" in table:
+        out["passive"] = _bool(where, f"{prefix}.passive", table["passive"])
+    if "multihop" in table:
+        out["multihop"] = _bool(where, f"{prefix}.multihop", table["multihop"])
+    if "hook_timeout_s" in table:
+        timeout = table["hook_timeout_s"]
+        if not _positive(timeout):
+            raise where.error(f"{prefix}.hook_timeout_s", "must be a positive number of seconds")
+        out["hook_timeout_s"] = float(timeout)
+    for name in ("on_up", "on_down", "on_change"):
+        if name in table:
+            if not isinstance(table[name], str):
+                raise where.error(f"{prefix}.{name}", "must be a shell command (a string)")
+            out[name] = table[name]
+    if "auth" in table:
+        out["auth"] = _auth(where, f"{prefix}.auth", table["auth"], environ, base_dir)
+    return out
+
+
+def _positive(value: Any) -> bool:
+    """A finite number above 0 (TOML also has inf and nan)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _bool(where: _Where, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise where.error(key, "must be true or false")
+    return value
+
+
+def _address(where: _Where, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise where.error(key, "required: an address or host name")
+    return value
+
+
+def _is_link_local(text: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return False
+    return ip.version == 6 and ip.is_link_local
+
+
+def _peer_spec(where: _Where, key: str, peer: dict[str, Any], merged: dict[str, Any]) -> PeerSpec:
+    """The peer's addresses, resolved and checked, with its merged session values."""
+    remote = _address(where, f"{key}.remote", peer.get("remote"))
+    local = _address(where, f"{key}.local", peer.get("local"))
     interface = peer.get("interface")
     if interface is not None and (not isinstance(interface, str) or not interface):
         raise where.error(f"{key}.interface", "must be an interface name")
-    max_ms = MAX_INTERVAL_US // US_PER_MS
-    tx = _int(where, f"{key}.tx_interval_ms", merged["tx_interval_ms"], 1, max_ms, " ms")
-    rx = _int(where, f"{key}.rx_interval_ms", merged["rx_interval_ms"], 1, max_ms, " ms")
-    mult = _int(where, f"{key}.detect_mult", merged["detect_mult"], 1, MAX_DETECT_MULT)
-    min_ttl = _int(where, f"{key}.min_ttl", merged["min_ttl"], 1, 255)
-    for flag in ("passive", "shutdown"):
-        value = merged.get(flag, peer.get(flag, False))
-        if not isinstance(value, bool):
-            raise where.error(f"{key}.{flag}", "must be true or false")
-    timeout = merged["hook_timeout_s"]
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-        raise where.error(f"{key}.hook_timeout_s", "must be a positive number of seconds")
-    hooks = {}
-    for name in ("on_up", "on_down", "on_change"):
-        value = merged.get(name, "")
-        if not isinstance(value, str):
-            raise where.error(f"{key}.{name}", "must be a shell command (a string)")
-        hooks[name] = value
-    auth = _auth(where, f"{key}.auth", merged.get("auth"), environ)
-    try:
-        session = SessionConfig(
-            desired_min_tx_us=tx * US_PER_MS,
-            required_min_rx_us=rx * US_PER_MS,
-            detect_mult=mult,
-            passive=merged["passive"],
-            auth=auth,
-            min_ttl=min_ttl,
-        )
-        remote = peer["remote"] + (
-            f"%{interface}" if interface and "%" not in peer["remote"] else ""
-        )
-        local = peer["local"]
-        if interface and "%" not in local and local.lower().startswith("fe80"):
+    shutdown = _bool(where, f"{key}.shutdown", peer.get("shutdown", False))
+    if interface:
+        # The interface is the scope of link-local addresses written without one.
+        if "%" not in remote and _is_link_local(remote):
+            remote = f"{remote}%{interface}"
+        if "%" not in local and _is_link_local(local):
             local = f"{local}%{interface}"
+    for name, text in (("remote", remote), ("local", local)):
+        try:
+            addresses = resolve(text)
+        except ConfigError as exc:
+            raise where.error(f"{key}.{name}", str(exc)) from None
+        if name == "local" and len(addresses) == 1:
+            try:
+                check_local_address(addresses[0])
+            except ConfigError as exc:
+                raise where.error(f"{key}.local", str(exc)) from None
+    session = SessionConfig(
+        desired_min_tx_us=merged["tx_interval_ms"] * US_PER_MS,
+        required_min_rx_us=merged["rx_interval_ms"] * US_PER_MS,
+        detect_mult=merged["detect_mult"],
+        passive=merged["passive"],
+        auth=merged.get("auth"),
+        min_ttl=merged["min_ttl"],
+        multihop=merged["multihop"],
+    )
+    try:
         spec = resolve_peer(local, remote, session, socket.AF_UNSPEC)
     except (ConfigError, ValueError) as exc:
         raise where.error(key, str(exc)) from None
+    if interface and not spec.scope:
+        raise where.error(f"{key}.interface", "only applies to IPv6 link-local peers (fe80::/10)")
     return PeerSpec(
         spec.remote,
         spec.local,
         spec.family,
         spec.scope,
-        spec.interface or (interface or ""),
+        spec.interface,
         session,
-        shutdown=bool(peer.get("shutdown", False)),
-        hooks=Hooks(hooks["on_up"], hooks["on_down"], hooks["on_change"], float(timeout)),
+        shutdown=shutdown,
+        hooks=Hooks(
+            merged.get("on_up", ""),
+            merged.get("on_down", ""),
+            merged.get("on_change", ""),
+            merged["hook_timeout_s"],
+        ),
         profile=str(peer.get("profile") or ""),
     )
 
 
-def _auth(where: _Where, key: str, raw: Any, environ: dict[str, str] | None) -> AuthConfig | None:
-    if raw is None:
-        return None
+def _auth(
+    where: _Where, key: str, raw: Any, environ: dict[str, str] | None, base_dir: str
+) -> AuthConfig:
+    """An [auth] table: type, keys (each from a file or the environment), transmit key."""
     table = _table(where, key, raw)
     _unknown(where, key, table, {"type", "keys", "transmit_key_id"})
     type_name = table.get("type")
-    if type_name not in AUTH_TYPES:
+    if not isinstance(type_name, str) or type_name not in AUTH_TYPES:
         raise where.error(f"{key}.type", f"must be one of {', '.join(AUTH_TYPES)}")
     auth_type = AUTH_TYPES[type_name]
     keys_raw = table.get("keys")
@@ -274,27 +362,39 @@ def _auth(where: _Where, key: str, raw: Any, environ: dict[str, str] | None) -> 
         raise where.error(
             f"{key}.keys", "needs at least one key: {id = N, file = PATH} or {id = N, env = NAME}"
         )
-    keys = []
+    keys: list[AuthKey] = []
     for i, entry in enumerate(keys_raw):
         kkey = f"{key}.keys[{i}]"
         entry = _table(where, kkey, entry)
         _unknown(where, kkey, entry, {"id", "file", "env"})
         key_id = _int(where, f"{kkey}.id", entry.get("id"), 0, 255)
+        if any(k.key_id == key_id for k in keys):
+            raise where.error(f"{kkey}.id", f"key id {key_id} is given twice")
         if ("file" in entry) == ("env" in entry):
             raise where.error(kkey, "give exactly one of file or env (secrets never in the file)")
+        source = "file" if "file" in entry else "env"
+        value = entry[source]
+        if not isinstance(value, str) or not value:
+            what = "a file name" if source == "file" else "an environment variable name"
+            raise where.error(f"{kkey}.{source}", f"must be {what}")
         try:
-            if "file" in entry:
-                secret = load_secret_file(str(entry["file"]), auth_type)
+            if source == "file":
+                secret = load_secret_file(os.path.join(base_dir, value), auth_type)
             else:
-                secret = load_secret_env(str(entry["env"]), auth_type, environ)
+                secret = load_secret_env(value, auth_type, environ)
         except ValueError as exc:
-            raise where.error(kkey, str(exc)) from None
+            raise where.error(f"{kkey}.{source}", str(exc)) from None
         keys.append(AuthKey(key_id, secret))
-    transmit = table.get("transmit_key_id", keys[0].key_id)
-    try:
-        return AuthConfig(
-            auth_type, tuple(keys), _int(where, f"{key}.transmit_key_id", transmit, 0, 255)
+    transmit = _int(
+        where, f"{key}.transmit_key_id", table.get("transmit_key_id", keys[0].key_id), 0, 255
+    )
+    if not any(k.key_id == transmit for k in keys):
+        ids = ", ".join(str(k.key_id) for k in keys)
+        raise where.error(
+            f"{key}.transmit_key_id", f"key id {transmit} is not among the keys ({ids})"
         )
+    try:
+        return AuthConfig(auth_type, tuple(keys), transmit)
     except ValueError as exc:
         raise where.error(key, str(exc)) from None
 

@@ -447,6 +447,8 @@ class Daemon:
 
     def _log_drop(self, exc: PacketError, remote: str, now: int) -> None:
         """Count drops per source and reason; log a summary at most every 10 s."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("dropped a packet from %s: %s", remote, exc)
         pending = self._drop_pending
         key = (exc.reason.value, remote)
         if key in pending or len(pending) < 1000:

@@ -181,11 +181,15 @@ class FrrSession:
     interface: str | None = None
     """Needed for link-local addresses, and for several sessions toward one address."""
     passive: bool = False
+    multihop: bool = False
+    """RFC 5883: `peer X multihop local-address Y` (FRR's minimum TTL default is 254)."""
+    minimum_ttl: int | None = None
 
     @property
     def key(self) -> str:
         """The `peer ...` line that names this session in FRR's configuration."""
-        line = f"peer {self.remote} local-address {self.local}"
+        hop = " multihop" if self.multihop else ""
+        line = f"peer {self.remote}{hop} local-address {self.local}"
         return f"{line} interface {self.interface}" if self.interface else line
 
     def config(self) -> str:
@@ -195,6 +199,7 @@ class FrrSession:
             f"  transmit-interval {self.tx_ms}",
             f"  detect-multiplier {self.multiplier}",
             *(["  passive-mode"] if self.passive else []),
+            *([f"  minimum-ttl {self.minimum_ttl}"] if self.minimum_ttl else []),
             " !",
         ]
         return "\n".join(lines)
@@ -283,16 +288,25 @@ class FrrPeer(_Peer):
         `control-packet-output`, `session-up`, `session-down`, `zebra-notifications`."""
         return list(json.loads(self.vtysh("show bfd peers counters json")))
 
-    def configure(self, remote: str, local: str, *lines: str, interface: str | None = None) -> None:
+    def configure(
+        self,
+        remote: str,
+        local: str,
+        *lines: str,
+        interface: str | None = None,
+        multihop: bool | None = None,
+    ) -> None:
         """Apply config lines under `bfd` / `peer REMOTE local-address LOCAL [interface I]`.
 
         For example `"shutdown"`, `"no shutdown"`, `"transmit-interval 100"`. The interface
         defaults to that of the configured session with these addresses.
         """
+        known = [s for s in self.sessions if (s.remote, s.local) == (remote, local)]
         if interface is None:
-            known = [s for s in self.sessions if (s.remote, s.local) == (remote, local)]
             interface = known[0].interface if known else None
-        key = FrrSession(remote, local, interface=interface).key
+        if multihop is None:
+            multihop = known[0].multihop if known else False
+        key = FrrSession(remote, local, interface=interface, multihop=multihop).key
         self.vtysh("configure terminal", "bfd", key, *lines)
 
     def wait_peer(
