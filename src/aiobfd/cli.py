@@ -21,7 +21,16 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .auth import AuthConfig, AuthKey, load_secret_env, load_secret_file
-from .config import ConfigError, Hooks, PeerSpec, resolve_peers
+from .config import (
+    ConfigError,
+    Hooks,
+    PeerSpec,
+    UnsolicitedConfig,
+    check_local_address,
+    parse_prefixes,
+    resolve,
+    resolve_peers,
+)
 from .configfile import AUTH_TYPES, FileConfig, find_default_config, load_config
 from .constants import MAX_DETECT_MULT, MAX_INTERVAL_US, US_PER_MS
 from .logs import LEVELS, setup_logging
@@ -223,6 +232,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--dampening", action="store_true", help="hold back Up from hooks for flapping sessions"
     )
 
+    uns = parser.add_argument_group("unsolicited sessions (RFC 9468)")
+    uns.add_argument(
+        "--unsolicited",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="accept sessions started by unknown peers in PREFIX (repeatable); "
+        "they are passive, with the timers above, on LOCAL",
+    )
+    uns.add_argument(
+        "--unsolicited-max",
+        type=_number(1, 100_000),
+        default=100,
+        metavar="N",
+        help="at most N unsolicited sessions (default 100)",
+    )
+    uns.add_argument(
+        "--unsolicited-rate",
+        type=_number(1, 100_000),
+        default=10,
+        metavar="N",
+        help="create at most N unsolicited sessions a second (default 10)",
+    )
+    uns.add_argument(
+        "--unsolicited-down-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="remove an unsolicited session down for S seconds (default 60)",
+    )
+
     ops = parser.add_argument_group("operation")
     ops.add_argument("--config", metavar="FILE", default=None, help="TOML configuration file")
     ops.add_argument(
@@ -299,6 +339,31 @@ def _cli_peers(args: argparse.Namespace) -> list[PeerSpec]:
     return [dataclasses.replace(spec, hooks=hooks) for spec in specs]
 
 
+def _cli_unsolicited(args: argparse.Namespace) -> UnsolicitedConfig | None:
+    if not args.unsolicited:
+        return None
+    if args.unsolicited_down_timeout <= 0:
+        raise ConfigError("--unsolicited-down-timeout must be positive")
+    session = SessionConfig(
+        desired_min_tx_us=args.tx_interval * US_PER_MS,
+        required_min_rx_us=args.rx_interval * US_PER_MS,
+        detect_mult=args.detect_mult,
+        passive=True,
+        auth=_cli_auth(args),
+        min_ttl=args.min_ttl,
+    )
+    return UnsolicitedConfig(
+        prefixes=parse_prefixes(args.unsolicited),
+        listen=(args.local,),
+        session=session,
+        multihop=args.multihop,
+        max_sessions=args.unsolicited_max,
+        rate_per_s=float(args.unsolicited_rate),
+        burst=max(1, args.unsolicited_rate * 2),
+        down_timeout_s=args.unsolicited_down_timeout,
+    )
+
+
 def parse(
     argv: list[str] | None = None,
 ) -> tuple[argparse.Namespace, list[PeerSpec], FileConfig | None]:
@@ -318,9 +383,12 @@ def parse(
                 raise ConfigError("give either LOCAL REMOTE... or --config, not both")
             file_config = load_config(path)
             return args, list(file_config.peers), file_config
-        if not args.remote:
+        if not args.remote and not args.unsolicited:
             raise ConfigError("the following arguments are required: remote")
-        return args, _cli_peers(args), None
+        args.unsolicited_config = _cli_unsolicited(args)
+        if args.unsolicited_config is not None:
+            check_local_address(resolve(args.local, args.family)[0])
+        return args, _cli_peers(args) if args.remote else [], None
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
 
@@ -350,7 +418,10 @@ async def run(
     ttl_check = not args.no_ttl_check and (
         file_config is None or bool(file_config.daemon.get("ttl_check", True))
     )
-    daemon = Daemon(peers, ttl_check=ttl_check)
+    unsolicited = getattr(args, "unsolicited_config", None)
+    if unsolicited is None and file_config is not None:
+        unsolicited = file_config.unsolicited
+    daemon = Daemon(peers, ttl_check=ttl_check, unsolicited=unsolicited)
     try:
         await daemon.start()
     except OSError as exc:

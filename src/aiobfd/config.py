@@ -67,6 +67,47 @@ class PeerSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class UnsolicitedConfig:
+    """RFC 9468 unsolicited BFD: sessions created by the remote's first packet.
+
+    Off unless configured.  A packet with Your Discriminator 0 from an unknown
+    address inside ``prefixes`` (and, for single hop, arriving on one of
+    ``interfaces`` when that list is not empty) creates a passive session with
+    ``session``'s settings.  ``max_sessions`` and the token bucket
+    (``rate_per_s``, ``burst``) bound what a flood can create; a dynamic
+    session that stays down for ``down_timeout_s`` is removed.
+    """
+
+    prefixes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    listen: tuple[str, ...]
+    """Local addresses to accept unsolicited sessions on."""
+    interfaces: tuple[str, ...] = ()
+    session: SessionConfig = field(default_factory=lambda: SessionConfig(passive=True))
+    multihop: bool = False
+    """Also accept multihop (UDP 4784) unsolicited sessions."""
+    max_sessions: int = 100
+    rate_per_s: float = 10.0
+    burst: int = 20
+    down_timeout_s: float = 60.0
+
+    def allows(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        return any(ip in net for net in self.prefixes)
+
+
+def parse_prefixes(
+    values: Iterable[str],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    out = []
+    for value in values:
+        try:
+            out.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ConfigError(f"{value!r} is not a prefix (such as 198.51.100.0/24)") from None
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
 class Address:
     """A resolved address with its family and, for link-local IPv6, scope."""
 

@@ -20,7 +20,9 @@ from .config import (
     ConfigError,
     Hooks,
     PeerSpec,
+    UnsolicitedConfig,
     check_local_address,
+    parse_prefixes,
     resolve,
     resolve_peer,
 )
@@ -63,7 +65,19 @@ DAEMON_KEYS = {
     "ttl_check",
 }
 DAMPENING_KEYS = {"enabled", "penalty", "suppress", "reuse", "half_life_s", "max_hold_s"}
-TOP_KEYS = {"daemon", "defaults", "profiles", "peers", "dampening"}
+TOP_KEYS = {"daemon", "defaults", "profiles", "peers", "dampening", "unsolicited"}
+UNSOLICITED_KEYS = {
+    "enabled",
+    "prefixes",
+    "listen",
+    "interfaces",
+    "profile",
+    "multihop",
+    "max_sessions",
+    "rate_per_s",
+    "burst",
+    "down_timeout_s",
+}
 
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "rx_interval_ms": 1000,
@@ -86,6 +100,8 @@ class FileConfig:
     """Settings of [daemon]; command-line options take precedence."""
     dampening: dict[str, Any] | None = None
     """[dampening] when enabled, else None."""
+    unsolicited: UnsolicitedConfig | None = None
+    """[unsolicited] (RFC 9468) when enabled, else None."""
 
 
 class _Where:
@@ -164,7 +180,77 @@ def parse_config(
             raise where.error(key, f"duplicate of {seen[spec.key]} ({spec.display_remote()})")
         seen[spec.key] = key
         specs.append(spec)
-    return FileConfig(path, tuple(specs), daemon, dampening)
+    unsolicited = _unsolicited(where, data.get("unsolicited"), defaults, profiles)
+    return FileConfig(path, tuple(specs), daemon, dampening, unsolicited)
+
+
+def _unsolicited(
+    where: _Where, raw: Any, defaults: dict[str, Any], profiles: dict[str, dict[str, Any]]
+) -> UnsolicitedConfig | None:
+    """[unsolicited]: off unless present with enabled = true (the default when present)."""
+    if raw is None:
+        return None
+    table = _table(where, "unsolicited", raw)
+    _unknown(where, "unsolicited", table, UNSOLICITED_KEYS)
+    if not _bool(where, "unsolicited.enabled", table.get("enabled", True)):
+        return None
+    lists: dict[str, tuple[str, ...]] = {}
+    for name in ("prefixes", "listen", "interfaces"):
+        value = table.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise where.error(f"unsolicited.{name}", "must be a list of strings")
+        lists[name] = tuple(value)
+    for name in ("prefixes", "listen"):
+        if not lists[name]:
+            raise where.error(f"unsolicited.{name}", "required: at least one")
+    try:
+        prefixes = parse_prefixes(lists["prefixes"])
+    except ConfigError as exc:
+        raise where.error("unsolicited.prefixes", str(exc)) from None
+    for i, address in enumerate(lists["listen"]):
+        try:
+            check_local_address(resolve(address)[0])
+        except ConfigError as exc:
+            raise where.error(f"unsolicited.listen[{i}]", str(exc)) from None
+    merged: dict[str, Any] = dict(BUILTIN_DEFAULTS)
+    merged.update(defaults)
+    profile_name = table.get("profile")
+    if profile_name is not None:
+        if profile_name not in profiles:
+            raise where.error("unsolicited.profile", f"unknown profile {profile_name!r}")
+        merged.update(profiles[profile_name])
+    multihop = _bool(where, "unsolicited.multihop", table.get("multihop", False))
+    session = SessionConfig(
+        desired_min_tx_us=merged["tx_interval_ms"] * US_PER_MS,
+        required_min_rx_us=merged["rx_interval_ms"] * US_PER_MS,
+        detect_mult=merged["detect_mult"],
+        passive=True,
+        auth=merged.get("auth"),
+        min_ttl=merged["min_ttl"],
+        multihop=multihop,
+    )
+    numbers: dict[str, float] = {}
+    for name, default, low in (
+        ("max_sessions", 100, 1),
+        ("rate_per_s", 10.0, 0.001),
+        ("burst", 20, 1),
+        ("down_timeout_s", 60.0, 0.001),
+    ):
+        value = table.get(name, default)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < low:
+            raise where.error(f"unsolicited.{name}", f"must be a number of at least {low}")
+        numbers[name] = value
+    return UnsolicitedConfig(
+        prefixes=prefixes,
+        listen=lists["listen"],
+        interfaces=lists["interfaces"],
+        session=session,
+        multihop=multihop,
+        max_sessions=int(numbers["max_sessions"]),
+        rate_per_s=float(numbers["rate_per_s"]),
+        burst=int(numbers["burst"]),
+        down_timeout_s=float(numbers["down_timeout_s"]),
+    )
 
 
 def _table(where: _Where, key: str, value: Any) -> dict[str, Any]:

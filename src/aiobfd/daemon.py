@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import PeerSpec
+from .config import PeerSpec, UnsolicitedConfig, check_local_address, resolve
 from .constants import MULTIHOP_PORT, SINGLE_HOP_PORT, US_PER_SECOND
 from .errors import DropReason, PacketError
 from .events import Event, PollSequenceCompleted, StateChanged
@@ -77,6 +77,8 @@ class Peer:
     """Created by an unsolicited packet (RFC 9468), not by configuration."""
     runtime: bool = False
     """Added or changed at run time (aiobfdctl), not by the configuration."""
+    expiry: asyncio.TimerHandle | None = None
+    """Removal of a dynamic session that stays down (RFC 9468)."""
     rx_sock: socket.socket | None = None
     """Receive socket connected to the peer's address and source port."""
     rx_from: Any = None
@@ -111,6 +113,7 @@ class Daemon:
         port: int = SINGLE_HOP_PORT,
         multihop_port: int = MULTIHOP_PORT,
         ttl_check: bool = True,
+        unsolicited: UnsolicitedConfig | None = None,
     ) -> None:
         self._initial = list(peers or [])
         self._rng = rng or random.SystemRandom()
@@ -118,6 +121,11 @@ class Daemon:
         self._port = port
         self._multihop_port = multihop_port
         self.ttl_check = ttl_check
+        self.unsolicited = unsolicited
+        self.unsolicited_refused: dict[str, int] = {}
+        """Unsolicited sessions not created, by reason (prefix, limit, rate, ...)."""
+        self._tokens = float(unsolicited.burst) if unsolicited else 0.0
+        self._tokens_at = 0
         """RFC 5881 §5: drop packets that did not arrive with TTL / Hop Limit 255."""
         self.table = SessionTable(self._rng)
         self.peers: dict[PeerKey, Peer] = {}
@@ -140,6 +148,10 @@ class Daemon:
         try:
             for spec in self._initial:
                 self.add_peer(spec)
+            if self.unsolicited is not None:
+                self._tokens_at = self.started_at_us
+                for address in self.unsolicited.listen:
+                    self._listen_unsolicited(address)
         except BaseException:
             self.close()
             raise
@@ -266,7 +278,8 @@ class Daemon:
         """
         wanted = {spec.key: spec for spec in specs}
         summary: dict[str, list[str]] = {"added": [], "removed": [], "changed": [], "unchanged": []}
-        for key in [k for k in self.peers if k not in wanted]:
+        # Dynamic (unsolicited) sessions are not the file's business.
+        for key in [k for k, p in self.peers.items() if k not in wanted and not p.dynamic]:
             summary["removed"].append(self.peers[key].spec.display_remote())
             self.remove_peer(key)
         for key, spec in wanted.items():
@@ -287,6 +300,11 @@ class Daemon:
         now = self._clock()
         peer.spec = spec
         peer.runtime = False
+        if peer.dynamic:  # the file now configures what a remote had started
+            peer.dynamic = False
+            if peer.expiry is not None:
+                peer.expiry.cancel()
+                peer.expiry = None
         if old.auth != new.auth:
             session.set_auth(new.auth)
         if old.min_ttl != new.min_ttl:
@@ -330,6 +348,106 @@ class Daemon:
             self._loop.add_reader(sock.fileno(), self._on_readable, receiver)
             self._receivers[rkey] = receiver
         return receiver
+
+    def _listen_unsolicited(self, text: str) -> None:
+        addr = resolve(text)[0]
+        check_local_address(addr)
+        modes = (False, True) if self.unsolicited and self.unsolicited.multihop else (False,)
+        for multihop in modes:
+            receiver = self._listen(addr.family, addr.address, addr.scope, multihop)
+            receiver.permanent = True
+
+    def _create_unsolicited(
+        self,
+        addr: Any,
+        remote: str,
+        local: str,
+        scope: int,
+        ttl: int | None,
+        multihop: bool,
+        now: int,
+    ) -> Peer | None:
+        """RFC 9468: a session for an unknown peer in an allowed prefix, or None."""
+        cfg = self.unsolicited
+        assert cfg is not None
+        reason = ""
+        if multihop and not cfg.multihop:
+            reason = "multihop"
+        elif not cfg.allows(remote):
+            reason = "prefix"
+        elif self.ttl_check and not multihop and ttl is not None and ttl < 255:
+            reason = "ttl"
+        elif cfg.interfaces and not multihop and not self._on_interfaces(remote, scope, cfg):
+            reason = "interface"
+        elif sum(1 for p in self.peers.values() if p.dynamic) >= cfg.max_sessions:
+            reason = "limit"
+        else:
+            self._tokens = min(
+                float(cfg.burst), self._tokens + (now - self._tokens_at) * cfg.rate_per_s / 1e6
+            )
+            self._tokens_at = now
+            if self._tokens < 1:
+                reason = "rate"
+            else:
+                self._tokens -= 1
+        if reason:
+            self.unsolicited_refused[reason] = self.unsolicited_refused.get(reason, 0) + 1
+            return None
+        family = socket.AF_INET6 if ":" in remote else socket.AF_INET
+        interface = socket.if_indextoname(scope) if scope else ""
+        spec = PeerSpec(
+            remote,
+            local,
+            family,
+            scope,
+            interface,
+            replace(cfg.session, passive=True, multihop=multihop),
+        )
+        try:
+            peer = self.add_peer(spec, dynamic=True)
+        except (OSError, ValueError) as exc:
+            self.unsolicited_refused["error"] = self.unsolicited_refused.get("error", 0) + 1
+            log.warning("cannot create unsolicited session for %s: %s", remote, exc)
+            return None
+        log.info("unsolicited session from %s accepted (RFC 9468)", spec.display_remote())
+        self._expire_later(peer)
+        return peer
+
+    def _on_interfaces(self, remote: str, scope: int, cfg: UnsolicitedConfig) -> bool:
+        """Whether a single-hop peer is reached through one of the allowed interfaces."""
+        if scope:
+            return socket.if_indextoname(scope) in cfg.interfaces
+        return self._route_interface(remote) in cfg.interfaces
+
+    @staticmethod
+    def _route_interface(remote: str) -> str:
+        """The interface of the connected route to ``remote`` (single hop: on-link)."""
+        import subprocess
+
+        try:
+            out = subprocess.run(
+                ["ip", "-o", "route", "get", remote], capture_output=True, text=True, timeout=2
+            ).stdout.split()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return out[out.index("dev") + 1] if "dev" in out else ""
+
+    def _expire_later(self, peer: Peer) -> None:
+        cfg = self.unsolicited
+        if cfg is None or self._loop is None:
+            return
+        if peer.expiry is not None:
+            peer.expiry.cancel()
+        peer.expiry = self._loop.call_later(cfg.down_timeout_s, self._expire, peer)
+
+    def _expire(self, peer: Peer) -> None:
+        peer.expiry = None
+        key = peer.spec.key
+        if self.peers.get(key) is not peer or peer.session.state is State.UP:
+            return
+        log.info("unsolicited session %s removed after staying down", peer.spec.display_remote())
+        del self.peers[key]
+        self._close_peer(peer)
 
     def _on_readable(self, receiver: _Receiver) -> None:
         recvmsg = receiver.sock.recvmsg
@@ -430,6 +548,15 @@ class Daemon:
             self._log_drop(exc, remote, now)
             return
         try:
+            if (
+                self.unsolicited is not None
+                and not pkt.your_discr
+                and PeerKey(remote, local, scope, multihop) not in self.peers
+            ):
+                created = self._create_unsolicited(addr, remote, local, scope, ttl, multihop, now)
+                if created is None:
+                    table.count_drop(DropReason.UNKNOWN_PEER)
+                    return
             session = table.demultiplex(pkt, remote, local, scope, multihop)
             peer = self.peers[session.key]
             if self.ttl_check and ttl is not None and ttl < session.min_rx_ttl:
@@ -529,6 +656,13 @@ class Daemon:
     def _report(self, peer: Peer, event: Event) -> None:
         if isinstance(event, StateChanged):
             self._log_state_change(peer, event)
+            if peer.dynamic:
+                if event.new_state is State.UP:
+                    if peer.expiry is not None:
+                        peer.expiry.cancel()
+                        peer.expiry = None
+                elif event.old_state is State.UP:
+                    self._expire_later(peer)
         elif isinstance(event, PollSequenceCompleted):
             log.debug(
                 "session %s: poll sequence completed",
@@ -587,6 +721,9 @@ class Daemon:
 
     def _close_peer(self, peer: Peer) -> None:
         self._release_session_socket(peer)
+        if peer.expiry is not None:
+            peer.expiry.cancel()
+            peer.expiry = None
         if peer.timer is not None:
             peer.timer.cancel()
             peer.timer = None
