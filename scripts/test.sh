@@ -38,5 +38,7 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check src tests bench
+echo "== mypy"
+.venv/bin/mypy
 echo "== pytest"
 exec .venv/bin/python -m pytest -q "$@"

@@ -139,7 +139,7 @@ def resolve(host: str, family: int = socket.AF_UNSPEC) -> list[Address]:
     seen: list[Address] = []
     for fam, _, _, _, sockaddr in infos:
         ip = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
-        scope = int(sockaddr[3]) if fam == socket.AF_INET6 else 0
+        scope = int(sockaddr[3]) if fam == socket.AF_INET6 and len(sockaddr) == 4 else 0
         addr = Address(str(ip), fam, scope, socket.if_indextoname(scope) if scope else "")
         if addr not in seen:
             seen.append(addr)

@@ -68,7 +68,7 @@ class Dampening:
     """Never hold an Up back for longer than this."""
 
     def decayed(self, value: float, elapsed_s: float) -> float:
-        return value * 0.5 ** (elapsed_s / self.half_life_s)
+        return float(value * 0.5 ** (elapsed_s / self.half_life_s))
 
     def hold_time(self, value: float) -> float:
         """Seconds until ``value`` decays to ``reuse`` (0 when not suppressed)."""
