@@ -193,14 +193,22 @@ class ControlServer:
         if not isinstance(local, str):
             raise ControlError("local must be an address")
         defaults = SessionConfig()
+        detect_mult = request.get("detect_mult", defaults.detect_mult)
+        if not isinstance(detect_mult, int) or isinstance(detect_mult, bool):
+            raise ControlError("detect_mult must be a whole number")
+        passive = request.get("passive", False)
+        if not isinstance(passive, bool):  # bool("false") would be True
+            raise ControlError("passive must be true or false")
+        interface = request.get("interface")
+        if interface is not None and not isinstance(interface, str):
+            raise ControlError("interface must be an interface name")
         try:
             session = SessionConfig(
                 desired_min_tx_us=_ms(request, "tx_interval_ms", defaults.desired_min_tx_us),
                 required_min_rx_us=_ms(request, "rx_interval_ms", defaults.required_min_rx_us),
-                detect_mult=int(request.get("detect_mult", defaults.detect_mult)),
-                passive=bool(request.get("passive", False)),
+                detect_mult=detect_mult,
+                passive=passive,
             )
-            interface = request.get("interface")
             if interface and "%" not in remote:
                 remote = f"{remote}%{interface}"
             spec = resolve_peer(local, remote, session)

@@ -24,6 +24,7 @@ class Notifier:
         self._sock: socket.socket | None = None
         self._watchdog_s = watchdog_usec / 1e6 if watchdog_usec > 0 else 0.0
         self._watchdog: asyncio.TimerHandle | None = None
+        self._stopping = False
         if address:
             if address.startswith("@"):  # abstract namespace
                 address = "\0" + address[1:]
@@ -65,10 +66,13 @@ class Notifier:
         self._watchdog = loop.call_later(self._watchdog_s / 2, self._ping)
 
     def stopping(self) -> None:
+        """STOPPING=1, once, and no more watchdog pings."""
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        self.notify("STOPPING=1")
+        if not self._stopping:
+            self._stopping = True
+            self.notify("STOPPING=1")
 
     def close(self) -> None:
         if self._watchdog is not None:

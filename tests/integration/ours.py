@@ -6,6 +6,8 @@ directly, without entering the namespace.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +24,11 @@ SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 class OurDaemon:
-    """``python -m aiobfd LOCAL REMOTE... ARGS`` in namespace ``ns``."""
+    """``python -m aiobfd LOCAL REMOTE... ARGS`` in namespace ``ns``.
+
+    With an empty ``local`` and no remotes, ARGS alone say what to run; use
+    :meth:`from_config` for ``--config FILE``.
+    """
 
     def __init__(
         self, lab: Lab, ns: str, local: str, remotes: Sequence[str], *args: str, name: str = "a"
@@ -36,6 +42,19 @@ class OurDaemon:
             "--control-socket", str(self.socket), "-l", "DEBUG", "--metrics-port", "0",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def from_config(
+        cls, lab: Lab, ns: str, config: str | os.PathLike[str], *args: str, name: str = "a"
+    ) -> OurDaemon:
+        """``python -m aiobfd --config FILE ARGS``; the control socket and metrics
+        options on the command line win over the file's [daemon] table."""
+        daemon = cls(lab, ns, "", (), "--config", os.fspath(config), *args, name=name)
+        daemon.config = Path(config)
+        return daemon
+
+    config: Path | None = None
+    """The configuration file, when started with :meth:`from_config`."""
 
     def start(self, timeout: float = 10.0) -> OurDaemon:
         self.proc = self.lab.popen(self.ns, *self.argv, log=self.log, extra_env={"PYTHONPATH": SRC})
@@ -86,6 +105,26 @@ class OurDaemon:
     def reload(self) -> Json:
         """``aiobfdctl reload``: the summary of what changed."""
         return dict(request(str(self.socket), {"command": "reload"})["reload"])
+
+    def request(self, command: str, **fields: Any) -> Json:
+        """One control request; raises CtlError with the daemon's reason."""
+        return dict(request(str(self.socket), {"command": command, **fields}))
+
+    def ctl(self, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+        """Run ``aiobfdctl -s SOCKET ARGS...`` as a process (the control socket is a
+        file, so it runs in the root namespace)."""
+        return subprocess.run(
+            [sys.executable, "-m", "aiobfd.ctl", "-s", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONPATH": SRC},
+        )
+
+    def hup(self) -> None:
+        """SIGHUP: reload the configuration file, as ``systemctl reload`` does."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
 
     def stop(self, timeout: float = 3.0) -> int:
         """SIGTERM, as an operator or systemd would; the exit status."""
