@@ -14,6 +14,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v bird >/dev/null || need+=(bird2)
     command -v ip >/dev/null || need+=(iproute2)
     command -v nft >/dev/null || need+=(nftables)
+    command -v exabgp >/dev/null || need+=(exabgp)
     command -v promtool >/dev/null || need+=(prometheus)
     if [ ${#need[@]} -gt 0 ]; then
         echo "== installing ${need[*]}"

@@ -124,7 +124,9 @@ class AuthSection(NamedTuple):
         # Never print a Simple Password (or a digest) into a log.
         seq = self.sequence
         extra = f", sequence={seq}" if seq is not None else ""
-        return f"AuthSection(auth_type={self.auth_type}, key_id={self.key_id}{extra}, data=<redacted>)"
+        return (
+            f"AuthSection(auth_type={self.auth_type}, key_id={self.key_id}{extra}, data=<redacted>)"
+        )
 
     @property
     def sequence(self) -> int | None:

@@ -266,7 +266,7 @@ def test_table_keeps_no_state_for_strangers(seed: int, arrivals: list, data: st.
         if target < len(keys):
             if pkt.state is not State.DOWN:
                 pkt = pkt._replace(your_discr=discrs[target])
-            remote, local, scope = keys[target]
+            remote, local, scope = keys[target][:3]
         else:
             remote, local, scope = "10.0.0.9", "10.0.0.254", 0
         if addresses is not None:
