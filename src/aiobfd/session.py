@@ -127,6 +127,8 @@ class Session:
         self._rng = rng
         self.auth = Authenticator(config.auth, rng) if config.auth is not None else None
         self._events: deque[Event] = deque()
+        self._tx_key: tuple[object, ...] = ()
+        self._tx_bytes = b""
         self._outbox: list[bytes] = []
         self.counters = SessionCounters()
 
@@ -541,7 +543,28 @@ class Session:
         else:
             flags = 0
             self.last_tx_us = now
-        pkt = ControlPacket(
+        auth = self.auth
+        if auth is None:
+            # Most packets repeat the previous one: reuse its encoding.
+            key = (
+                self.state,
+                self.local_diag,
+                flags,
+                self.detect_mult,
+                self.remote_discr,
+                self.desired_min_tx_us,
+                self.required_min_rx_us,
+            )
+            if key != self._tx_key:
+                self._tx_key = key
+                self._tx_bytes = encode(self._packet(flags))
+            self._outbox.append(self._tx_bytes)
+        else:
+            self._outbox.append(auth.encode(self._packet(flags)))
+        self.counters.packets_out += 1
+
+    def _packet(self, flags: int) -> ControlPacket:
+        return ControlPacket(
             self.state,
             self.local_diag,
             flags,
@@ -553,9 +576,6 @@ class Session:
             0,
             None,
         )
-        auth = self.auth
-        self._outbox.append(encode(pkt) if auth is None else auth.encode(pkt))
-        self.counters.packets_out += 1
 
     def __repr__(self) -> str:
         return (
