@@ -55,9 +55,13 @@ def test_version() -> None:
     assert result.stdout.startswith("aiobfd ")
 
 
-def _wait_for(path: Path, timeout: float = 5) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen[str] | None = None, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(
+                f"aiobfd exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}"
+            )
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)
 
@@ -91,8 +95,8 @@ def test_two_processes_over_loopback_and_sigterm(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        _wait_for(sa)
-        _wait_for(sb)
+        _wait_for(sa, a)
+        _wait_for(sb, b)
         assert stat.S_IMODE(os.stat(sa).st_mode) == 0o600
         deadline = time.monotonic() + 5
         while _sessions(sa)[0]["state"] != "up":
