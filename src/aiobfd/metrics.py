@@ -271,6 +271,17 @@ _RECEIVE_ERRORS = (
     "counter",
     "Errors reading from the receive sockets.",
 )
+_UNSOLICITED_REFUSED = (
+    "aiobfd_unsolicited_refused_total",
+    "counter",
+    "Unsolicited sessions (RFC 9468) not created, by reason (prefix, ttl, interface, "
+    "limit, rate, multihop, error).",
+)
+_DYNAMIC = (
+    "aiobfd_unsolicited_sessions",
+    "gauge",
+    "Sessions that remotes created (RFC 9468 unsolicited).",
+)
 _BUILD = ("aiobfd_build_info", "gauge", "aiobfd version.")
 _TX_LATENESS = (
     "aiobfd_transmit_lateness_seconds",
@@ -340,6 +351,15 @@ class BfdCollector(Collector):
         yield CounterMetricFamily(
             _RECEIVE_ERRORS[0], _RECEIVE_ERRORS[2], value=daemon.receive_errors
         )
+        refused = CounterMetricFamily(
+            _UNSOLICITED_REFUSED[0], _UNSOLICITED_REFUSED[2], labels=["reason"]
+        )
+        for why, n in list(daemon.unsolicited_refused.items()):
+            refused.add_metric([why], n)
+        yield refused
+        yield GaugeMetricFamily(
+            _DYNAMIC[0], _DYNAMIC[2], value=sum(1 for p in daemon.peers.values() if p.dynamic)
+        )
         peers = self._peers()
         labels = [_label_values(p) for p in peers]
         names = list(SESSION_LABELS)
@@ -397,6 +417,13 @@ class BfdCollector(Collector):
             add(f'{name}{{reason="{_escape(str(reason))}"}} {n}\n')
         name, kind, doc = _RECEIVE_ERRORS
         add(f"{_header(name, kind, doc)}{name} {daemon.receive_errors}\n")
+        name, kind, doc = _UNSOLICITED_REFUSED
+        add(_header(name, kind, doc))
+        for why, n in list(daemon.unsolicited_refused.items()):
+            add(f'{name}{{reason="{_escape(why)}"}} {n}\n')
+        name, kind, doc = _DYNAMIC
+        dynamic = sum(1 for p in daemon.peers.values() if p.dynamic)
+        add(f"{_header(name, kind, doc)}{name} {dynamic}\n")
 
         peers = self._peers()
         texts: list[str] = []  # each session's label text: strings only, no GC load

@@ -222,6 +222,7 @@ class _FakeDaemon:
         self.peers: dict[Any, Peer] = {}
         self.table = SimpleNamespace(drops={})
         self.receive_errors = 0
+        self.unsolicited_refused: dict[str, int] = {}
         self.timing = TimingStats()
         for i, spec_ in enumerate(specs, 1):
             session = Session(SessionConfig(), i, now=0, rng=random.Random(i), key=spec_.key)
