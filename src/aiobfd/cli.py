@@ -266,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     ops = parser.add_argument_group("operation")
     ops.add_argument("--config", metavar="FILE", default=None, help="TOML configuration file")
     ops.add_argument(
+        "--event-loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default), or asyncio",
+    )
+    ops.add_argument(
         "--check-config",
         action="store_true",
         help="check the configuration and exit (0: valid, 2: errors)",
@@ -540,6 +546,26 @@ def raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def run_loop(choice: str, main_coro: Any) -> int:
+    """Run ``main_coro`` on the chosen event loop (uvloop when asked or available)."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                main_coro.close()
+                print(
+                    "aiobfd: error: --event-loop uvloop: uvloop is not installed "
+                    "(pip install 'aiobfd[uvloop]')",
+                    file=sys.stderr,
+                )
+                return 2
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return int(runner.run(main_coro))
+    return int(asyncio.run(main_coro))
+
+
 def main(argv: list[str] | None = None) -> int:
     args, peers, file_config = parse(argv)
     raise_file_limit()
@@ -559,6 +585,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aiobfd: error: cannot set up logging: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(run(args, peers, file_config))
+        return run_loop(args.event_loop, run(args, peers, file_config))
     except KeyboardInterrupt:
         return 0

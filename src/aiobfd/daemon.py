@@ -41,6 +41,8 @@ log = logging.getLogger("aiobfd")
 
 #: Datagrams read per wake-up before yielding to timers (bounded batch).
 RECV_BATCH = 64
+#: A timer that fires at most this early is taken as on time.
+EARLY_WAKEUP_US = 50
 #: Datagrams read per wake-up from a session's own socket.
 SESSION_RECV_BATCH = 8
 #: A peer's dedicated socket follows a new source port at most this often.
@@ -642,8 +644,12 @@ class Daemon:
         session = peer.session
         if deadline is not None:
             if now < deadline:
-                # The loop may wake a hair early (clock resolution): act on time.
-                now = deadline
+                if deadline - now > EARLY_WAKEUP_US:
+                    # A loop with coarse timers (uvloop: 1 ms) woke us too soon:
+                    # never declare a session down before its time.
+                    self._arm(peer)
+                    return
+                now = deadline  # a hair early (clock resolution): act on time
             if deadline == session.detect_deadline_us:
                 self.timing.detect_lateness.record(now - deadline)
             elif deadline == session.next_tx_us:
