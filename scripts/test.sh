@@ -38,7 +38,7 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 echo "== ruff"
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check src tests bench examples
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

@@ -23,7 +23,7 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, resolve_peer
 from .daemon import Daemon, Peer
-from .events import Event, StateChanged
+from .events import Event, SessionRemoved, StateChanged
 from .session import SessionConfig
 from .status import session_info
 
@@ -121,10 +121,14 @@ class ControlServer:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(WATCH_QUEUE)
 
         def listener(peer: Peer, event: Event) -> None:
-            if not isinstance(event, StateChanged):
+            if isinstance(event, StateChanged):
+                record = event_record(peer, event)
+            elif isinstance(event, SessionRemoved):
+                record = {"event": "removed", **_peer_fields(peer), "time": time.time()}
+            else:
                 return
             try:
-                queue.put_nowait(event_record(peer, event))
+                queue.put_nowait(record)
             except asyncio.QueueFull:
                 with contextlib.suppress(asyncio.QueueEmpty):
                     queue.get_nowait()
@@ -133,7 +137,7 @@ class ControlServer:
         self.daemon.add_listener(listener)
         closed = asyncio.ensure_future(reader.read())  # EOF when the client leaves
         try:
-            await _reply(writer, {"ok": True, "watching": True})
+            await _reply(writer, {"ok": True, "watching": True, "sessions": len(self.daemon.peers)})
             now = self.daemon._clock()
             for peer in list(self.daemon.peers.values()):
                 info = session_info(peer, now)
@@ -248,15 +252,22 @@ class ControlServer:
         return matches[0]
 
 
-def event_record(peer: Peer, ev: StateChanged) -> dict[str, Any]:
-    """One state change as the watch stream carries it."""
+def _peer_fields(peer: Peer) -> dict[str, Any]:
     spec = peer.spec
     return {
-        "event": "state",
         "peer": spec.display_remote(),
         "remote": spec.remote,
         "local": spec.local,
         "interface": spec.interface or None,
+        "multihop": spec.multihop,
+    }
+
+
+def event_record(peer: Peer, ev: StateChanged) -> dict[str, Any]:
+    """One state change as the watch stream carries it."""
+    return {
+        "event": "state",
+        **_peer_fields(peer),
         "old_state": ev.old_state.label,
         "state": ev.new_state.label,
         "diag": int(ev.diag),

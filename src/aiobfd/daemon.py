@@ -22,7 +22,7 @@ from typing import Any
 from .config import PeerSpec, UnsolicitedConfig, check_local_address, resolve
 from .constants import MULTIHOP_PORT, SINGLE_HOP_PORT, US_PER_SECOND
 from .errors import DropReason, PacketError
-from .events import Event, PollSequenceCompleted, StateChanged
+from .events import Event, PollSequenceCompleted, SessionRemoved, StateChanged
 from .io.sockets import (
     ANCILLARY_SIZE,
     SockAddr,
@@ -201,14 +201,33 @@ class Daemon:
         return peer
 
     def remove_peer(self, key: PeerKey) -> None:
-        """Say AdminDown once to the remote and forget the session."""
+        """Forget a session, telling the remote AdminDown (RFC 5880 §6.8.16).
+
+        The AdminDown goes out at once and twice more 50 ms apart, as on
+        shutdown, so one lost packet does not turn the goodbye into a timeout.
+        """
         peer = self.peers.pop(key, None)
         if peer is None:
             return
         now = self._clock()
         peer.session.disable(now)
         self._flush(peer, now)
-        self._close_peer(peer)
+        self._close_peer(peer, keep_tx=True)
+        self._report(peer, SessionRemoved(now))
+        if self._loop is None or self._loop.is_closed():
+            peer.sock.close()
+            return
+        self._loop.call_later(SHUTDOWN_GAP_S, self._farewell, peer, SHUTDOWN_REPEATS - 1)
+
+    def _farewell(self, peer: Peer, remaining: int) -> None:
+        peer.session.transmit_now(self._clock())
+        datagrams = peer.session.datagrams_to_send()
+        if datagrams:
+            self._send(peer, datagrams)
+        if remaining > 1 and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_later(SHUTDOWN_GAP_S, self._farewell, peer, remaining - 1)
+        else:
+            peer.sock.close()
 
     def close(self) -> None:
         """Release every socket and timer at once (no goodbye packets)."""
@@ -450,6 +469,7 @@ class Daemon:
         log.info("unsolicited session %s removed after staying down", peer.spec.display_remote())
         del self.peers[key]
         self._close_peer(peer)
+        self._report(peer, SessionRemoved(self._clock()))
 
     def _on_readable(self, receiver: _Receiver) -> None:
         recvmsg = receiver.sock.recvmsg
@@ -725,7 +745,7 @@ class Daemon:
 
     # ----------------------------------------------------------------- intro
 
-    def _close_peer(self, peer: Peer) -> None:
+    def _close_peer(self, peer: Peer, *, keep_tx: bool = False) -> None:
         self._release_session_socket(peer)
         if peer.expiry is not None:
             peer.expiry.cancel()
@@ -733,7 +753,8 @@ class Daemon:
         if peer.timer is not None:
             peer.timer.cancel()
             peer.timer = None
-        peer.sock.close()
+        if not keep_tx:
+            peer.sock.close()
         self.table.remove(peer.spec.key)
         rkey = (peer.spec.local, peer.spec.scope, peer.spec.multihop)
         receiver = self._receivers.get(rkey)

@@ -32,6 +32,14 @@ class StateChanged(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionRemoved(Event):
+    """The daemon removed the session (configuration, aiobfdctl, or an expired
+    unsolicited session).  Reported by the daemon, not by the sans-IO core."""
+
+    at_us: int
+
+
+@dataclass(frozen=True, slots=True)
 class PollSequenceCompleted(Event):
     """A Poll Sequence we started was answered with Final (RFC 5880 §6.5)."""
 

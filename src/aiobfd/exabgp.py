@@ -135,6 +135,12 @@ class Selection:
         self.names[key] = name if isinstance(name, str) else remote
         return True
 
+    def remove(self, record: dict[str, Any]) -> None:
+        """A session the daemon removed no longer counts."""
+        key = (str(record.get("remote")), record.get("local") or "", record.get("interface") or "")
+        self.sessions.pop(key, None)
+        self.names.pop(key, None)
+
     def clear(self) -> None:
         self.sessions.clear()
         self.names.clear()
@@ -303,6 +309,9 @@ async def follow(
     on_watching()
     selection.clear()
     settled = False
+    # Newer daemons say how many snapshot lines follow; older ones do not.
+    expected = first.get("sessions")
+    snapshots = 0
     pending = handshake[1:]
     bad = 0
 
@@ -324,6 +333,9 @@ async def follow(
             if record.get("ok") is False:
                 raise WatchError(f"aiobfd ended the watch: {record.get('error')}")
             event = record.get("event")
+            if event == "removed":
+                selection.remove(record)
+                continue
             if event not in ("snapshot", "state"):
                 continue  # something newer than this helper: not ours to judge
             if not selection.update(record):
@@ -331,6 +343,10 @@ async def follow(
                 continue
             if event == "state":
                 settled = True  # the snapshot is over
+            else:
+                snapshots += 1
+        if not settled and isinstance(expected, int) and snapshots >= expected:
+            settled = True
         if not settled and selection.all_named_seen():
             settled = True
         if settled:

@@ -25,7 +25,7 @@ async def test_watch_streams_snapshot_then_changes(tmp_path: Path) -> None:
     try:
         reader, writer = await asyncio.open_unix_connection(str(tmp_path / "c.sock"))
         writer.write(b'{"command": "watch"}\n')
-        assert json.loads(await reader.readline()) == {"ok": True, "watching": True}
+        assert json.loads(await reader.readline()) == {"ok": True, "watching": True, "sessions": 1}
         snap = json.loads(await reader.readline())
         assert snap["event"] == "snapshot" and snap["state"] == "down"
         await b.start()
@@ -37,6 +37,11 @@ async def test_watch_streams_snapshot_then_changes(tmp_path: Path) -> None:
         b.close()
         rec = json.loads(await asyncio.wait_for(reader.readline(), 5))
         assert (rec["old_state"], rec["state"], rec["diag"]) == ("up", "down", 1)
+        a.remove_peer(next(iter(a.peers)))
+        rec = json.loads(await asyncio.wait_for(reader.readline(), 5))
+        assert (rec["event"], rec["state"]) == ("state", "admin_down")  # the goodbye
+        rec = json.loads(await asyncio.wait_for(reader.readline(), 5))
+        assert rec["event"] == "removed" and rec["remote"] == "127.0.0.2"
         writer.close()
         await asyncio.sleep(0.1)
         assert len(a._listeners) == 0  # the watcher's listener is gone with it
