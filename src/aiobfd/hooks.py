@@ -205,6 +205,13 @@ class HookRunner:
                 await asyncio.wait_for(proc.wait(), 5)
             log.error("hook for %s killed after %.1f s: %s", remote, timeout_s, command)
             return
+        except asyncio.CancelledError:
+            # The daemon is stopping and cannot wait any longer: no orphans.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 1)
+            raise
         status = proc.returncode
         if status != 0:
             self.failures += 1
@@ -227,13 +234,19 @@ class HookRunner:
         )
 
     async def close(self, timeout_s: float = 2.0) -> None:
-        """Wait briefly for running hooks (e.g. the Down hooks of a shutdown)."""
+        """Wait briefly for running hooks (e.g. the Down hooks of a shutdown),
+        then kill what is still running."""
         tasks = [st.running for st in self._peers.values() if st.running and not st.running.done()]
         for st in self._peers.values():
             if st.held_up is not None:
                 st.held_up.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout_s)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 def hook_environment(peer: Peer, ev: StateChanged) -> dict[str, str]:
