@@ -43,8 +43,6 @@ log = logging.getLogger("aiobfd")
 RECV_BATCH = 64
 #: A timer that fires at most this early is taken as on time.
 EARLY_WAKEUP_US = 50
-#: Datagrams read per wake-up from a session's own socket.
-SESSION_RECV_BATCH = 8
 #: A peer's dedicated socket follows a new source port at most this often.
 RECONNECT_INTERVAL_US = US_PER_SECOND
 #: Receive buffer: a Control packet is at most 255 octets.
@@ -487,27 +485,28 @@ class Daemon:
             )
 
     def _on_session_readable(self, peer: Peer) -> None:
+        # One datagram a call: a session's socket rarely holds more than one,
+        # and the loop calls again while it does (level-triggered), so no
+        # wasted recvmsg ending in EAGAIN on the common path.
         sock = peer.rx_sock
         if sock is None:
             return
-        local = peer.spec.local
-        for _ in range(SESSION_RECV_BATCH):
-            try:
-                data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, ANCILLARY_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.receive_errors += 1
-                log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
-                return
-            self.datagram_received(
-                data,
-                addr,
-                local,
-                received_ttl(ancdata),
-                via_session=True,
-                multihop=peer.spec.multihop,
-            )
+        try:
+            data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, ANCILLARY_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.receive_errors += 1
+            log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
+            return
+        self.datagram_received(
+            data,
+            addr,
+            peer.spec.local,
+            received_ttl(ancdata),
+            via_session=True,
+            multihop=peer.spec.multihop,
+        )
 
     def _dedicate_socket(self, peer: Peer, addr: Any, now: int) -> None:
         """Give an established peer a receive socket of its own (see open_session_socket)."""
@@ -592,7 +591,10 @@ class Daemon:
             log.debug("received from %s: %s", remote, pkt)
         if not via_session:
             self._dedicate_socket(peer, addr, now)
-        self._flush(peer, now)
+        # Most packets change nothing we must act on: no packet to send, no
+        # event, the same deadline (the next transmission) as before.
+        if session._outbox or session._events or session.get_timer() != peer.timer_at:
+            self._flush(peer, now)
 
     def _log_drop(self, exc: PacketError, remote: str, now: int) -> None:
         """Count drops per source and reason; log a summary at most every 10 s."""

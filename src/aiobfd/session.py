@@ -243,30 +243,41 @@ class Session:
             self.max_rx_gap_us = now - last
         self.last_rx_us = now
 
+        flags = pkt.flags
+        demand = bool(flags & FLAG_DEMAND)
+        # What periodic transmission depends on (§6.8.7) may have changed.
+        reschedule = (
+            self.remote_discr == 0
+            or demand is not self.remote_demand_mode
+            or self._next_tx_us is None
+        )
         self.remote_discr = pkt.my_discr
         self.remote_state = pkt.state
         self.remote_diag = pkt.diag
-        self.remote_demand_mode = bool(pkt.flags & FLAG_DEMAND)
+        self.remote_demand_mode = demand
         self.remote_detect_mult = pkt.detect_mult
-        self.remote_desired_min_tx_us = pkt.desired_min_tx_us
+        self.remote_desired_min_tx_us = remote_tx = pkt.desired_min_tx_us
         remote_rx_changed = pkt.required_min_rx_us != self.remote_min_rx_us
         self.remote_min_rx_us = pkt.required_min_rx_us
 
-        if pkt.flags & FLAG_FINAL and self.poll_active:
+        if flags & FLAG_FINAL and self.poll_active:
             self._terminate_poll(now)
+            reschedule = True
 
         transition = fsm.on_receive(self.state, pkt.state)
         if transition is not None:
             self._set_state(transition[0], transition[1], now)
 
-        if pkt.flags & FLAG_POLL:
+        if flags & FLAG_POLL:
             # §6.8.6: answer a Poll with Final at once, outside the TX timer.
             self._emit(now, final=True)
             counters.finals_sent += 1
 
-        # §6.8.4: a packet that was not discarded restarts detection.
-        self._detect_at_us = now + self.detection_time_us
-        if transition is None:
+        # §6.8.4: a packet that was not discarded restarts detection (the
+        # Detection Time, inline: this is the per-packet path).
+        rx = self._rx_in_force_us
+        self._detect_at_us = now + pkt.detect_mult * (rx if rx > remote_tx else remote_tx)
+        if transition is None and (reschedule or remote_rx_changed):
             # (A state change has already rescheduled transmission.)
             self._update_tx_schedule(now, interval_changed=remote_rx_changed)
 

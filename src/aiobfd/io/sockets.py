@@ -130,8 +130,19 @@ def open_transmit_socket(
         raise
 
 
+_LOW_BYTE = 0 if sys.byteorder == "little" else 3
+
+
 def received_ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
     """The TTL / Hop Limit from ``recvmsg`` ancillary data, if present."""
+    if len(ancdata) == 1:
+        # The usual case: just the TTL (a native int that fits in one byte).
+        level, kind, data = ancdata[0]
+        if len(data) == 4 and (
+            (level == socket.IPPROTO_IP and kind == socket.IP_TTL)
+            or (level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT)
+        ):
+            return data[_LOW_BYTE]
     for level, kind, data in ancdata:
         if (level == socket.IPPROTO_IP and kind == socket.IP_TTL) or (
             level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT
