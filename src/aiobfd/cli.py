@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import socket
@@ -470,6 +471,9 @@ async def run(
 
     # Signals first: a SIGHUP or SIGTERM right after start must not kill us.
     loop = asyncio.get_running_loop()
+    # Start-up objects live as long as the process: keep them out of the
+    # collector's way so its pauses stay short on the packet path.
+    gc.freeze()
     notifier = Notifier.from_environment()
 
     def stop() -> None:

@@ -118,7 +118,10 @@ class ControlServer:
         client that falls more than WATCH_QUEUE events behind is disconnected
         (with a last ``{"ok": false}`` line) rather than let memory grow.
         """
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(WATCH_QUEUE)
+        # Room for every session to change twice (all coming Up at once).
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(
+            max(WATCH_QUEUE, 4 * len(self.daemon.peers))
+        )
 
         def listener(peer: Peer, event: Event) -> None:
             if isinstance(event, StateChanged):

@@ -127,7 +127,11 @@ class Daemon:
         self._tokens = float(unsolicited.burst) if unsolicited else 0.0
         self._tokens_at = 0
         """RFC 5881 §5: drop packets that did not arrive with TTL / Hop Limit 255."""
-        self.table = SessionTable(self._rng)
+        # Discriminators and source ports from the OS's generator; per-packet
+        # jitter from a fast one seeded by it (one getrandom() a packet showed up
+        # in profiles).
+        jitter_rng = rng or random.Random(random.SystemRandom().getrandbits(64))
+        self.table = SessionTable(self._rng, jitter_rng)
         self.peers: dict[PeerKey, Peer] = {}
         self._receivers: dict[tuple[str, int, bool], _Receiver] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

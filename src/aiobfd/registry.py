@@ -39,8 +39,11 @@ class PeerKey(NamedTuple):
 class SessionTable:
     """All sessions of one daemon, indexed twice."""
 
-    def __init__(self, rng: RandomSource) -> None:
+    def __init__(self, rng: RandomSource, session_rng: RandomSource | None = None) -> None:
         self._rng = rng
+        """Discriminators come from here (the daemon passes the OS's CSPRNG)."""
+        self._session_rng = session_rng or rng
+        """Jitter and sequence numbers of sessions (a fast generator is fine)."""
         self._by_discr: dict[int, Session] = {}
         self._by_peer: dict[PeerKey, Session] = {}
         self.drops: dict[DropReason, int] = {}
@@ -66,7 +69,7 @@ class SessionTable:
         if key in self._by_peer:
             raise LocalProtocolError(f"a session for {key} exists already")
         discr = self._new_discriminator()
-        session = Session(config, discr, now=now, rng=self._rng, key=key)
+        session = Session(config, discr, now=now, rng=self._session_rng, key=key)
         self._by_discr[discr] = session
         self._by_peer[key] = session
         return session
