@@ -121,12 +121,12 @@ class Daemon:
         self._port = port
         self._multihop_port = multihop_port
         self.ttl_check = ttl_check
+        """RFC 5881 §5 / RFC 5883 §5: drop packets below the session's minimum TTL."""
         self.unsolicited = unsolicited
         self.unsolicited_refused: dict[str, int] = {}
         """Unsolicited sessions not created, by reason (prefix, limit, rate, ...)."""
         self._tokens = float(unsolicited.burst) if unsolicited else 0.0
         self._tokens_at = 0
-        """RFC 5881 §5: drop packets that did not arrive with TTL / Hop Limit 255."""
         # Discriminators and source ports from the OS's generator; per-packet
         # jitter from a fast one seeded by it (one getrandom() a packet showed up
         # in profiles).
