@@ -127,6 +127,8 @@ class Daemon:
         """Unsolicited sessions not created, by reason (prefix, limit, rate, ...)."""
         self._tokens = float(unsolicited.burst) if unsolicited else 0.0
         self._tokens_at = 0
+        self.dynamic_sessions = 0
+        """Sessions created by unsolicited packets that exist now."""
         # Discriminators and source ports from the OS's generator; per-packet
         # jitter from a fast one seeded by it (one getrandom() a packet showed up
         # in profiles).
@@ -190,6 +192,8 @@ class Daemon:
             spec, session, sock, sockaddr(spec.family, spec.remote, self.port_of(spec), spec.scope)
         )
         peer.dynamic = dynamic
+        if dynamic:
+            self.dynamic_sessions += 1
         receiver.users += 1
         self.peers[key] = peer
         log.info(
@@ -325,6 +329,7 @@ class Daemon:
         peer.runtime = False
         if peer.dynamic:  # the file now configures what a remote had started
             peer.dynamic = False
+            self.dynamic_sessions -= 1
             if peer.expiry is not None:
                 peer.expiry.cancel()
                 peer.expiry = None
@@ -400,9 +405,7 @@ class Daemon:
             reason = "prefix"
         elif self.ttl_check and not multihop and ttl is not None and ttl < 255:
             reason = "ttl"
-        elif cfg.interfaces and not multihop and not self._on_interfaces(remote, scope, cfg):
-            reason = "interface"
-        elif sum(1 for p in self.peers.values() if p.dynamic) >= cfg.max_sessions:
+        elif self.dynamic_sessions >= cfg.max_sessions:
             reason = "limit"
         else:
             self._tokens = min(
@@ -413,6 +416,9 @@ class Daemon:
                 reason = "rate"
             else:
                 self._tokens -= 1
+                # Last, as it may ask the kernel for a route: only within the rate.
+                if cfg.interfaces and not multihop and not self._on_interfaces(remote, scope, cfg):
+                    reason = "interface"
         if reason:
             self.unsolicited_refused[reason] = self.unsolicited_refused.get(reason, 0) + 1
             return None
@@ -752,6 +758,9 @@ class Daemon:
     # ----------------------------------------------------------------- intro
 
     def _close_peer(self, peer: Peer, *, keep_tx: bool = False) -> None:
+        if peer.dynamic:
+            peer.dynamic = False
+            self.dynamic_sessions -= 1
         self._release_session_socket(peer)
         if peer.expiry is not None:
             peer.expiry.cancel()
