@@ -30,17 +30,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _connect(path: str, timeout: float | None) -> socket.socket:
+    """A connected control socket; CtlError when no daemon is there to answer."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise CtlError(f"aiobfd is not running (no daemon on {path})") from None
+    except PermissionError:
+        sock.close()
+        raise CtlError(f"permission denied on {path}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def request(path: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Send one request and return the daemon's answer (raises CtlError)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(TIMEOUT_S)
     try:
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise CtlError(f"aiobfd is not running (no daemon on {path})") from None
-        except PermissionError:
-            raise CtlError(f"permission denied on {path}") from None
+        sock = _connect(path, TIMEOUT_S)
+    except TimeoutError:
+        raise CtlError(f"no answer from aiobfd on {path}") from None
+    except OSError as exc:
+        raise CtlError(f"cannot talk to aiobfd on {path}: {exc}") from None
+    try:
         sock.sendall(json.dumps(payload).encode() + b"\n")
         buf = b""
         while not buf.endswith(b"\n"):
@@ -69,14 +85,8 @@ def watch(path: str) -> Iterator[dict[str, Any]]:
     Ends when the daemon closes the stream (it stopped); raises CtlError when it
     cannot be reached.
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _connect(path, None)
     try:
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise CtlError(f"aiobfd is not running (no daemon on {path})") from None
-        except PermissionError:
-            raise CtlError(f"permission denied on {path}") from None
         sock.sendall(b'{"command": "watch"}\n')
         stream = sock.makefile("rb")
         first = json.loads(stream.readline() or b"{}")
