@@ -2,17 +2,23 @@
 
 This is the only place where the sans-IO core meets the event loop.  It reads
 datagrams (in batches, with their TTL), hands them to the session table, sends
-what sessions queue, reports their events, and keeps exactly one ``call_at``
-timer per session armed at the session's next deadline (after aioquic's
-``transmit()`` / re-arm pattern).  Nothing here polls.
+what sessions queue and reports their events.  Session deadlines live in one
+heap; the loop holds a single ``call_at`` armed at the earliest of them (after
+aioquic's ``transmit()`` / re-arm pattern), and every wake-up serves all the
+sessions due by then.  Sessions draw their periodic transmissions from a shared
+time grid (``timers.tx_grid``), so at scale one wake-up sends a burst instead of
+each packet costing a wake-up of its own.  Nothing here polls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import heapq
+import itertools
 import logging
 import random
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -25,11 +31,13 @@ from .errors import DropReason, PacketError
 from .events import Event, PollSequenceCompleted, SessionRemoved, StateChanged
 from .io.sockets import (
     ANCILLARY_SIZE,
+    SESSION_ANCILLARY_SIZE,
     SockAddr,
     open_receive_socket,
     open_session_socket,
     open_transmit_socket,
     received_ttl,
+    received_ttl_and_time,
     sockaddr,
 )
 from .packet import State, decode
@@ -43,8 +51,13 @@ log = logging.getLogger("aiobfd")
 RECV_BATCH = 64
 #: A timer that fires at most this early is taken as on time.
 EARLY_WAKEUP_US = 50
+#: Receive coalescing: the longest a packet on an established session's socket
+#: waits while the daemon sleeps (at most half the shortest Required Min RX).
+RX_HOLDOFF_MAX_US = 50_000
 #: A peer's dedicated socket follows a new source port at most this often.
 RECONNECT_INTERVAL_US = US_PER_SECOND
+#: Ready session sockets taken from one epoll_wait.
+_EPOLL_MAX_EVENTS = 1024
 #: Receive buffer: a Control packet is at most 255 octets.
 RECV_SIZE = 512
 #: How often a drop summary may be logged, in microseconds.
@@ -70,8 +83,8 @@ class Peer:
     session: Session
     sock: socket.socket
     dest: SockAddr
-    timer: asyncio.TimerHandle | None = None
     timer_at: int | None = None
+    """The deadline this peer has in the daemon's heap (None: none, or closed)."""
     send_errors: dict[str, int] = field(default_factory=dict)
     dynamic: bool = False
     """Created by an unsolicited packet (RFC 9468), not by configuration."""
@@ -83,6 +96,8 @@ class Peer:
     """Receive socket connected to the peer's address and source port."""
     rx_from: Any = None
     rx_connected_at: int = 0
+    connected: bool = False
+    """The transmit socket is connected to ``dest`` (send() without an address)."""
 
     @property
     def source_port(self) -> int:
@@ -114,6 +129,7 @@ class Daemon:
         multihop_port: int = MULTIHOP_PORT,
         ttl_check: bool = True,
         unsolicited: UnsolicitedConfig | None = None,
+        align_tx: bool = True,
     ) -> None:
         self._initial = list(peers or [])
         self._rng = rng or random.SystemRandom()
@@ -121,6 +137,8 @@ class Daemon:
         self._port = port
         self._multihop_port = multihop_port
         self.ttl_check = ttl_check
+        self.align_tx = align_tx
+        """Periodic transmissions on the shared time grid (see the module docstring)."""
         """RFC 5881 §5 / RFC 5883 §5: drop packets below the session's minimum TTL."""
         self.unsolicited = unsolicited
         self.unsolicited_refused: dict[str, int] = {}
@@ -141,6 +159,22 @@ class Daemon:
         self._drop_pending: dict[tuple[str, str], int] = {}
         self._drop_logged_at = -DROP_LOG_INTERVAL_US
         self._stopped = asyncio.Event()
+        # The timer heap: (deadline, sequence, peer); an entry whose deadline
+        # is no longer its peer's timer_at is stale and skipped.
+        self._deadlines: list[tuple[int, int, Peer]] = []
+        self._sequence = itertools.count()
+        self._wakeup: asyncio.TimerHandle | None = None
+        self._wakeup_at: int | None = None
+        self._in_wakeup = False
+        # Established sessions' sockets sit in an epoll set of their own,
+        # read at every wake-up; the loop watches the set only while the next
+        # wake-up is further away than the receive hold-off.
+        self._session_poll: select.epoll | None = None
+        self._session_fds: dict[int, Peer] = {}
+        self._session_watch = False
+        self._holdoff_us: int | None = None
+        self._rx_floor = 0
+        """No packet is processed at an earlier time than this (per-session order)."""
         self.started_at_us = 0
         self.receive_errors = 0
         self.timing = TimingStats()
@@ -151,6 +185,7 @@ class Daemon:
         """Bind sockets and start every configured session."""
         self._loop = asyncio.get_running_loop()
         self.started_at_us = self._clock()
+        self._session_poll = select.epoll()
         try:
             for spec in self._initial:
                 self.add_peer(spec)
@@ -186,16 +221,25 @@ class Daemon:
             raise
         now = self._clock()
         session = self.table.add(key, spec.session, now)
+        session.align_tx = self.align_tx
         if spec.shutdown:
             session.disable(now)
         peer = Peer(
             spec, session, sock, sockaddr(spec.family, spec.remote, self.port_of(spec), spec.scope)
         )
+        try:
+            # Connected, the kernel keeps the route and each send skips the
+            # address; without a route yet, sendto() reports what is wrong.
+            sock.connect(peer.dest)
+            peer.connected = True
+        except OSError as exc:
+            log.debug("transmit socket for %s not connected: %s", spec.display_remote(), exc)
         peer.dynamic = dynamic
         if dynamic:
             self.dynamic_sessions += 1
         receiver.users += 1
         self.peers[key] = peer
+        self._holdoff_us = None
         log.info(
             "session %s created: local discriminator %d, source port %d",
             spec.display_remote(),
@@ -240,9 +284,17 @@ class Daemon:
         for peer in list(self.peers.values()):
             self._close_peer(peer)
         self.peers.clear()
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = None
+            self._wakeup_at = None
+        self._deadlines.clear()
         for receiver in self._receivers.values():
             self._unwatch(receiver)
         self._receivers.clear()
+        self._set_session_watch(False)
+        if self._session_poll is not None:
+            self._session_poll.close()
 
     async def shutdown(self) -> None:
         """RFC 5880 §6.8.16: tell every remote we are going AdminDown, then close.
@@ -292,6 +344,7 @@ class Daemon:
         peer = self.peers[key]
         now = self._clock()
         peer.session.set_timers(now, **timers)
+        self._holdoff_us = None
         self._flush(peer, now)
 
     def apply_config(self, specs: list[PeerSpec]) -> dict[str, list[str]]:
@@ -327,6 +380,7 @@ class Daemon:
         now = self._clock()
         peer.spec = spec
         peer.runtime = False
+        self._holdoff_us = None
         if peer.dynamic:  # the file now configures what a remote had started
             peer.dynamic = False
             self.dynamic_sessions -= 1
@@ -494,29 +548,98 @@ class Daemon:
                 data, addr, receiver.local, received_ttl(ancdata), multihop=receiver.multihop
             )
 
-    def _on_session_readable(self, peer: Peer) -> None:
-        # One datagram a call: a session's socket rarely holds more than one,
-        # and the loop calls again while it does (level-triggered), so no
-        # wasted recvmsg ending in EAGAIN on the common path.
-        sock = peer.rx_sock
-        if sock is None:
-            return
+    def _on_sessions_readable(self) -> None:
+        """The loop woke us for a packet on an established session's socket."""
+        now = self._clock()
+        self._in_wakeup = True
         try:
-            data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, ANCILLARY_SIZE)
-        except (BlockingIOError, InterruptedError):
+            self._drain_sessions(now)
+        finally:
+            self._in_wakeup = False
+        self._schedule_wakeup()
+
+    def _drain_sessions(self, now: int) -> None:
+        """Read what waits on the established sessions' sockets (one epoll_wait).
+
+        Each packet is processed at the time the kernel received it, so a
+        packet read late by receive coalescing restarts the Detection Time
+        from its arrival, as if it had been read at once.
+        """
+        poll = self._session_poll
+        if poll is None or not self._session_fds:
             return
-        except OSError as exc:
-            self.receive_errors += 1
-            log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
+        fds = self._session_fds
+        realtime = time.time_ns()
+        floor = self._rx_floor
+        for _ in range(RECV_BATCH):
+            ready = poll.poll(0, _EPOLL_MAX_EVENTS)
+            for fd, _mask in ready:
+                peer = fds.get(fd)
+                if peer is None or peer.rx_sock is None:
+                    continue
+                sock = peer.rx_sock
+                try:
+                    data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, SESSION_ANCILLARY_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:
+                    self.receive_errors += 1
+                    log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
+                    continue
+                ttl, arrived_ns = received_ttl_and_time(ancdata)
+                at = now
+                if arrived_ns:
+                    age_us = (realtime - arrived_ns) // 1000
+                    if age_us > 0:
+                        at = now - age_us
+                        if at < floor:
+                            at = floor
+                self._session_datagram(peer, data, addr, ttl, at)
+            if len(ready) < _EPOLL_MAX_EVENTS:
+                break
+        self._rx_floor = max(self._rx_floor, now)
+
+    def _session_datagram(
+        self, peer: Peer, data: bytes, addr: Any, ttl: int | None, now: int
+    ) -> None:
+        """A packet on an established session's own socket (from its peer)."""
+        session = peer.session
+        if (ttl == 255 or ttl is None or not self.ttl_check or ttl >= session.min_rx_ttl) and (
+            session.receive_repeat(data, now)
+        ):
+            # The common case: the peer said exactly what it said last time.
+            if session.get_timer() != peer.timer_at:
+                self._arm(peer)
             return
         self.datagram_received(
-            data,
-            addr,
-            peer.spec.local,
-            received_ttl(ancdata),
-            via_session=True,
-            multihop=peer.spec.multihop,
+            data, addr, peer.spec.local, ttl, now, via_session=True, multihop=peer.spec.multihop
         )
+
+    def _rx_holdoff(self) -> int:
+        """How long a session packet may wait unread: see RX_HOLDOFF_MAX_US."""
+        holdoff = self._holdoff_us
+        if holdoff is None:
+            holdoff = RX_HOLDOFF_MAX_US
+            for peer in self.peers.values():
+                rx = peer.session.required_min_rx_us
+                if 0 < rx < 2 * holdoff:
+                    holdoff = rx // 2
+            self._holdoff_us = holdoff
+        return holdoff
+
+    def _set_session_watch(self, watch: bool) -> None:
+        if watch == self._session_watch:
+            return
+        loop = self._loop
+        poll = self._session_poll
+        if loop is None or loop.is_closed() or poll is None or poll.closed:
+            self._session_watch = False
+            return
+        if watch:
+            loop.add_reader(poll.fileno(), self._on_sessions_readable)
+        else:
+            loop.remove_reader(poll.fileno())
+        self._session_watch = watch
 
     def _dedicate_socket(self, peer: Peer, addr: Any, now: int) -> None:
         """Give an established peer a receive socket of its own (see open_session_socket)."""
@@ -538,15 +661,20 @@ class Daemon:
             return
         peer.rx_sock = sock
         peer.rx_from = addr
-        assert self._loop is not None
-        self._loop.add_reader(sock.fileno(), self._on_session_readable, peer)
+        assert self._session_poll is not None
+        self._session_fds[sock.fileno()] = peer
+        self._session_poll.register(sock.fileno(), select.EPOLLIN)
+        if not self._in_wakeup:
+            self._schedule_wakeup()  # decides whether the loop watches the set
 
     def _release_session_socket(self, peer: Peer) -> None:
         sock = peer.rx_sock
         if sock is None:
             return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(sock.fileno())
+        fd = sock.fileno()
+        poll = self._session_poll
+        if self._session_fds.pop(fd, None) is not None and poll is not None and not poll.closed:
+            poll.unregister(fd)
         sock.close()
         peer.rx_sock = None
         peer.rx_from = None
@@ -641,10 +769,13 @@ class Daemon:
         self._arm(peer)
 
     def _send(self, peer: Peer, datagrams: list[bytes]) -> None:
-        sendto = peer.sock.sendto
+        sock = peer.sock
         for data in datagrams:
             try:
-                sendto(data, peer.dest)
+                if peer.connected:
+                    sock.send(data)
+                else:
+                    sock.sendto(data, peer.dest)
             except OSError as exc:
                 name = errno.errorcode.get(exc.errno or 0, "EIO")
                 peer.send_errors[name] = peer.send_errors.get(name, 0) + 1
@@ -660,34 +791,78 @@ class Daemon:
         deadline = peer.session.get_timer()
         if deadline == peer.timer_at:
             return
-        if peer.timer is not None:
-            peer.timer.cancel()
-            peer.timer = None
         peer.timer_at = deadline
-        if deadline is not None:
-            assert self._loop is not None
-            peer.timer = self._loop.call_at(deadline / US_PER_SECOND, self._on_timer, peer)
+        if deadline is None:
+            return
+        heapq.heappush(self._deadlines, (deadline, next(self._sequence), peer))
+        if not self._in_wakeup and (self._wakeup_at is None or deadline < self._wakeup_at):
+            self._schedule_wakeup()
 
-    def _on_timer(self, peer: Peer) -> None:
-        deadline = peer.timer_at
-        peer.timer = None
-        peer.timer_at = None
+    def _schedule_wakeup(self) -> None:
+        """Arm the loop's one timer at the earliest live deadline."""
+        heap = self._deadlines
+        while heap and heap[0][2].timer_at != heap[0][0]:
+            heapq.heappop(heap)  # stale: that peer's deadline moved or it is gone
+        if len(heap) > 2 * len(self.peers) + 1024:
+            self._deadlines = heap = [e for e in heap if e[2].timer_at == e[0]]
+            heapq.heapify(heap)
+        at = heap[0][0] if heap else None
+        if at != self._wakeup_at:
+            if self._wakeup is not None:
+                self._wakeup.cancel()
+                self._wakeup = None
+            self._wakeup_at = at
+            if at is not None:
+                assert self._loop is not None
+                self._wakeup = self._loop.call_at(at / US_PER_SECOND, self._on_wakeup)
+        # Receive coalescing: packets on session sockets wait for the next
+        # wake-up when it comes soon enough; otherwise the loop wakes us.
+        if self._session_fds:
+            self._set_session_watch(at is None or at - self._clock() > self._rx_holdoff())
+        elif self._session_watch:
+            self._set_session_watch(False)
+
+    def _on_wakeup(self) -> None:
+        """Serve every session whose deadline has come, then re-arm once."""
+        self._wakeup = None
+        self._wakeup_at = None
         now = self._clock()
-        session = peer.session
-        if deadline is not None:
-            if now < deadline:
-                if deadline - now > EARLY_WAKEUP_US:
-                    # A loop with coarse timers (uvloop: 1 ms) woke us too soon:
-                    # never declare a session down before its time.
-                    self._arm(peer)
-                    return
-                now = deadline  # a hair early (clock resolution): act on time
-            if deadline == session.detect_deadline_us:
-                self.timing.detect_lateness.record(now - deadline)
-            elif deadline == session.next_tx_us:
-                self.timing.tx_lateness.record(now - deadline)
-        session.handle_timer(now)
-        self._flush(peer, now)
+        # A loop with coarse timers (uvloop: 1 ms) may wake us a little early:
+        # within EARLY_WAKEUP_US that is on time; earlier, it is re-armed, so
+        # no session is ever declared down before its time.
+        limit = now + EARLY_WAKEUP_US
+        heap = self._deadlines
+        pop = heapq.heappop
+        timing = self.timing
+        self._in_wakeup = True
+        try:
+            # Packets that came meanwhile first: a Detection Time must not
+            # expire while the packet that restarts it waits in a socket.
+            self._drain_sessions(now)
+            while heap and heap[0][0] <= limit:
+                deadline, _, peer = pop(heap)
+                if peer.timer_at != deadline:
+                    continue
+                peer.timer_at = None
+                session = peer.session
+                at = now if now > deadline else deadline
+                if deadline == session.detect_deadline_us:
+                    timing.detect_lateness.record(at - deadline)
+                elif deadline == session.next_tx_us:
+                    timing.tx_lateness.record(at - deadline)
+                session.handle_timer(at)
+                datagrams = session.datagrams_to_send()
+                if datagrams:
+                    self._send(peer, datagrams)
+                event = session.next_event()
+                while event is not None:
+                    self._report(peer, event)
+                    event = session.next_event()
+                self._arm(peer)
+        finally:
+            self._in_wakeup = False
+            self._rx_floor = max(self._rx_floor, limit)
+        self._schedule_wakeup()
 
     # --------------------------------------------------------------- events
 
@@ -762,12 +937,11 @@ class Daemon:
             peer.dynamic = False
             self.dynamic_sessions -= 1
         self._release_session_socket(peer)
+        self._holdoff_us = None
         if peer.expiry is not None:
             peer.expiry.cancel()
             peer.expiry = None
-        if peer.timer is not None:
-            peer.timer.cancel()
-            peer.timer = None
+        peer.timer_at = None  # its heap entries are stale now
         if not keep_tx:
             peer.sock.close()
         self.table.remove(peer.spec.key)

@@ -43,7 +43,14 @@ from .packet import (
     State,
     encode,
 )
-from .timers import RandomSource, detection_time, jittered, transmit_interval
+from .timers import (
+    RandomSource,
+    detection_time,
+    jitter_bounds,
+    next_transmission,
+    transmit_interval,
+    tx_grid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +125,7 @@ class Session:
         now: int,
         rng: RandomSource,
         key: Any = None,
+        align_tx: bool = False,
     ) -> None:
         if not 0 < local_discr <= 0xFFFF_FFFF:
             raise LocalProtocolError("local discriminator must be a nonzero 32-bit value")
@@ -125,12 +133,22 @@ class Session:
         self.key = key
         """Opaque identity given by the owner (the peer), for its own bookkeeping."""
         self._rng = rng
+        self.align_tx = align_tx
+        """Draw periodic transmissions from a shared time grid (timers.tx_grid)."""
         self.auth = Authenticator(config.auth, rng) if config.auth is not None else None
         self._events: deque[Event] = deque()
         self._tx_key: tuple[object, ...] = ()
         self._tx_bytes = b""
         self._outbox: list[bytes] = []
         self.counters = SessionCounters()
+        # The last packet received, kept while repeating it would change
+        # nothing but the Detection Time (see receive_repeat).
+        self._rx_last = b""
+        self._rx_last_state = State.DOWN
+        self._rx_last_rx_us = 0
+        self._rx_last_detect_us = 0
+        # (interval, detect mult, aligned) -> jitter bounds and grid, cached.
+        self._jitter_window: tuple[int, int, bool, int, int, int] = (0, 0, False, 0, 0, 0)
 
         # RFC 5880 §6.8.1 state variables.
         self.state = State.DOWN
@@ -221,6 +239,7 @@ class Session:
         :class:`PacketError` if the packet must be discarded; the session is
         then unchanged apart from its drop counter.
         """
+        self._rx_last = b""
         if self.state is State.ADMIN_DOWN:
             self._drop(DropReason.SESSION_ADMIN_DOWN)
         auth = self.auth
@@ -276,10 +295,51 @@ class Session:
         # §6.8.4: a packet that was not discarded restarts detection (the
         # Detection Time, inline: this is the per-packet path).
         rx = self._rx_in_force_us
-        self._detect_at_us = now + pkt.detect_mult * (rx if rx > remote_tx else remote_tx)
+        detect = pkt.detect_mult * (rx if rx > remote_tx else remote_tx)
+        self._detect_at_us = now + detect
         if transition is None and (reschedule or remote_rx_changed):
             # (A state change has already rescheduled transmission.)
             self._update_tx_schedule(now, interval_changed=remote_rx_changed)
+        elif (
+            transition is None
+            and raw is not None
+            and auth is None
+            and not flags & (FLAG_POLL | FLAG_FINAL)
+            and not self.poll_active
+        ):
+            self._rx_last = raw
+            self._rx_last_state = self.state
+            self._rx_last_rx_us = rx
+            self._rx_last_detect_us = detect
+
+    def receive_repeat(self, raw: bytes, now: int) -> bool:
+        """Take a datagram byte-identical to the last packet received, if it can
+        change nothing but the Detection Time; False: decode it and call
+        :meth:`receive`.
+
+        A peer that is Up and quiet sends the same bytes every interval; this
+        is their path.  It holds only while the state, the Required Min RX in
+        force, the Poll Sequence and periodic transmission are as they were
+        when that packet was processed in full (any packet that is not taken
+        here resets it).
+        """
+        if (
+            raw != self._rx_last
+            or not raw
+            or self.state is not self._rx_last_state
+            or self.poll_active
+            or self._rx_in_force_us != self._rx_last_rx_us
+            or self._next_tx_us is None
+            or self.auth is not None
+        ):
+            return False
+        self.counters.packets_in += 1
+        last = self.last_rx_us
+        if last is not None and self.state is State.UP and now - last > self.max_rx_gap_us:
+            self.max_rx_gap_us = now - last
+        self.last_rx_us = now
+        self._detect_at_us = now + self._rx_last_detect_us
+        return True
 
     def handle_timer(self, now: int) -> None:
         """Run whatever deadlines have passed at ``now``."""
@@ -292,7 +352,7 @@ class Session:
                 self._next_tx_us = None
                 return
             self._emit(now)
-            self._next_tx_us = now + jittered(self._tx_interval_us, self.detect_mult, self._rng)
+            self._next_tx_us = self._next_periodic_tx(now)
 
     def disable(self, now: int, diag: Diag = Diag.ADMINISTRATIVELY_DOWN) -> None:
         """RFC 5880 §6.8.16: take the session administratively down."""
@@ -526,7 +586,7 @@ class Session:
             return
         self._tx_interval_us = interval
         base = self.last_tx_us if self.last_tx_us is not None else now
-        self._next_tx_us = max(now, base + jittered(interval, self.detect_mult, self._rng))
+        self._next_tx_us = max(now, self._next_periodic_tx(base))
 
     def _reschedule_tx(self, now: int, *, immediately: bool) -> None:
         self._tx_interval_us = self.transmit_interval_us
@@ -537,11 +597,18 @@ class Session:
             if immediately and self.remote_discr and self.state is State.ADMIN_DOWN:
                 self._emit(now)
             return
-        self._next_tx_us = (
-            now
-            if immediately
-            else now + jittered(self._tx_interval_us, self.detect_mult, self._rng)
-        )
+        self._next_tx_us = now if immediately else self._next_periodic_tx(now)
+
+    def _next_periodic_tx(self, last_us: int) -> int:
+        """§6.8.7: the jittered instant of the periodic packet after ``last_us``."""
+        interval = self._tx_interval_us
+        mult = self.detect_mult
+        window = self._jitter_window
+        if window[0] != interval or window[1] != mult or window[2] is not self.align_tx:
+            low, high = jitter_bounds(interval, mult)
+            grid = tx_grid(interval, mult) if self.align_tx else 0
+            self._jitter_window = window = (interval, mult, self.align_tx, low, high, grid)
+        return next_transmission(last_us, window[3], window[4], self._rng, window[5])
 
     def _emit(self, now: int, *, final: bool = False) -> None:
         """Queue one Control packet reflecting the current state (RFC 5880 §6.8.7)."""

@@ -18,15 +18,61 @@ def transmit_interval(desired_min_tx_us: int, remote_min_rx_us: int) -> int:
     return max(desired_min_tx_us, remote_min_rx_us)
 
 
-def jittered(interval_us: int, detect_mult: int, rng: RandomSource) -> int:
-    """RFC 5880 §6.8.7: reduce the interval by a random 0-25 %.
+#: Finest transmit grid: below it aligning transmissions saves nothing.
+TX_GRID_MIN_US = 256
 
-    With a Detect Mult of 1 the interval MUST be at most 90 % of the nominal
-    one, so the reduction is then 10-25 %.
+
+def jitter_bounds(interval_us: int, detect_mult: int) -> tuple[int, int]:
+    """RFC 5880 §6.8.7: the range a jittered interval must fall in, [low, high).
+
+    75-100 % of the nominal interval; 75-90 % with a Detect Mult of 1.
     """
-    low = 0.75
-    span = 0.15 if detect_mult == 1 else 0.25
-    return max(1, int(interval_us * (low + span * rng.random())))
+    low = interval_us * 3 // 4
+    high = interval_us * 9 // 10 if detect_mult == 1 else interval_us
+    return max(1, low), max(1, high)
+
+
+def tx_grid(interval_us: int, detect_mult: int) -> int:
+    """The step (µs) a session's periodic transmissions may be aligned to.
+
+    A power of two no larger than a third of the jitter window, so that every
+    window holds at least three grid points to choose from at random; 0 when
+    the window is too narrow to be worth aligning.  Powers of two nest: the
+    instants of a coarse grid are instants of every finer one, so sessions of
+    different intervals still meet on common instants.
+    """
+    low, high = jitter_bounds(interval_us, detect_mult)
+    step = (high - low) // 3
+    if step < TX_GRID_MIN_US:
+        return 0
+    return 1 << (step.bit_length() - 1)
+
+
+def jittered(interval_us: int, detect_mult: int, rng: RandomSource) -> int:
+    """RFC 5880 §6.8.7: the interval reduced by a random 0-25 % (10-25 % with
+    a Detect Mult of 1, which MUST keep it at most 90 % of the nominal one)."""
+    low, high = jitter_bounds(interval_us, detect_mult)
+    return next_transmission(0, low, high, rng)
+
+
+def next_transmission(
+    last_us: int, low_us: int, high_us: int, rng: RandomSource, grid_us: int = 0
+) -> int:
+    """When the periodic packet after one sent at ``last_us`` is due (§6.8.7).
+
+    ``low_us``/``high_us`` are the :func:`jitter_bounds` of the interval: the
+    packet is due a random time within them after ``last_us``.  With
+    ``grid_us`` (:func:`tx_grid`) the instant is drawn at random among the
+    multiples of ``grid_us`` inside that window instead, so that transmissions
+    of many sessions fall on common instants and go out in one wake-up of the
+    daemon; each interval is still within the window, and still random.
+    """
+    if grid_us:
+        first = -(-(last_us + low_us) // grid_us)
+        last = (last_us + high_us - 1) // grid_us
+        if last >= first:
+            return (first + int(rng.random() * (last - first + 1))) * grid_us
+    return last_us + low_us + int((high_us - low_us) * rng.random())
 
 
 def detection_time(

@@ -20,6 +20,7 @@ from aiobfd.packet import (
     State,
 )
 from aiobfd.session import Session, SessionConfig
+from aiobfd.timers import tx_grid
 from tests.helpers import SessionPair
 
 from .util import (
@@ -555,6 +556,19 @@ def test_jitter_over_many_intervals(mult: int, high: float) -> None:
     # Really random: both ends of the range are reached.
     assert min(intervals) < 7_700
     assert max(intervals) > 10 * MS * high - 200
+
+
+def test_aligned_transmissions_fall_on_the_grid_within_the_jitter_window() -> None:
+    s = up_session(SessionConfig(50 * MS, 50 * MS, 3), remote_tx=50 * MS, remote_rx=50 * MS)
+    s.align_tx = True
+    sent = fire_until(s, 20 * SECOND, remote=pkt(State.UP, tx=50 * MS, rx=50 * MS), every=20 * MS)
+    times = [t for t, _ in periodic(sent)][1:]  # the first was due before alignment
+    assert len(times) > 350
+    assert all(t % tx_grid(50 * MS, 3) == 0 for t in times)
+    intervals = gaps(times)
+    assert in_range(intervals, 37_500, 50 * MS)
+    assert len(set(intervals)) >= 3  # still jittered
+    assert s.state is State.UP
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

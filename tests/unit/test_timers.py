@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from aiobfd.timers import detection_time, jittered, transmit_interval
+from aiobfd.timers import (
+    detection_time,
+    jitter_bounds,
+    jittered,
+    next_transmission,
+    transmit_interval,
+    tx_grid,
+)
 
 
 class Fixed:
@@ -71,3 +78,57 @@ def test_detection_time() -> None:
     assert detection_time(5, 200_000, 500_000) == 2_500_000
     assert detection_time(1, 50_000, 50_000) == 50_000
     assert detection_time(0, 300_000, 300_000) == 0  # remote not heard yet
+
+
+# ------------------------------------------------------------ aligned transmission
+
+
+@pytest.mark.parametrize(
+    ("interval", "mult", "grid"),
+    [
+        (10_000, 3, 512),
+        (50_000, 3, 4_096),
+        (300_000, 3, 16_384),
+        (1_000_000, 3, 65_536),
+        (1_000_000, 1, 32_768),
+        (2_000, 3, 0),  # a 500 us window: not worth aligning
+    ],
+)
+def test_tx_grid(interval: int, mult: int, grid: int) -> None:
+    assert tx_grid(interval, mult) == grid
+
+
+@pytest.mark.parametrize("interval", [6_000, 10_000, 50_000, 300_000, 1_000_000, 2_500_000])
+@pytest.mark.parametrize("mult", [1, 3])
+def test_aligned_transmissions_stay_in_the_jitter_window(interval: int, mult: int) -> None:
+    rng = random.Random(7)
+    grid = tx_grid(interval, mult)
+    assert grid
+    low, high = jitter_bounds(interval, mult)
+    seen = set()
+    for _ in range(2_000):
+        last = rng.randrange(10**9)
+        at = next_transmission(last, low, high, rng, grid)
+        assert at % grid == 0
+        assert low <= at - last < high  # RFC 5880 §6.8.7
+        seen.add((at - last) * 4 // (high - low + 1))
+    # Still random: intervals from every quarter of the window.
+    assert len(seen) >= 3
+
+
+def test_aligned_transmissions_of_sessions_meet() -> None:
+    # Two sessions of different intervals, started apart, transmit on common instants.
+    rng = random.Random(3)
+    a = {next_transmission(t, 37_500, 50_000, rng, tx_grid(50_000, 3)) for t in range(0, 10**6, 999)}
+    b = {
+        next_transmission(t, 75_000, 100_000, rng, tx_grid(100_000, 3))
+        for t in range(0, 10**6, 1013)
+    }
+    assert len(a & b) > len(b) // 4
+
+
+def test_unaligned_transmission_is_plain_jitter() -> None:
+    low, high = jitter_bounds(1_000_000, 3)
+    assert next_transmission(1_000, low, high, Fixed(0.5)) == 1_000 + 875_000
+    # A window with no grid point in it falls back to plain jitter too.
+    assert next_transmission(0, 750, 1_000, Fixed(LOWEST), grid_us=4_096) == 750

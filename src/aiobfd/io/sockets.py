@@ -2,6 +2,8 @@
 
 * One receive socket per local address on UDP 3784 that reports each packet's
   received TTL / Hop Limit (``IP_RECVTTL``, ``IPV6_RECVHOPLIMIT``).
+* One receive socket per established session, connected to the peer, that
+  also reports when each packet arrived (``SO_TIMESTAMPNS``).
 * One transmit socket per session, bound to the local address and to a source
   port of 49152-65535 that no other socket holds (RFC 5881 §4), sending with
   TTL / Hop Limit 255 (RFC 5881 §5).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 import sys
 from typing import Final
 
@@ -23,8 +26,14 @@ IPV6_RECVHOPLIMIT: Final = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT: Final = getattr(socket, "IPV6_HOPLIMIT", 52)
 #: DSCP CS6 (network control), as FRR and BIRD mark BFD.
 TOS_NETWORK_CONTROL: Final = 0xC0
+#: Linux values (asm-generic/socket.h); Python does not export them.
+SO_TIMESTAMPNS: Final = 35
+SCM_TIMESTAMPNS: Final = SO_TIMESTAMPNS
 #: Room for the ancillary data of recvmsg (one int, with headers).
 ANCILLARY_SIZE: Final = socket.CMSG_SPACE(4)
+#: Room for a TTL and an arrival time (struct timespec).
+SESSION_ANCILLARY_SIZE: Final = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(16)
+_TIMESPEC = struct.Struct("@qq")
 
 SockAddr = tuple[str, int] | tuple[str, int, int, int]
 
@@ -66,6 +75,9 @@ def open_session_socket(
     """
     sock = _bound_receiver(family, local, scope, port)
     try:
+        # The daemon may read it some milliseconds after the packet came: the
+        # kernel's arrival time keeps the Detection Time exact.
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.connect(remote)
     except BaseException:
         sock.close()
@@ -152,3 +164,20 @@ def received_ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
             if data:
                 return data[0]
     return None
+
+
+def received_ttl_and_time(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, int]:
+    """The TTL / Hop Limit and the arrival time (CLOCK_REALTIME, ns; 0 if absent)."""
+    ttl = None
+    arrived = 0
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET:
+            if kind == SCM_TIMESTAMPNS and len(data) >= 16:
+                sec, nsec = _TIMESPEC.unpack_from(data)
+                arrived = sec * 1_000_000_000 + nsec
+        elif len(data) == 4 and (
+            (level == socket.IPPROTO_IP and kind == socket.IP_TTL)
+            or (level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT)
+        ):
+            ttl = data[_LOW_BYTE]
+    return ttl, arrived
