@@ -248,7 +248,8 @@ class Ours(Daemon):
         return sum(s["state"] == "up" for s in self.sessions())
 
     def timer_lateness(self) -> dict[str, Any]:
-        """Cumulative histograms of timer lateness from /metrics: {metric: {le_ms: count}}."""
+        """Cumulative histograms of timer lateness from /metrics: {metric: {le_ms: count}},
+        and the daemon's wake-ups since it started: {"wakeups": {cause: count}}."""
         script = (
             "import urllib.request;"
             f"print(urllib.request.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics', timeout=30)"
@@ -268,6 +269,9 @@ class Ours(Daemon):
                     le, _, count = line[len(prefix) :].partition('"} ')
                     key = "inf" if le == "+Inf" else f"{float(le) * 1000:g}"
                     out.setdefault(name, {})[key] = int(float(count))
+            if line.startswith('aiobfd_wakeups_total{cause="'):
+                cause, _, count = line[len('aiobfd_wakeups_total{cause="') :].partition('"} ')
+                out.setdefault("wakeups", {})[cause] = int(float(count))
         return out
 
     def snapshot(self) -> dict[str, Any]:

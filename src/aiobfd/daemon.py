@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import heapq
-import itertools
 import logging
 import random
 import select
@@ -26,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import PeerSpec, UnsolicitedConfig, check_local_address, resolve
-from .constants import MULTIHOP_PORT, SINGLE_HOP_PORT, US_PER_SECOND
+from .constants import MULTIHOP_PORT, SINGLE_HOP_PORT, TTL_SINGLE_HOP, US_PER_SECOND
 from .errors import DropReason, PacketError
 from .events import Event, PollSequenceCompleted, SessionRemoved, StateChanged
 from .io.sockets import (
@@ -42,6 +40,7 @@ from .io.sockets import (
 )
 from .packet import State, decode
 from .registry import PeerKey, SessionTable
+from .schedule import Schedule
 from .session import Session
 from .stats import TimingStats
 
@@ -51,9 +50,11 @@ log = logging.getLogger("aiobfd")
 RECV_BATCH = 64
 #: A timer that fires at most this early is taken as on time.
 EARLY_WAKEUP_US = 50
-#: Receive coalescing: the longest a packet on an established session's socket
-#: waits while the daemon sleeps (at most half the shortest Required Min RX).
-RX_HOLDOFF_MAX_US = 50_000
+#: Receive coalescing: a packet on an established session's socket waits
+#: unread for the daemon's next wake-up if that comes within the shortest
+#: Required Min RX of the sessions (the peers' packet interval), and never
+#: longer than this.  Its arrival time still restarts the Detection Time.
+RX_HOLDOFF_MAX_US = 1_000_000
 #: A peer's dedicated socket follows a new source port at most this often.
 RECONNECT_INTERVAL_US = US_PER_SECOND
 #: Ready session sockets taken from one epoll_wait.
@@ -159,10 +160,10 @@ class Daemon:
         self._drop_pending: dict[tuple[str, str], int] = {}
         self._drop_logged_at = -DROP_LOG_INTERVAL_US
         self._stopped = asyncio.Event()
-        # The timer heap: (deadline, sequence, peer); an entry whose deadline
-        # is no longer its peer's timer_at is stale and skipped.
-        self._deadlines: list[tuple[int, int, Peer]] = []
-        self._sequence = itertools.count()
+        # Deadlines by instant (transmissions share instants, see schedule.py).
+        # A peer listed at an instant that is no longer its timer_at is stale
+        # and skipped.
+        self._schedule: Schedule[Peer] = Schedule()
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: int | None = None
         self._in_wakeup = False
@@ -222,6 +223,8 @@ class Daemon:
         now = self._clock()
         session = self.table.add(key, spec.session, now)
         session.align_tx = self.align_tx
+        if self.align_tx:
+            session.tx_instants = self._schedule
         if spec.shutdown:
             session.disable(now)
         peer = Peer(
@@ -288,7 +291,7 @@ class Daemon:
             self._wakeup.cancel()
             self._wakeup = None
             self._wakeup_at = None
-        self._deadlines.clear()
+        self._schedule.clear()
         for receiver in self._receivers.values():
             self._unwatch(receiver)
         self._receivers.clear()
@@ -550,6 +553,7 @@ class Daemon:
 
     def _on_sessions_readable(self) -> None:
         """The loop woke us for a packet on an established session's socket."""
+        self.timing.receive_wakeups += 1
         now = self._clock()
         self._in_wakeup = True
         try:
@@ -571,6 +575,7 @@ class Daemon:
         fds = self._session_fds
         realtime = time.time_ns()
         floor = self._rx_floor
+        ttl_check = self.ttl_check
         for _ in range(RECV_BATCH):
             ready = poll.poll(0, _EPOLL_MAX_EVENTS)
             for fd, _mask in ready:
@@ -594,26 +599,21 @@ class Daemon:
                         at = now - age_us
                         if at < floor:
                             at = floor
-                self._session_datagram(peer, data, addr, ttl, at)
+                session = peer.session
+                if (
+                    ttl == TTL_SINGLE_HOP or ttl is None or not ttl_check or ttl >= session.min_rx_ttl
+                ) and session.receive_repeat(data, at):
+                    # The common case: the peer said exactly what it said last time.
+                    if session.get_timer() != peer.timer_at:
+                        self._arm(peer)
+                    continue
+                spec = peer.spec
+                self.datagram_received(
+                    data, addr, spec.local, ttl, at, via_session=True, multihop=spec.multihop
+                )
             if len(ready) < _EPOLL_MAX_EVENTS:
                 break
         self._rx_floor = max(self._rx_floor, now)
-
-    def _session_datagram(
-        self, peer: Peer, data: bytes, addr: Any, ttl: int | None, now: int
-    ) -> None:
-        """A packet on an established session's own socket (from its peer)."""
-        session = peer.session
-        if (ttl == 255 or ttl is None or not self.ttl_check or ttl >= session.min_rx_ttl) and (
-            session.receive_repeat(data, now)
-        ):
-            # The common case: the peer said exactly what it said last time.
-            if session.get_timer() != peer.timer_at:
-                self._arm(peer)
-            return
-        self.datagram_received(
-            data, addr, peer.spec.local, ttl, now, via_session=True, multihop=peer.spec.multihop
-        )
 
     def _rx_holdoff(self) -> int:
         """How long a session packet may wait unread: see RX_HOLDOFF_MAX_US."""
@@ -622,8 +622,8 @@ class Daemon:
             holdoff = RX_HOLDOFF_MAX_US
             for peer in self.peers.values():
                 rx = peer.session.required_min_rx_us
-                if 0 < rx < 2 * holdoff:
-                    holdoff = rx // 2
+                if 0 < rx < holdoff:
+                    holdoff = rx
             self._holdoff_us = holdoff
         return holdoff
 
@@ -792,21 +792,23 @@ class Daemon:
         if deadline == peer.timer_at:
             return
         peer.timer_at = deadline
-        if deadline is None:
-            return
-        heapq.heappush(self._deadlines, (deadline, next(self._sequence), peer))
-        if not self._in_wakeup and (self._wakeup_at is None or deadline < self._wakeup_at):
+        if (
+            deadline is not None
+            and self._schedule.add(deadline, peer)
+            and not self._in_wakeup
+            and (self._wakeup_at is None or deadline < self._wakeup_at)
+        ):
             self._schedule_wakeup()
 
     def _schedule_wakeup(self) -> None:
         """Arm the loop's one timer at the earliest live deadline."""
-        heap = self._deadlines
-        while heap and heap[0][2].timer_at != heap[0][0]:
-            heapq.heappop(heap)  # stale: that peer's deadline moved or it is gone
-        if len(heap) > 2 * len(self.peers) + 1024:
-            self._deadlines = heap = [e for e in heap if e[2].timer_at == e[0]]
-            heapq.heapify(heap)
-        at = heap[0][0] if heap else None
+        schedule = self._schedule
+        at = schedule.earliest()
+        while at is not None and not any(p.timer_at == at for p in schedule.items_at(at)):
+            schedule.pop_earliest()  # stale: those peers' deadlines moved or they are gone
+            at = schedule.earliest()
+        if len(schedule) > 2 * len(self.peers) + 1024:
+            schedule.compact(lambda instant, peer: peer.timer_at == instant)
         if at != self._wakeup_at:
             if self._wakeup is not None:
                 self._wakeup.cancel()
@@ -826,39 +828,41 @@ class Daemon:
         """Serve every session whose deadline has come, then re-arm once."""
         self._wakeup = None
         self._wakeup_at = None
+        self.timing.timer_wakeups += 1
         now = self._clock()
         # A loop with coarse timers (uvloop: 1 ms) may wake us a little early:
         # within EARLY_WAKEUP_US that is on time; earlier, it is re-armed, so
         # no session is ever declared down before its time.
         limit = now + EARLY_WAKEUP_US
-        heap = self._deadlines
-        pop = heapq.heappop
-        timing = self.timing
+        schedule = self._schedule
+        tx_lateness = self.timing.tx_lateness
+        detect_lateness = self.timing.detect_lateness
         self._in_wakeup = True
         try:
             # Packets that came meanwhile first: a Detection Time must not
             # expire while the packet that restarts it waits in a socket.
             self._drain_sessions(now)
-            while heap and heap[0][0] <= limit:
-                deadline, _, peer = pop(heap)
-                if peer.timer_at != deadline:
-                    continue
-                peer.timer_at = None
-                session = peer.session
+            while (deadline := schedule.earliest()) is not None and deadline <= limit:
+                _, peers = schedule.pop_earliest()
                 at = now if now > deadline else deadline
-                if deadline == session.detect_deadline_us:
-                    timing.detect_lateness.record(at - deadline)
-                elif deadline == session.next_tx_us:
-                    timing.tx_lateness.record(at - deadline)
-                session.handle_timer(at)
-                datagrams = session.datagrams_to_send()
-                if datagrams:
-                    self._send(peer, datagrams)
-                event = session.next_event()
-                while event is not None:
-                    self._report(peer, event)
+                for peer in peers:
+                    if peer.timer_at != deadline:
+                        continue
+                    peer.timer_at = None
+                    session = peer.session
+                    if deadline == session.next_tx_us:
+                        tx_lateness.record(at - deadline)
+                    elif deadline == session.detect_deadline_us:
+                        detect_lateness.record(at - deadline)
+                    session.handle_timer(at)
+                    datagrams = session.datagrams_to_send()
+                    if datagrams:
+                        self._send(peer, datagrams)
                     event = session.next_event()
-                self._arm(peer)
+                    while event is not None:
+                        self._report(peer, event)
+                        event = session.next_event()
+                    self._arm(peer)
         finally:
             self._in_wakeup = False
             self._rx_floor = max(self._rx_floor, limit)

@@ -271,6 +271,13 @@ _RECEIVE_ERRORS = (
     "counter",
     "Errors reading from the receive sockets.",
 )
+_WAKEUPS = (
+    "aiobfd_wakeups_total",
+    "counter",
+    "Times the event loop woke the daemon, by cause: timer (session deadlines, each "
+    "serving every session then due) or receive (packets on established sessions' "
+    "sockets while no timer was near).",
+)
 _UNSOLICITED_REFUSED = (
     "aiobfd_unsolicited_refused_total",
     "counter",
@@ -332,6 +339,10 @@ class BfdCollector(Collector):
             items.insert(0, (UP_TO_DOWN, 0))
         return items
 
+    def _wakeups(self) -> list[tuple[str, int]]:
+        timing = self.daemon.timing
+        return [("timer", timing.timer_wakeups), ("receive", timing.receive_wakeups)]
+
     def _histograms(self) -> list[tuple[tuple[str, str], LatencyHistogram]]:
         timing = self.daemon.timing
         return [(_TX_LATENESS, timing.tx_lateness), (_DETECT_LATENESS, timing.detect_lateness)]
@@ -351,6 +362,10 @@ class BfdCollector(Collector):
         yield CounterMetricFamily(
             _RECEIVE_ERRORS[0], _RECEIVE_ERRORS[2], value=daemon.receive_errors
         )
+        wakeups = CounterMetricFamily(_WAKEUPS[0], _WAKEUPS[2], labels=["cause"])
+        for cause, n in self._wakeups():
+            wakeups.add_metric([cause], n)
+        yield wakeups
         refused = CounterMetricFamily(
             _UNSOLICITED_REFUSED[0], _UNSOLICITED_REFUSED[2], labels=["reason"]
         )
@@ -417,6 +432,10 @@ class BfdCollector(Collector):
             add(f'{name}{{reason="{_escape(str(reason))}"}} {n}\n')
         name, kind, doc = _RECEIVE_ERRORS
         add(f"{_header(name, kind, doc)}{name} {daemon.receive_errors}\n")
+        name, kind, doc = _WAKEUPS
+        add(_header(name, kind, doc))
+        for cause, n in self._wakeups():
+            add(f'{name}{{cause="{cause}"}} {n}\n')
         name, kind, doc = _UNSOLICITED_REFUSED
         add(_header(name, kind, doc))
         for why, n in list(daemon.unsolicited_refused.items()):

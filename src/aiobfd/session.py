@@ -45,6 +45,7 @@ from .packet import (
 )
 from .timers import (
     RandomSource,
+    SharedInstants,
     detection_time,
     jitter_bounds,
     next_transmission,
@@ -135,6 +136,8 @@ class Session:
         self._rng = rng
         self.align_tx = align_tx
         """Draw periodic transmissions from a shared time grid (timers.tx_grid)."""
+        self.tx_instants: SharedInstants | None = None
+        """Instants other sessions transmit at, to join one inside the jitter window."""
         self.auth = Authenticator(config.auth, rng) if config.auth is not None else None
         self._events: deque[Event] = deque()
         self._tx_key: tuple[object, ...] = ()
@@ -608,6 +611,11 @@ class Session:
             low, high = jitter_bounds(interval, mult)
             grid = tx_grid(interval, mult) if self.align_tx else 0
             self._jitter_window = window = (interval, mult, self.align_tx, low, high, grid)
+        shared = self.tx_instants
+        if shared is not None:
+            at = shared.pick(last_us + window[3], last_us + window[4], self._rng)
+            if at is not None:
+                return at
         return next_transmission(last_us, window[3], window[4], self._rng, window[5])
 
     def _emit(self, now: int, *, final: bool = False) -> None:

@@ -68,3 +68,7 @@ class TimingStats:
     """Periodic transmissions: actual send time minus scheduled time."""
     detect_lateness: LatencyHistogram = field(default_factory=LatencyHistogram)
     """Detection timers: expiry handled minus the Detection Time deadline."""
+    timer_wakeups: int = 0
+    """Times the loop woke the daemon for session deadlines."""
+    receive_wakeups: int = 0
+    """Times the loop woke the daemon for packets on established sessions' sockets."""

@@ -13,6 +13,12 @@ class RandomSource(Protocol):
     def getrandbits(self, k: int, /) -> int: ...
 
 
+class SharedInstants(Protocol):
+    """Instants other sessions already transmit at (``schedule.Schedule`` fits)."""
+
+    def pick(self, earliest: int, latest: int, rng: RandomSource) -> int | None: ...
+
+
 def transmit_interval(desired_min_tx_us: int, remote_min_rx_us: int) -> int:
     """RFC 5880 §6.8.2/§6.8.7: never faster than the remote is willing to receive."""
     return max(desired_min_tx_us, remote_min_rx_us)

@@ -168,6 +168,12 @@ def received_ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
 
 def received_ttl_and_time(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, int]:
     """The TTL / Hop Limit and the arrival time (CLOCK_REALTIME, ns; 0 if absent)."""
+    if len(ancdata) == 2:
+        # The usual case: the time (SOL_SOCKET comes first), then the TTL.
+        (level, kind, stamp), (_, _, hops) = ancdata
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(hops) == 4:
+            sec, nsec = _TIMESPEC.unpack_from(stamp)
+            return hops[_LOW_BYTE], sec * 1_000_000_000 + nsec
     ttl = None
     arrived = 0
     for level, kind, data in ancdata:

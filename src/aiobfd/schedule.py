@@ -1,0 +1,90 @@
+"""Deadlines of many sessions grouped by instant (pure: no clock, no I/O).
+
+The daemon keeps every session's next deadline here and wakes once per
+instant, serving all sessions due then.  Sessions draw their periodic
+transmissions so that they share instants (:meth:`Schedule.pick`): a session
+whose jitter window holds an instant others already transmit at joins it, up
+to :data:`COHORT_MAX` sessions an instant.  Each session's intervals stay
+random within the window RFC 5880 §6.8.7 allows; only their phase relative to
+each other is given up, which is what turns N packets into one wake-up.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from .timers import RandomSource
+
+T = TypeVar("T")
+
+#: Sessions joining one instant at most: bounds a burst and its lateness.
+COHORT_MAX = 256
+
+
+class Schedule(Generic[T]):
+    """Items (sessions) due at instants (integer microseconds).
+
+    An item may be listed at an instant it is no longer due at; the owner
+    knows (the daemon compares with the peer's own deadline) and skips it.
+    """
+
+    def __init__(self, cohort_max: int = COHORT_MAX) -> None:
+        self.cohort_max = cohort_max
+        self._due: dict[int, list[T]] = {}
+        self._instants: list[int] = []
+        """The instants of ``_due``, ascending."""
+
+    def __len__(self) -> int:
+        return len(self._instants)
+
+    def add(self, instant: int, item: T) -> bool:
+        """List ``item`` at ``instant``; True if the instant is new."""
+        items = self._due.get(instant)
+        if items is not None:
+            items.append(item)
+            return False
+        self._due[instant] = [item]
+        insort(self._instants, instant)
+        return True
+
+    def earliest(self) -> int | None:
+        return self._instants[0] if self._instants else None
+
+    def items_at(self, instant: int) -> list[T]:
+        return self._due.get(instant, [])
+
+    def pop_earliest(self) -> tuple[int, list[T]]:
+        """Remove the earliest instant and return it with its items."""
+        instant = self._instants.pop(0)
+        return instant, self._due.pop(instant)
+
+    def pick(self, earliest: int, latest: int, rng: RandomSource) -> int | None:
+        """An instant in [earliest, latest) with room for one more, at random; or None."""
+        instants = self._instants
+        lo = bisect_left(instants, earliest)
+        hi = bisect_left(instants, latest)
+        if lo == hi:
+            return None
+        due = self._due
+        start = lo + int(rng.random() * (hi - lo))
+        for i in range(start, start + hi - lo):
+            at = instants[lo + (i - lo) % (hi - lo)]
+            if len(due[at]) < self.cohort_max:
+                return at
+        return None
+
+    def compact(self, live: Callable[[int, T], bool]) -> None:
+        """Keep only the items for which ``live(instant, item)`` holds."""
+        due: dict[int, list[T]] = {}
+        for at, items in self._due.items():
+            kept = [item for item in items if live(at, item)]
+            if kept:
+                due[at] = kept
+        self._due = due
+        self._instants = sorted(due)
+
+    def clear(self) -> None:
+        self._due.clear()
+        self._instants.clear()
