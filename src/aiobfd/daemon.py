@@ -576,8 +576,12 @@ class Daemon:
         realtime = time.time_ns()
         floor = self._rx_floor
         ttl_check = self.ttl_check
+        # Until no socket holds anything (bounded): a socket left with a
+        # packet in it would carry a standing queue into every later wake-up.
         for _ in range(RECV_BATCH):
             ready = poll.poll(0, _EPOLL_MAX_EVENTS)
+            if not ready:
+                break
             for fd, _mask in ready:
                 peer = fds.get(fd)
                 if peer is None or peer.rx_sock is None:
@@ -601,7 +605,10 @@ class Daemon:
                             at = floor
                 session = peer.session
                 if (
-                    ttl == TTL_SINGLE_HOP or ttl is None or not ttl_check or ttl >= session.min_rx_ttl
+                    ttl == TTL_SINGLE_HOP
+                    or ttl is None
+                    or not ttl_check
+                    or ttl >= session.min_rx_ttl
                 ) and session.receive_repeat(data, at):
                     # The common case: the peer said exactly what it said last time.
                     if session.get_timer() != peer.timer_at:
@@ -611,8 +618,6 @@ class Daemon:
                 self.datagram_received(
                     data, addr, spec.local, ttl, at, via_session=True, multihop=spec.multihop
                 )
-            if len(ready) < _EPOLL_MAX_EVENTS:
-                break
         self._rx_floor = max(self._rx_floor, now)
 
     def _rx_holdoff(self) -> int:

@@ -20,7 +20,7 @@ from .timers import RandomSource
 T = TypeVar("T")
 
 #: Sessions joining one instant at most: bounds a burst and its lateness.
-COHORT_MAX = 256
+COHORT_MAX = 64
 
 
 class Schedule(Generic[T]):

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from aiobfd.config import PeerSpec
-from aiobfd.daemon import Daemon, Peer
+from aiobfd.daemon import Daemon, Peer, monotonic_us
 from aiobfd.events import Event, StateChanged
 from aiobfd.packet import Diag, State
 from aiobfd.session import SessionConfig
@@ -182,3 +182,23 @@ async def test_garbage_is_counted_not_fatal(pair) -> None:
     await asyncio.sleep(0.2)
     assert sum(a.table.drops.values()) >= 3
     assert all(p.session.state is State.UP for p in a.peers.values())
+
+
+async def test_a_signalled_down_is_read_within_one_receive_interval(pair) -> None:
+    # Packets of established sessions may wait for the daemon's next wake-up
+    # (receive coalescing), but no longer than the Required Min RX (50 ms).
+    a, b, ra, _ = pair
+    await ra.wait_for(entered(State.UP))
+    await asyncio.sleep(0.3)
+    seen: list[int] = []
+    a.add_listener(
+        lambda _p, e: seen.append(monotonic_us()) if isinstance(e, StateChanged) else None
+    )
+    (pb,) = b.peers.values()
+    sent_at = monotonic_us()
+    b.disable(pb.spec.key)
+    ev = await ra.wait_for(entered(State.DOWN), timeout=1)
+    assert ev.diag is Diag.NEIGHBOR_SIGNALED_SESSION_DOWN
+    # The change counts from the packet's arrival; it is handled within 50 ms.
+    assert 0 <= ev.at_us - sent_at <= 5 * MS
+    assert seen[0] - sent_at <= 50 * MS + 20 * MS  # the budget absorbs CI noise

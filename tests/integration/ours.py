@@ -38,8 +38,18 @@ class OurDaemon:
         self.socket = lab.rundir / f"{name}.sock"
         self.log = lab.rundir / f"aiobfd-{name}.log"
         self.argv = [
-            sys.executable, "-m", "aiobfd", *([local] if local else []), *remotes, *args,
-            "--control-socket", str(self.socket), "-l", "DEBUG", "--metrics-port", "0",
+            sys.executable,
+            "-m",
+            "aiobfd",
+            *([local] if local else []),
+            *remotes,
+            *args,
+            "--control-socket",
+            str(self.socket),
+            "-l",
+            "DEBUG",
+            "--metrics-port",
+            "0",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -71,7 +81,9 @@ class OurDaemon:
         return list(request(str(self.socket), {"command": "show sessions"})["sessions"])
 
     def session(self, remote: str) -> Json:
-        return dict(request(str(self.socket), {"command": "show session", "peer": remote})["session"])
+        return dict(
+            request(str(self.socket), {"command": "show session", "peer": remote})["session"]
+        )
 
     def wait(self, probe: Callable[[], Any], timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout

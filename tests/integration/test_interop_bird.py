@@ -16,8 +16,11 @@ from .peers import BirdNeighbor
 def test_up_with_timers_then_bird_killed(lab: Lab, bird_peer: BirdFactory, family: str) -> None:
     ours_ip, bird_ip = getattr(lab.host, family), getattr(lab.peer, family)
     bird = bird_peer(
-        "peer", [BirdNeighbor(ours_ip, local=bird_ip)],
-        min_rx_ms=150, min_tx_ms=100, multiplier=4,
+        "peer",
+        [BirdNeighbor(ours_ip, local=bird_ip)],
+        min_rx_ms=150,
+        min_tx_ms=100,
+        multiplier=4,
     )
     ours = OurDaemon(lab, "host", ours_ip, [bird_ip], "-r", "120", "-t", "80", "-m", "3").start()
     ours.wait_state(bird_ip, "up")
@@ -46,9 +49,7 @@ def test_our_sigterm_takes_bird_down_without_timeout(lab: Lab, bird_peer: BirdFa
     bird = bird_peer("peer", [BirdNeighbor(ours_ip, local=bird_ip)], interval_ms=100)
     # Multiplier 30: BIRD would need 3 s to time us out, so a Down within a
     # second can only come from our AdminDown.
-    ours = OurDaemon(
-        lab, "host", ours_ip, [bird_ip], "-r", "100", "-t", "100", "-m", "30"
-    ).start()
+    ours = OurDaemon(lab, "host", ours_ip, [bird_ip], "-r", "100", "-t", "100", "-m", "30").start()
     bird.wait_state(ours_ip, "Up")
     time.sleep(0.5)
     assert bird.session(ours_ip)["timeout"] == pytest.approx(3.0)
@@ -66,9 +67,14 @@ def test_bird_reconfigures_intervals_while_up(lab: Lab, bird_peer: BirdFactory) 
     time.sleep(0.5)
     bird.reconfigure(interval_ms=300)
     info = ours.wait(
-        lambda: (s := ours.session(bird_ip))["remote_desired_min_tx_ms"] == 300
-        and s["remote_required_min_rx_ms"] == 300 and not s["poll_active"] and s,
-        timeout=5, what="BIRD's new timers",
+        lambda: (
+            (s := ours.session(bird_ip))["remote_desired_min_tx_ms"] == 300
+            and s["remote_required_min_rx_ms"] == 300
+            and not s["poll_active"]
+            and s
+        ),
+        timeout=5,
+        what="BIRD's new timers",
     )
     assert info["tx_interval_ms"] == 300
     assert info["detect_time_ms"] == 900

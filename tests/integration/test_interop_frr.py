@@ -92,9 +92,14 @@ def test_frr_changes_intervals_while_up(lab: Lab, frr_peer: FrrFactory) -> None:
     before = ours.session(frr_ip)["counters"]
     frr.configure(ours_ip, frr_ip, "transmit-interval 300", "receive-interval 250")
     info = ours.wait(
-        lambda: (s := ours.session(frr_ip))["remote_desired_min_tx_ms"] == 300
-        and s["remote_required_min_rx_ms"] == 250 and not s["poll_active"] and s,
-        timeout=5, what="FRR's new timers",
+        lambda: (
+            (s := ours.session(frr_ip))["remote_desired_min_tx_ms"] == 300
+            and s["remote_required_min_rx_ms"] == 250
+            and not s["poll_active"]
+            and s
+        ),
+        timeout=5,
+        what="FRR's new timers",
     )
     assert info["state"] == "up"
     assert info["tx_interval_ms"] == 250
@@ -137,11 +142,21 @@ def test_link_local_ipv6(lab: Lab, frr_peer: FrrFactory) -> None:
     ours_ll, frr_ll = lab.host.link_local, lab.peer.link_local
     frr = frr_peer(
         "peer",
-        [FrrSession(ours_ll, frr_ll, rx_ms=100, tx_ms=100, multiplier=3, interface=lab.peer.ifname)],
+        [
+            FrrSession(
+                ours_ll, frr_ll, rx_ms=100, tx_ms=100, multiplier=3, interface=lab.peer.ifname
+            )
+        ],
     )
     ours = OurDaemon(
-        lab, "host", f"{ours_ll}%{lab.host.ifname}", [f"{frr_ll}%{lab.host.ifname}"],
-        "-r", "100", "-t", "100",
+        lab,
+        "host",
+        f"{ours_ll}%{lab.host.ifname}",
+        [f"{frr_ll}%{lab.host.ifname}"],
+        "-r",
+        "100",
+        "-t",
+        "100",
     ).start()
     info = ours.wait_state(f"{frr_ll}%{lab.host.ifname}", "up")
     assert info["interface"] == lab.host.ifname

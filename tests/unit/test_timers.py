@@ -119,7 +119,9 @@ def test_aligned_transmissions_stay_in_the_jitter_window(interval: int, mult: in
 def test_aligned_transmissions_of_sessions_meet() -> None:
     # Two sessions of different intervals, started apart, transmit on common instants.
     rng = random.Random(3)
-    a = {next_transmission(t, 37_500, 50_000, rng, tx_grid(50_000, 3)) for t in range(0, 10**6, 999)}
+    a = {
+        next_transmission(t, 37_500, 50_000, rng, tx_grid(50_000, 3)) for t in range(0, 10**6, 999)
+    }
     b = {
         next_transmission(t, 75_000, 100_000, rng, tx_grid(100_000, 3))
         for t in range(0, 10**6, 1013)

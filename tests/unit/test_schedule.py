@@ -1,0 +1,99 @@
+"""The deadline schedule: instants in order, and sessions joining each other's instants."""
+
+from __future__ import annotations
+
+import random
+
+from aiobfd.packet import State
+from aiobfd.schedule import Schedule
+from aiobfd.session import Session, SessionConfig
+from aiobfd.timers import jitter_bounds
+
+from .util import MS, SECOND, fire_until, gaps, pkt, up_session
+
+
+def test_instants_come_out_in_order_with_their_items() -> None:
+    s: Schedule[str] = Schedule()
+    assert s.earliest() is None
+    assert s.add(30, "c") and s.add(10, "a") and s.add(20, "b")
+    assert not s.add(10, "a2")  # an instant that exists already
+    assert len(s) == 3
+    assert s.pop_earliest() == (10, ["a", "a2"])
+    assert s.earliest() == 20
+    assert s.items_at(30) == ["c"]
+    assert s.items_at(99) == []
+
+
+def test_pick_only_inside_the_window_and_only_with_room() -> None:
+    s: Schedule[int] = Schedule(cohort_max=2)
+    rng = random.Random(1)
+    assert s.pick(0, 100, rng) is None
+    s.add(50, 1)
+    assert s.pick(0, 50, rng) is None  # the window's end is open
+    assert s.pick(51, 100, rng) is None
+    assert s.pick(50, 51, rng) == 50
+    s.add(50, 2)
+    assert s.pick(0, 100, rng) is None  # full
+    s.add(70, 3)
+    assert {s.pick(0, 100, rng) for _ in range(50)} == {70}
+
+
+def test_pick_is_random_among_instants_with_room() -> None:
+    s: Schedule[int] = Schedule()
+    for at in (10, 20, 30, 40):
+        s.add(at, at)
+    rng = random.Random(2)
+    assert {s.pick(0, 100, rng) for _ in range(200)} == {10, 20, 30, 40}
+
+
+def test_compact_keeps_live_items() -> None:
+    s: Schedule[int] = Schedule()
+    for at, item in ((10, 1), (10, 2), (20, 3)):
+        s.add(at, item)
+    s.compact(lambda at, item: item != 2 and item != 3)
+    assert len(s) == 1
+    assert s.pop_earliest() == (10, [1])
+
+
+def test_sessions_join_common_instants_and_keep_their_jitter() -> None:
+    shared: Schedule[Session] = Schedule()
+    sessions = []
+    for seed in range(5):
+        s = up_session(
+            SessionConfig(300 * MS, 300 * MS, 3), remote_tx=300 * MS, remote_rx=300 * MS, seed=seed
+        )
+        s.align_tx = True
+        s.tx_instants = shared
+        sessions.append(s)
+    remote = pkt(State.UP, tx=300 * MS, rx=300 * MS)
+    sent = {}
+    for s in sessions:
+        # Each session runs alone on the fake clock and lists its instants, as
+        # the daemon does when it arms a session's timer.
+        times = []
+        now = 0
+        while now < 30 * SECOND:
+            s.handle_timer(now)
+            if s.datagrams_to_send():
+                times.append(now)
+            s.receive(remote, now)
+            nxt = s.get_timer()
+            assert nxt is not None
+            shared.add(nxt, s)
+            now = nxt
+        sent[id(s)] = times
+    low, high = jitter_bounds(300 * MS, 3)
+    for times in sent.values():
+        intervals = gaps(times[2:])
+        assert all(low <= i < high for i in intervals)  # RFC 5880 §6.8.7
+        assert len(set(intervals)) >= 3  # still random (on a 16 ms grid)
+    # The later sessions transmit at the instants of the first.
+    first = set(sent[id(sessions[0])])
+    assert all(len(first & set(t)) > len(t) // 2 for t in list(sent.values())[1:])
+
+
+def test_a_session_without_shared_instants_still_transmits() -> None:
+    s = up_session(SessionConfig(50 * MS, 50 * MS, 3), remote_tx=50 * MS, remote_rx=50 * MS)
+    s.tx_instants = Schedule()  # empty: nothing to join, a fresh instant each time
+    sent = fire_until(s, 5 * SECOND, remote=pkt(State.UP, tx=50 * MS, rx=50 * MS), every=20 * MS)
+    assert len(sent) > 90
