@@ -31,6 +31,8 @@ log = logging.getLogger("aiobfd.control")
 
 #: A request line larger than this is refused (bounded memory per client).
 MAX_REQUEST = 64 * 1024
+#: Sessions encoded between two turns of the event loop in ``show sessions``.
+SHOW_SLICE = 50
 #: Events a watcher may fall behind before it is disconnected.
 WATCH_QUEUE = 1024
 
@@ -101,6 +103,9 @@ class ControlServer:
                     if request.get("command") == "watch":
                         await self._watch(reader, writer)
                         return
+                    if request.get("command") == "show sessions":
+                        await self._show_sessions(writer)
+                        continue
                     response = {"ok": True, **self.handle(request)}
                 except (ControlError, json.JSONDecodeError, UnicodeDecodeError) as exc:
                     response = {"ok": False, "error": str(exc)}
@@ -159,6 +164,26 @@ class ControlServer:
         finally:
             closed.cancel()
             self.daemon.remove_listener(listener)
+
+    async def _show_sessions(self, writer: asyncio.StreamWriter) -> None:
+        """``show sessions`` as :meth:`handle` answers it, written in slices.
+
+        With thousands of sessions, building and encoding the whole reply at
+        once would hold the event loop longer than a fast session's Detection
+        Time; between slices the loop serves timers and packets.
+        """
+        peers = list(self.daemon.peers.values())
+        writer.write(b'{"ok": true, "sessions": [')
+        for start in range(0, len(peers), SHOW_SLICE):
+            now = self.daemon._clock()
+            chunk = ", ".join(
+                json.dumps(session_info(p, now)) for p in peers[start : start + SHOW_SLICE]
+            )
+            writer.write((", " if start else "").encode() + chunk.encode())
+            await writer.drain()
+            await asyncio.sleep(0)
+        writer.write(b"]}\n")
+        await writer.drain()
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """Answer one request (also usable without a socket, in tests)."""

@@ -57,6 +57,8 @@ EARLY_WAKEUP_US = 50
 RX_HOLDOFF_MAX_US = 1_000_000
 #: A peer's dedicated socket follows a new source port at most this often.
 RECONNECT_INTERVAL_US = US_PER_SECOND
+#: epoll_wait rounds of one drain of the session sockets.
+DRAIN_ROUNDS = 4
 #: Ready session sockets taken from one epoll_wait.
 _EPOLL_MAX_EVENTS = 1024
 #: Receive buffer: a Control packet is at most 255 octets.
@@ -576,9 +578,10 @@ class Daemon:
         realtime = time.time_ns()
         floor = self._rx_floor
         ttl_check = self.ttl_check
-        # Until no socket holds anything (bounded): a socket left with a
+        # Until no socket holds anything, within a few rounds (packets keep
+        # coming while we read; timers must not starve): a socket left with a
         # packet in it would carry a standing queue into every later wake-up.
-        for _ in range(RECV_BATCH):
+        for _ in range(DRAIN_ROUNDS):
             ready = poll.poll(0, _EPOLL_MAX_EVENTS)
             if not ready:
                 break
