@@ -61,19 +61,18 @@ class Schedule(Generic[T]):
         return instant, self._due.pop(instant)
 
     def pick(self, earliest: int, latest: int, rng: RandomSource) -> int | None:
-        """An instant in [earliest, latest) with room for one more, at random; or None."""
+        """An instant in [earliest, latest) chosen at random, if it has room; or None.
+
+        One draw, no search: a full instant sends the session to a fresh one,
+        which spreads a cohort that outgrew :data:`COHORT_MAX`.
+        """
         instants = self._instants
         lo = bisect_left(instants, earliest)
-        hi = bisect_left(instants, latest)
+        hi = bisect_left(instants, latest, lo)
         if lo == hi:
             return None
-        due = self._due
-        start = lo + int(rng.random() * (hi - lo))
-        for i in range(start, start + hi - lo):
-            at = instants[lo + (i - lo) % (hi - lo)]
-            if len(due[at]) < self.cohort_max:
-                return at
-        return None
+        at = instants[lo + int(rng.random() * (hi - lo))]
+        return at if len(self._due[at]) < self.cohort_max else None
 
     def compact(self, live: Callable[[int, T], bool]) -> None:
         """Keep only the items for which ``live(instant, item)`` holds."""
