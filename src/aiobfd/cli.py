@@ -64,6 +64,8 @@ def _number(low: int, high: int, unit: str = "") -> Any:
 
 
 _interval = _number(1, MAX_INTERVAL_MS, " of milliseconds")
+#: The receive hold-off an operator may set (``--receive-holdoff``, milliseconds).
+MAX_RECEIVE_HOLDOFF_MS = 1000
 _multiplier = _number(1, MAX_DETECT_MULT)
 
 
@@ -273,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop: uvloop when installed (auto, the default), or asyncio",
     )
     ops.add_argument(
+        "--receive-holdoff",
+        dest="receive_holdoff_ms",
+        type=_number(0, MAX_RECEIVE_HOLDOFF_MS, " of milliseconds"),
+        default=None,
+        metavar="MS",
+        help="longest a packet of an established session may wait for the daemon's next "
+        "wake-up (default: the shortest receive interval, at most 1000; 0: read at once)",
+    )
+    ops.add_argument(
         "--check-config",
         action="store_true",
         help="check the configuration and exit (0: valid, 2: errors)",
@@ -428,7 +439,13 @@ async def run(
     unsolicited = getattr(args, "unsolicited_config", None)
     if unsolicited is None and file_config is not None:
         unsolicited = file_config.unsolicited
-    daemon = Daemon(peers, ttl_check=ttl_check, unsolicited=unsolicited)
+    holdoff_ms = _setting(args, file_config, "receive_holdoff_ms", None)
+    daemon = Daemon(
+        peers,
+        ttl_check=ttl_check,
+        unsolicited=unsolicited,
+        rx_holdoff_us=None if holdoff_ms is None else holdoff_ms * 1000,
+    )
     try:
         await daemon.start()
     except OSError as exc:

@@ -63,6 +63,7 @@ DAEMON_KEYS = {
     "metrics_address",
     "metrics_port",
     "ttl_check",
+    "receive_holdoff_ms",
 }
 DAMPENING_KEYS = {"enabled", "penalty", "suppress", "reuse", "half_life_s", "max_hold_s"}
 TOP_KEYS = {"daemon", "defaults", "profiles", "peers", "dampening", "unsolicited"}
@@ -281,6 +282,10 @@ def _check_daemon(where: _Where, daemon: dict[str, Any]) -> None:
             raise where.error("daemon.metrics_port", "must be a port number 0-65535 (0: off)")
     if "ttl_check" in daemon and not isinstance(daemon["ttl_check"], bool):
         raise where.error("daemon.ttl_check", "must be true or false")
+    if "receive_holdoff_ms" in daemon:
+        holdoff = daemon["receive_holdoff_ms"]
+        if not isinstance(holdoff, int) or isinstance(holdoff, bool) or not 0 <= holdoff <= 1000:
+            raise where.error("daemon.receive_holdoff_ms", "must be a whole number 0-1000")
 
 
 def _dampening(where: _Where, raw: Any) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ import random
 import select
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -57,6 +58,9 @@ EARLY_WAKEUP_US = 50
 RX_HOLDOFF_MAX_US = 1_000_000
 #: A peer's dedicated socket follows a new source port at most this often.
 RECONNECT_INTERVAL_US = US_PER_SECOND
+#: Sessions served in a burst between two looks at the clock for deadlines
+#: that came due meanwhile.
+BURST_SLICE = 16
 #: epoll_wait rounds of one drain of the session sockets.
 DRAIN_ROUNDS = 4
 #: Ready session sockets taken from one epoll_wait.
@@ -133,6 +137,7 @@ class Daemon:
         ttl_check: bool = True,
         unsolicited: UnsolicitedConfig | None = None,
         align_tx: bool = True,
+        rx_holdoff_us: int | None = None,
     ) -> None:
         self._initial = list(peers or [])
         self._rng = rng or random.SystemRandom()
@@ -142,6 +147,8 @@ class Daemon:
         self.ttl_check = ttl_check
         self.align_tx = align_tx
         """Periodic transmissions on the shared time grid (see the module docstring)."""
+        self.rx_holdoff_us = rx_holdoff_us
+        """Receive coalescing: see RX_HOLDOFF_MAX_US (None: automatic, 0: off)."""
         """RFC 5881 §5 / RFC 5883 §5: drop packets below the session's minimum TTL."""
         self.unsolicited = unsolicited
         self.unsolicited_refused: dict[str, int] = {}
@@ -625,6 +632,8 @@ class Daemon:
 
     def _rx_holdoff(self) -> int:
         """How long a session packet may wait unread: see RX_HOLDOFF_MAX_US."""
+        if self.rx_holdoff_us is not None:
+            return self.rx_holdoff_us
         holdoff = self._holdoff_us
         if holdoff is None:
             holdoff = RX_HOLDOFF_MAX_US
@@ -842,7 +851,6 @@ class Daemon:
         # within EARLY_WAKEUP_US that is on time; earlier, it is re-armed, so
         # no session is ever declared down before its time.
         limit = now + EARLY_WAKEUP_US
-        schedule = self._schedule
         tx_lateness = self.timing.tx_lateness
         detect_lateness = self.timing.detect_lateness
         self._in_wakeup = True
@@ -850,31 +858,55 @@ class Daemon:
             # Packets that came meanwhile first: a Detection Time must not
             # expire while the packet that restarts it waits in a socket.
             self._drain_sessions(now)
-            while (deadline := schedule.earliest()) is not None and deadline <= limit:
-                _, peers = schedule.pop_earliest()
+            work: deque[tuple[int, Peer]] = deque()
+            self._take_due(limit, work)
+            served = 0
+            while work:
+                deadline, peer = work.popleft()
+                if peer.timer_at != deadline:
+                    continue
+                peer.timer_at = None
+                session = peer.session
                 at = now if now > deadline else deadline
-                for peer in peers:
-                    if peer.timer_at != deadline:
-                        continue
-                    peer.timer_at = None
-                    session = peer.session
-                    if deadline == session.next_tx_us:
-                        tx_lateness.record(at - deadline)
-                    elif deadline == session.detect_deadline_us:
-                        detect_lateness.record(at - deadline)
-                    session.handle_timer(at)
-                    datagrams = session.datagrams_to_send()
-                    if datagrams:
-                        self._send(peer, datagrams)
+                if deadline == session.next_tx_us:
+                    tx_lateness.record(at - deadline)
+                elif deadline == session.detect_deadline_us:
+                    detect_lateness.record(at - deadline)
+                session.handle_timer(at)
+                datagrams = session.datagrams_to_send()
+                if datagrams:
+                    self._send(peer, datagrams)
+                event = session.next_event()
+                while event is not None:
+                    self._report(peer, event)
                     event = session.next_event()
-                    while event is not None:
-                        self._report(peer, event)
-                        event = session.next_event()
-                    self._arm(peer)
+                self._arm(peer)
+                served += 1
+                if served % BURST_SLICE == 0 and work:
+                    # A burst takes a while: whatever came due meanwhile (a
+                    # Detection Time, say) goes before the rest of it, after
+                    # the packets that came meanwhile.
+                    now = self._clock()
+                    earliest = self._schedule.earliest()
+                    if earliest is not None and earliest <= now + EARLY_WAKEUP_US:
+                        self._rx_floor = max(self._rx_floor, limit)
+                        limit = now + EARLY_WAKEUP_US
+                        self._drain_sessions(now)
+                        due: deque[tuple[int, Peer]] = deque()
+                        self._take_due(limit, due)
+                        due.extend(work)
+                        work = due
         finally:
             self._in_wakeup = False
             self._rx_floor = max(self._rx_floor, limit)
         self._schedule_wakeup()
+
+    def _take_due(self, limit: int, work: deque[tuple[int, Peer]]) -> None:
+        """Move every (deadline, peer) due by ``limit`` from the schedule to ``work``."""
+        schedule = self._schedule
+        while (deadline := schedule.earliest()) is not None and deadline <= limit:
+            _, peers = schedule.pop_earliest()
+            work.extend((deadline, peer) for peer in peers)
 
     # --------------------------------------------------------------- events
 

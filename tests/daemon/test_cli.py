@@ -29,6 +29,7 @@ def run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
         (["127.0.0.1", "127.0.0.2", "-t", "abc"], "not a whole number"),
         (["127.0.0.1", "127.0.0.2", "-m", "0"], "out of range"),
         (["127.0.0.1", "127.0.0.2", "-m", "256"], "out of range"),
+        (["127.0.0.1", "127.0.0.2", "--receive-holdoff", "1001"], "out of range"),
         (["192.0.2.55", "127.0.0.2"], "not an address of this host"),
         (["127.0.0.1", "::1"], "same address family"),
         (["127.0.0.1", "127.0.0.2", "127.0.0.2"], "duplicate remote"),

@@ -202,3 +202,27 @@ async def test_a_signalled_down_is_read_within_one_receive_interval(pair) -> Non
     # The change counts from the packet's arrival; it is handled within 50 ms.
     assert 0 <= ev.at_us - sent_at <= 5 * MS
     assert seen[0] - sent_at <= 50 * MS + 20 * MS  # the budget absorbs CI noise
+
+
+async def test_without_receive_holdoff_every_packet_is_read_at_once() -> None:
+    a = Daemon([spec("127.0.0.1", "127.0.0.2")], rx_holdoff_us=0)
+    b = Daemon([spec("127.0.0.2", "127.0.0.1")])
+    ra = Recorder(a)
+    await a.start()
+    await b.start()
+    try:
+        await ra.wait_for(entered(State.UP))
+        await asyncio.sleep(0.3)
+        seen: list[int] = []
+        a.add_listener(
+            lambda _p, e: seen.append(monotonic_us()) if isinstance(e, StateChanged) else None
+        )
+        (pb,) = b.peers.values()
+        sent_at = monotonic_us()
+        b.disable(pb.spec.key)
+        await ra.wait_for(entered(State.DOWN), timeout=1)
+        assert seen[0] - sent_at <= 15 * MS  # no waiting for a wake-up; CI noise only
+        assert a.timing.receive_wakeups > 0
+    finally:
+        a.close()
+        b.close()

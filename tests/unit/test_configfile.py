@@ -138,6 +138,8 @@ ERRORS: list[tuple[str, str, str]] = [
     ("[daemon]\nmetrics_port = '9000'\n" + PEER, "daemon.metrics_port", "port number"),
     ("[daemon]\nmetrics_port = 65536\n" + PEER, "daemon.metrics_port", "port number"),
     ("[daemon]\nttl_check = 'no'\n" + PEER, "daemon.ttl_check", "true or false"),
+    ("[daemon]\nreceive_holdoff_ms = 1001\n" + PEER, "daemon.receive_holdoff_ms", "0-1000"),
+    ("[daemon]\nreceive_holdoff_ms = true\n" + PEER, "daemon.receive_holdoff_ms", "0-1000"),
     ("[dampening]\nenabled = 'yes'\n" + PEER, "dampening.enabled", "true or false"),
     ("[dampening]\npenalty = -1\n" + PEER, "dampening.penalty", "positive"),
     ("[dampening]\nhalf_life_s = 'x'\n" + PEER, "dampening.half_life_s", "positive"),
@@ -510,6 +512,7 @@ control_socket = "/run/aiobfd/aiobfd.sock"
 metrics_address = "127.0.0.1"
 metrics_port = 0
 ttl_check = false
+receive_holdoff_ms = 0
 
 [dampening]
 penalty = 500
@@ -523,6 +526,7 @@ half_life_s = 7.5
         "metrics_address": "127.0.0.1",
         "metrics_port": 0,
         "ttl_check": False,
+        "receive_holdoff_ms": 0,
     }
     assert config.dampening == {"penalty": 500.0, "half_life_s": 7.5}
     off = load(tmp_path, "[dampening]\nenabled = false\npenalty = 5\n")
