@@ -764,6 +764,12 @@ def run_one(spec: RunSpec, opts: argparse.Namespace, index: str = "") -> dict[st
                 log(f"  {spec.trials} detection trials")
                 budget = getattr(opts, "trial_budget", 120.0)
                 result["detection"] = summarize_trials(detection_trials(lab, dut, spec, budget))
+                if dut.lateness:
+                    # The daemon's own view: how late its detection timers fired.
+                    after = dut.timer_lateness()
+                    result["dut_timer_lateness_after_trials"] = {
+                        k: after[k] for k in ("detection", "wakeups") if k in after
+                    }
         if opts.keep_logs:
             keep_logs(
                 lab,

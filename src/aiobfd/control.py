@@ -267,12 +267,23 @@ class ControlServer:
         if not isinstance(name, str) or not name:
             raise ControlError("no peer given")
         address, _, zone = name.partition("%")
+        peers = self.daemon.peers.values()
+        # Plain string compares first (sessions hold canonical addresses): with
+        # thousands of sessions, parsing every one would hold the event loop.
+        canonical = _canonical(address)
         matches = [
             p
-            for p in self.daemon.peers.values()
-            if _same_address(p.spec.remote, address)
+            for p in peers
+            if p.spec.remote == canonical
             and (not zone or zone in (p.spec.interface, str(p.spec.scope)))
         ]
+        if not matches:
+            matches = [
+                p
+                for p in peers
+                if _same_address(p.spec.remote, address)
+                and (not zone or zone in (p.spec.interface, str(p.spec.scope)))
+            ]
         if not matches:
             raise ControlError(f"no session with peer {name}")
         if len(matches) > 1:
@@ -317,6 +328,15 @@ def _ms(request: dict[str, Any], key: str, default_us: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ValueError(f"{key} must be a whole number of milliseconds")
     return value * 1000
+
+
+def _canonical(address: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
 
 
 def _same_address(a: str, b: str) -> bool:

@@ -51,6 +51,10 @@ log = logging.getLogger("aiobfd")
 RECV_BATCH = 64
 #: A timer that fires at most this early is taken as on time.
 EARLY_WAKEUP_US = 50
+#: The event loop sleeps in whole milliseconds (epoll_wait), rounded up: for an
+#: expiring Detection Time it is woken this much early and the rest is slept
+#: precisely, so that Down is declared at the deadline, not up to 1 ms after.
+DETECT_EARLY_US = 1000
 #: Receive coalescing: a packet on an established session's socket waits
 #: unread for the daemon's next wake-up if that comes within the shortest
 #: Required Min RX of the sessions (the peers' packet interval), and never
@@ -183,8 +187,9 @@ class Daemon:
         self._session_fds: dict[int, Peer] = {}
         self._session_watch = False
         self._holdoff_us: int | None = None
-        self._rx_floor = 0
-        """No packet is processed at an earlier time than this (per-session order)."""
+        self._drained_at = 0
+        """When the last drain of the session sockets began: what it left
+        arrived later (a bound on arrival times, whatever the wall clock does)."""
         self.started_at_us = 0
         self.receive_errors = 0
         self.timing = TimingStats()
@@ -563,28 +568,32 @@ class Daemon:
     def _on_sessions_readable(self) -> None:
         """The loop woke us for a packet on an established session's socket."""
         self.timing.receive_wakeups += 1
-        now = self._clock()
         self._in_wakeup = True
         try:
-            self._drain_sessions(now)
+            self._drain_sessions()
         finally:
             self._in_wakeup = False
         self._schedule_wakeup()
 
-    def _drain_sessions(self, now: int) -> None:
-        """Read what waits on the established sessions' sockets (one epoll_wait).
+    def _drain_sessions(self) -> None:
+        """Read what waits on the established sessions' sockets (epoll_wait).
 
         Each packet is processed at the time the kernel received it, so a
         packet read late by receive coalescing restarts the Detection Time
-        from its arrival, as if it had been read at once.
+        from its arrival, as if it had been read at once.  Every BURST_SLICE
+        packets, timers that came due meanwhile are served.
         """
         poll = self._session_poll
         if poll is None or not self._session_fds:
             return
         fds = self._session_fds
+        # The two clocks read together: a packet's age by the wall clock is
+        # taken off the monotonic time.
+        now = self._clock()
         realtime = time.time_ns()
-        floor = self._rx_floor
-        ttl_check = self.ttl_check
+        floor = self._drained_at
+        self._drained_at = now
+        read = self._read_session_packet
         # Until no socket holds anything, within a few rounds (packets keep
         # coming while we read; timers must not starve): a socket left with a
         # packet in it would carry a standing queue into every later wake-up.
@@ -592,43 +601,53 @@ class Daemon:
             ready = poll.poll(0, _EPOLL_MAX_EVENTS)
             if not ready:
                 break
-            for fd, _mask in ready:
+            for n, (fd, _mask) in enumerate(ready, 1):
                 peer = fds.get(fd)
-                if peer is None or peer.rx_sock is None:
-                    continue
-                sock = peer.rx_sock
-                try:
-                    data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, SESSION_ANCILLARY_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as exc:
-                    self.receive_errors += 1
-                    log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
-                    continue
-                ttl, arrived_ns = received_ttl_and_time(ancdata)
-                at = now
-                if arrived_ns:
-                    age_us = (realtime - arrived_ns) // 1000
-                    if age_us > 0:
-                        at = now - age_us
-                        if at < floor:
-                            at = floor
-                session = peer.session
-                if (
-                    ttl == TTL_SINGLE_HOP
-                    or ttl is None
-                    or not ttl_check
-                    or ttl >= session.min_rx_ttl
-                ) and session.receive_repeat(data, at):
-                    # The common case: the peer said exactly what it said last time.
-                    if session.get_timer() != peer.timer_at:
-                        self._arm(peer)
-                    continue
-                spec = peer.spec
-                self.datagram_received(
-                    data, addr, spec.local, ttl, at, via_session=True, multihop=spec.multihop
-                )
-        self._rx_floor = max(self._rx_floor, now)
+                if peer is not None:
+                    read(peer, now, realtime, floor)
+                if n % BURST_SLICE == 0:
+                    earliest = self._schedule.earliest()
+                    if earliest is not None and earliest <= self._clock() + EARLY_WAKEUP_US:
+                        now = self._serve_due(self._clock())
+
+    def _read_session_packet(self, peer: Peer, now: int, realtime: int, floor: int) -> bool:
+        """Read and process one packet from ``peer``'s own socket; False: none there.
+
+        It is processed at its arrival: ``now`` less its age by the wall clock
+        (``realtime``, read at ``now``), kept within [``floor``, ``now``].
+        """
+        sock = peer.rx_sock
+        if sock is None:
+            return False
+        try:
+            data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, SESSION_ANCILLARY_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self.receive_errors += 1
+            log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
+            return False
+        ttl, arrived_ns = received_ttl_and_time(ancdata)
+        at = now
+        if arrived_ns:
+            age_us = (realtime - arrived_ns) // 1000
+            if age_us > 0:
+                at = now - age_us
+                if at < floor:
+                    at = floor
+        session = peer.session
+        if (
+            ttl == TTL_SINGLE_HOP or ttl is None or not self.ttl_check or ttl >= session.min_rx_ttl
+        ) and session.receive_repeat(data, at):
+            # The common case: the peer said exactly what it said last time.
+            if session.get_timer() != peer.timer_at:
+                self._arm(peer)
+            return True
+        spec = peer.spec
+        self.datagram_received(
+            data, addr, spec.local, ttl, at, via_session=True, multihop=spec.multihop
+        )
+        return True
 
     def _rx_holdoff(self) -> int:
         """How long a session packet may wait unread: see RX_HOLDOFF_MAX_US."""
@@ -833,7 +852,8 @@ class Daemon:
             self._wakeup_at = at
             if at is not None:
                 assert self._loop is not None
-                self._wakeup = self._loop.call_at(at / US_PER_SECOND, self._on_wakeup)
+                fire = at - DETECT_EARLY_US if self._detection_at(at) else at
+                self._wakeup = self._loop.call_at(fire / US_PER_SECOND, self._on_wakeup)
         # Receive coalescing: packets on session sockets wait for the next
         # wake-up when it comes soon enough; otherwise the loop wakes us.
         if self._session_fds:
@@ -841,72 +861,106 @@ class Daemon:
         elif self._session_watch:
             self._set_session_watch(False)
 
+    def _detection_at(self, instant: int) -> bool:
+        """Whether a Detection Time expires at ``instant`` (not just a transmission)."""
+        return any(
+            p.timer_at == instant and p.session.detect_deadline_us == instant
+            for p in self._schedule.items_at(instant)
+        )
+
     def _on_wakeup(self) -> None:
-        """Serve every session whose deadline has come, then re-arm once."""
+        """Serve every session whose deadline has come, read what came, re-arm once."""
+        target = self._wakeup_at
         self._wakeup = None
         self._wakeup_at = None
         self.timing.timer_wakeups += 1
         now = self._clock()
+        if target is not None and 0 < target - now <= DETECT_EARLY_US + EARLY_WAKEUP_US:
+            # Woken early for a Detection Time (see DETECT_EARLY_US): wait out
+            # the rest; nothing else of ours is due before it.
+            time.sleep((target - now) / US_PER_SECOND)
+            now = self._clock()
+        self._in_wakeup = True
+        try:
+            self._serve_due(now)
+            # Then what the established sessions' sockets hold (receive
+            # coalescing: this wake-up was coming anyway).
+            self._drain_sessions()
+        finally:
+            self._in_wakeup = False
+        self._schedule_wakeup()
+
+    def _serve_due(self, now: int) -> int:
+        """Run the timers of every session due by ``now``; the time it is after.
+
+        Expiring Detection Times go first.  A burst of transmissions takes a
+        while, so every BURST_SLICE sessions the clock is read again and what
+        came due meanwhile (a Detection Time, say) goes before the rest.
+        """
         # A loop with coarse timers (uvloop: 1 ms) may wake us a little early:
         # within EARLY_WAKEUP_US that is on time; earlier, it is re-armed, so
         # no session is ever declared down before its time.
         limit = now + EARLY_WAKEUP_US
         tx_lateness = self.timing.tx_lateness
         detect_lateness = self.timing.detect_lateness
-        self._in_wakeup = True
-        try:
-            # Packets that came meanwhile first: a Detection Time must not
-            # expire while the packet that restarts it waits in a socket.
-            self._drain_sessions(now)
-            work: deque[tuple[int, Peer]] = deque()
-            self._take_due(limit, work)
-            served = 0
-            while work:
-                deadline, peer = work.popleft()
+        work: deque[tuple[int, Peer]] = deque()
+        self._take_due(limit, work)
+        served = 0
+        while work:
+            deadline, peer = work.popleft()
+            if peer.timer_at != deadline:
+                continue
+            session = peer.session
+            if deadline == session.detect_deadline_us:
+                # A Detection Time must not expire while the packet that
+                # restarts it waits in the session's socket: read that first.
+                read_at = self._clock()
+                realtime = time.time_ns()
+                for _ in range(DRAIN_ROUNDS):
+                    if not self._read_session_packet(peer, read_at, realtime, self._drained_at):
+                        break
                 if peer.timer_at != deadline:
-                    continue
-                peer.timer_at = None
-                session = peer.session
-                at = now if now > deadline else deadline
-                if deadline == session.next_tx_us:
-                    tx_lateness.record(at - deadline)
-                elif deadline == session.detect_deadline_us:
-                    detect_lateness.record(at - deadline)
-                session.handle_timer(at)
-                datagrams = session.datagrams_to_send()
-                if datagrams:
-                    self._send(peer, datagrams)
+                    continue  # a packet restarted it
+            peer.timer_at = None
+            at = now if now > deadline else deadline
+            if deadline == session.next_tx_us:
+                tx_lateness.record(at - deadline)
+            elif deadline == session.detect_deadline_us:
+                detect_lateness.record(at - deadline)
+            session.handle_timer(at)
+            datagrams = session.datagrams_to_send()
+            if datagrams:
+                self._send(peer, datagrams)
+            event = session.next_event()
+            while event is not None:
+                self._report(peer, event)
                 event = session.next_event()
-                while event is not None:
-                    self._report(peer, event)
-                    event = session.next_event()
-                self._arm(peer)
-                served += 1
-                if served % BURST_SLICE == 0 and work:
-                    # A burst takes a while: whatever came due meanwhile (a
-                    # Detection Time, say) goes before the rest of it, after
-                    # the packets that came meanwhile.
-                    now = self._clock()
-                    earliest = self._schedule.earliest()
-                    if earliest is not None and earliest <= now + EARLY_WAKEUP_US:
-                        self._rx_floor = max(self._rx_floor, limit)
-                        limit = now + EARLY_WAKEUP_US
-                        self._drain_sessions(now)
-                        due: deque[tuple[int, Peer]] = deque()
-                        self._take_due(limit, due)
-                        due.extend(work)
-                        work = due
-        finally:
-            self._in_wakeup = False
-            self._rx_floor = max(self._rx_floor, limit)
-        self._schedule_wakeup()
+            self._arm(peer)
+            served += 1
+            if served % BURST_SLICE == 0 and work:
+                now = self._clock()
+                earliest = self._schedule.earliest()
+                if earliest is not None and earliest <= now + EARLY_WAKEUP_US:
+                    limit = now + EARLY_WAKEUP_US
+                    due: deque[tuple[int, Peer]] = deque()
+                    self._take_due(limit, due)
+                    due.extend(work)
+                    work = due
+        return now
 
     def _take_due(self, limit: int, work: deque[tuple[int, Peer]]) -> None:
-        """Move every (deadline, peer) due by ``limit`` from the schedule to ``work``."""
+        """Move every (deadline, peer) due by ``limit`` from the schedule to
+        ``work``: expiring Detection Times first, then the rest in time order."""
         schedule = self._schedule
+        later: list[tuple[int, Peer]] = []
         while (deadline := schedule.earliest()) is not None and deadline <= limit:
             _, peers = schedule.pop_earliest()
-            work.extend((deadline, peer) for peer in peers)
+            for peer in peers:
+                if deadline == peer.session.detect_deadline_us:
+                    work.append((deadline, peer))  # Detection Times first
+                else:
+                    later.append((deadline, peer))
+        work.extend(later)
 
     # --------------------------------------------------------------- events
 
