@@ -580,8 +580,7 @@ class Daemon:
 
         Each packet is processed at the time the kernel received it, so a
         packet read late by receive coalescing restarts the Detection Time
-        from its arrival, as if it had been read at once.  Every BURST_SLICE
-        packets, timers that came due meanwhile are served.
+        from its arrival, as if it had been read at once.
         """
         poll = self._session_poll
         if poll is None or not self._session_fds:
@@ -601,14 +600,10 @@ class Daemon:
             ready = poll.poll(0, _EPOLL_MAX_EVENTS)
             if not ready:
                 break
-            for n, (fd, _mask) in enumerate(ready, 1):
+            for fd, _mask in ready:
                 peer = fds.get(fd)
                 if peer is not None:
                     read(peer, now, realtime, floor)
-                if n % BURST_SLICE == 0:
-                    earliest = self._schedule.earliest()
-                    if earliest is not None and earliest <= self._clock() + EARLY_WAKEUP_US:
-                        now = self._serve_due(self._clock())
 
     def _read_session_packet(self, peer: Peer, now: int, realtime: int, floor: int) -> bool:
         """Read and process one packet from ``peer``'s own socket; False: none there.
