@@ -55,6 +55,8 @@ EARLY_WAKEUP_US = 50
 #: expiring Detection Time it is woken this much early and the rest is slept
 #: precisely, so that Down is declared at the deadline, not up to 1 ms after.
 DETECT_EARLY_US = 1000
+#: At most one such sleep in this long (bounds the loop's time asleep to 10 %).
+DETECT_SLEEP_GAP_US = 10_000
 #: Receive coalescing: a packet on an established session's socket waits
 #: unread for the daemon's next wake-up if that comes within the shortest
 #: Required Min RX of the sessions (the peers' packet interval), and never
@@ -180,6 +182,7 @@ class Daemon:
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: int | None = None
         self._in_wakeup = False
+        self._slept_at = -DETECT_SLEEP_GAP_US
         # Established sessions' sockets sit in an epoll set of their own,
         # read at every wake-up; the loop watches the set only while the next
         # wake-up is further away than the receive hold-off.
@@ -847,7 +850,9 @@ class Daemon:
             self._wakeup_at = at
             if at is not None:
                 assert self._loop is not None
-                fire = at - DETECT_EARLY_US if self._detection_at(at) else at
+                fire = at
+                if self._clock() - self._slept_at > DETECT_SLEEP_GAP_US and self._detection_at(at):
+                    fire = at - DETECT_EARLY_US
                 self._wakeup = self._loop.call_at(fire / US_PER_SECOND, self._on_wakeup)
         # Receive coalescing: packets on session sockets wait for the next
         # wake-up when it comes soon enough; otherwise the loop wakes us.
@@ -870,11 +875,17 @@ class Daemon:
         self._wakeup_at = None
         self.timing.timer_wakeups += 1
         now = self._clock()
-        if target is not None and 0 < target - now <= DETECT_EARLY_US + EARLY_WAKEUP_US:
+        if (
+            target is not None
+            and 0 < target - now <= DETECT_EARLY_US + EARLY_WAKEUP_US
+            and now - self._slept_at > DETECT_SLEEP_GAP_US
+        ):
             # Woken early for a Detection Time (see DETECT_EARLY_US): wait out
-            # the rest; nothing else of ours is due before it.
+            # the rest; nothing else of ours is due before it.  Not again
+            # within DETECT_SLEEP_GAP_US: when many sessions expire one after
+            # another (a link down), the loop must not spend its time asleep.
             time.sleep((target - now) / US_PER_SECOND)
-            now = self._clock()
+            now = self._slept_at = self._clock()
         self._in_wakeup = True
         try:
             self._serve_due(now)
