@@ -1,13 +1,22 @@
 """The daemon: sessions from peer specs, driven by asyncio.
 
 This is the only place where the sans-IO core meets the event loop.  It reads
-datagrams (in batches, with their TTL), hands them to the session table, sends
-what sessions queue and reports their events.  Session deadlines live in one
-heap; the loop holds a single ``call_at`` armed at the earliest of them (after
-aioquic's ``transmit()`` / re-arm pattern), and every wake-up serves all the
-sessions due by then.  Sessions draw their periodic transmissions from a shared
-time grid (``timers.tx_grid``), so at scale one wake-up sends a burst instead of
-each packet costing a wake-up of its own.  Nothing here polls.
+datagrams (with their TTL), hands them to the session table, sends what sessions
+queue and reports their events.  On a host each event-loop wake-up costs far
+more than the packet it serves, so sessions share wake-ups:
+
+* Session deadlines live in one :class:`~aiobfd.schedule.Schedule`; the loop
+  holds a single ``call_at`` at the earliest (after aioquic's ``transmit()`` /
+  re-arm pattern), and each wake-up serves every session due by then.
+* Sessions draw their periodic transmissions at instants others already use,
+  inside the jitter window of RFC 5880 §6.8.7 (``Session.tx_instants``).
+* Established peers' packets come on sockets of their own, gathered in an epoll
+  set that is read at every wake-up and watched by the loop only while the
+  next wake-up is further away than the receive hold-off.  The kernel's
+  arrival time of each packet restarts the Detection Time, and a session's
+  socket is read before its Detection Time may expire.
+
+Nothing here polls.
 """
 
 from __future__ import annotations
@@ -151,11 +160,11 @@ class Daemon:
         self._port = port
         self._multihop_port = multihop_port
         self.ttl_check = ttl_check
+        """RFC 5881 §5 / RFC 5883 §5: drop packets below the session's minimum TTL."""
         self.align_tx = align_tx
-        """Periodic transmissions on the shared time grid (see the module docstring)."""
+        """Periodic transmissions on shared instants (see the module docstring)."""
         self.rx_holdoff_us = rx_holdoff_us
         """Receive coalescing: see RX_HOLDOFF_MAX_US (None: automatic, 0: off)."""
-        """RFC 5881 §5 / RFC 5883 §5: drop packets below the session's minimum TTL."""
         self.unsolicited = unsolicited
         self.unsolicited_refused: dict[str, int] = {}
         """Unsolicited sessions not created, by reason (prefix, limit, rate, ...)."""
@@ -896,8 +905,8 @@ class Daemon:
             self._in_wakeup = False
         self._schedule_wakeup()
 
-    def _serve_due(self, now: int) -> int:
-        """Run the timers of every session due by ``now``; the time it is after.
+    def _serve_due(self, now: int) -> None:
+        """Run the timers of every session due by ``now``.
 
         Expiring Detection Times go first.  A burst of transmissions takes a
         while, so every BURST_SLICE sessions the clock is read again and what
@@ -952,7 +961,6 @@ class Daemon:
                     self._take_due(limit, due)
                     due.extend(work)
                     work = due
-        return now
 
     def _take_due(self, limit: int, work: deque[tuple[int, Peer]]) -> None:
         """Move every (deadline, peer) due by ``limit`` from the schedule to
@@ -1045,7 +1053,7 @@ class Daemon:
         if peer.expiry is not None:
             peer.expiry.cancel()
             peer.expiry = None
-        peer.timer_at = None  # its heap entries are stale now
+        peer.timer_at = None  # its schedule entries are stale now
         if not keep_tx:
             peer.sock.close()
         self.table.remove(peer.spec.key)
