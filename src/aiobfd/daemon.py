@@ -816,19 +816,30 @@ class Daemon:
         for data in datagrams:
             try:
                 if peer.connected:
-                    sock.send(data)
+                    try:
+                        sock.send(data)
+                    except ConnectionRefusedError as exc:
+                        # An ICMP port unreachable came back for an earlier
+                        # packet (nothing listens on the peer's 3784); the
+                        # connected socket reports it on this send instead
+                        # of sending: count it, and send this one after all.
+                        self._count_send_error(peer, exc)
+                        sock.send(data)
                 else:
                     sock.sendto(data, peer.dest)
             except OSError as exc:
-                name = errno.errorcode.get(exc.errno or 0, "EIO")
-                peer.send_errors[name] = peer.send_errors.get(name, 0) + 1
-                if peer.send_errors[name] in (1, 10, 100, 1000) or log.isEnabledFor(logging.DEBUG):
-                    log.warning(
-                        "cannot send to %s: %s (%d times)",
-                        peer.spec.display_remote(),
-                        exc.strerror,
-                        peer.send_errors[name],
-                    )
+                self._count_send_error(peer, exc)
+
+    def _count_send_error(self, peer: Peer, exc: OSError) -> None:
+        name = errno.errorcode.get(exc.errno or 0, "EIO")
+        peer.send_errors[name] = peer.send_errors.get(name, 0) + 1
+        if peer.send_errors[name] in (1, 10, 100, 1000) or log.isEnabledFor(logging.DEBUG):
+            log.warning(
+                "cannot send to %s: %s (%d times)",
+                peer.spec.display_remote(),
+                exc.strerror,
+                peer.send_errors[name],
+            )
 
     def _arm(self, peer: Peer) -> None:
         deadline = peer.session.get_timer()

@@ -22,4 +22,6 @@ def test_unreachable_peer_counts_send_errors(lab: Lab) -> None:
     assert info["state"] == "down"
     time.sleep(0.5)
     assert ours.proc is not None and ours.proc.poll() is None  # still running
-    assert ours.session(lab.peer.ipv4)["counters"]["send_errors"] == {}
+    # The reachable peer runs no BFD: its host answers port unreachable, which
+    # is counted as ECONNREFUSED, and nothing else.
+    assert set(ours.session(lab.peer.ipv4)["counters"]["send_errors"]) <= {"ECONNREFUSED"}
