@@ -226,3 +226,31 @@ async def test_without_receive_holdoff_every_packet_is_read_at_once() -> None:
     finally:
         a.close()
         b.close()
+
+
+async def test_a_refused_send_is_counted_and_the_packet_still_sent() -> None:
+    # Transmit sockets are connected: an ICMP port unreachable for one packet is
+    # reported by the next send, which must not lose that next packet.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.9", 0))
+        port = probe.getsockname()[1]
+    daemon = Daemon([spec("127.0.0.1", "127.0.0.9")], port=port)
+    await daemon.start()
+    try:
+        (peer,) = daemon.peers.values()
+        assert peer.connected
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nobody:
+            nobody.bind(("127.0.0.9", port))
+        daemon._send(peer, [b"unheard"])  # nothing listens: port unreachable
+        await asyncio.sleep(0.05)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+            listener.bind(("127.0.0.9", port))
+            listener.settimeout(1)
+            daemon._send(peer, [b"heard"])
+            while (data := listener.recv(512)) != b"heard":
+                assert len(data) >= 24  # only the session's own packets besides
+        # (The session's own first packet, sent before anyone listened, was
+        # refused too.)
+        assert set(peer.send_errors) == {"ECONNREFUSED"}
+    finally:
+        daemon.close()
