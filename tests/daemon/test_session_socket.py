@@ -37,6 +37,10 @@ def test_a_packet_read_late_reports_when_it_arrived(family: int, local: str, rem
         probe.close()
         rx = open_session_socket(family, local, 0, sockaddr(family, remote, port), listen)
         with rx:
+            # The first socket asking for timestamps makes the kernel stamp
+            # packets as they arrive, after a moment (a deferred static key);
+            # until then a packet is stamped when it is read.
+            time.sleep(0.2)
             sent_ns = time.time_ns()
             peer.sendto(b"x" * 24, sockaddr(family, local, listen))
             time.sleep(0.05)  # the daemon reads it at its next wake-up
