@@ -33,7 +33,7 @@ from .config import (
     resolve_peers,
 )
 from .configfile import AUTH_TYPES, FileConfig, find_default_config, load_config
-from .constants import MAX_DETECT_MULT, MAX_INTERVAL_US, US_PER_MS
+from .constants import MAX_DETECT_MULT, MAX_INTERVAL_US, MAX_RECEIVE_HOLDOFF_MS, US_PER_MS
 from .logs import LEVELS, setup_logging
 from .session import SessionConfig
 
@@ -64,8 +64,6 @@ def _number(low: int, high: int, unit: str = "") -> Any:
 
 
 _interval = _number(1, MAX_INTERVAL_MS, " of milliseconds")
-#: The receive hold-off an operator may set (``--receive-holdoff``, milliseconds).
-MAX_RECEIVE_HOLDOFF_MS = 1000
 _multiplier = _number(1, MAX_DETECT_MULT)
 
 
@@ -281,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="MS",
         help="longest a packet of an established session may wait for the daemon's next "
-        "wake-up (default: the shortest receive interval, at most 1000; 0: read at once)",
+        f"wake-up (default: the shortest receive interval, at most {MAX_RECEIVE_HOLDOFF_MS}; "
+        "0: read at once)",
     )
     ops.add_argument(
         "--check-config",

@@ -26,7 +26,7 @@ from .config import (
     resolve,
     resolve_peer,
 )
-from .constants import MAX_DETECT_MULT, MAX_INTERVAL_US, US_PER_MS
+from .constants import MAX_DETECT_MULT, MAX_INTERVAL_US, MAX_RECEIVE_HOLDOFF_MS, US_PER_MS
 from .packet import AuthType
 from .session import SessionConfig
 
@@ -284,8 +284,14 @@ def _check_daemon(where: _Where, daemon: dict[str, Any]) -> None:
         raise where.error("daemon.ttl_check", "must be true or false")
     if "receive_holdoff_ms" in daemon:
         holdoff = daemon["receive_holdoff_ms"]
-        if not isinstance(holdoff, int) or isinstance(holdoff, bool) or not 0 <= holdoff <= 1000:
-            raise where.error("daemon.receive_holdoff_ms", "must be a whole number 0-1000")
+        if (
+            not isinstance(holdoff, int)
+            or isinstance(holdoff, bool)
+            or not 0 <= holdoff <= MAX_RECEIVE_HOLDOFF_MS
+        ):
+            raise where.error(
+                "daemon.receive_holdoff_ms", f"must be a whole number 0-{MAX_RECEIVE_HOLDOFF_MS}"
+            )
 
 
 def _dampening(where: _Where, raw: Any) -> dict[str, Any] | None:

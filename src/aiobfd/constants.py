@@ -44,3 +44,6 @@ MAX_DISCRIMINATOR: Final = 0xFFFF_FFFF
 #: Microseconds per second and per millisecond, for conversions at the edges.
 US_PER_SECOND: Final = 1_000_000
 US_PER_MS: Final = 1_000
+
+#: The longest receive hold-off an operator may set (``--receive-holdoff``), ms.
+MAX_RECEIVE_HOLDOFF_MS: Final = 1_000

@@ -34,7 +34,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import PeerSpec, UnsolicitedConfig, check_local_address, resolve
-from .constants import MULTIHOP_PORT, SINGLE_HOP_PORT, TTL_SINGLE_HOP, US_PER_SECOND
+from .constants import (
+    MAX_RECEIVE_HOLDOFF_MS,
+    MULTIHOP_PORT,
+    SINGLE_HOP_PORT,
+    TTL_SINGLE_HOP,
+    US_PER_SECOND,
+)
 from .errors import DropReason, PacketError
 from .events import Event, PollSequenceCompleted, SessionRemoved, StateChanged
 from .io.sockets import (
@@ -70,7 +76,7 @@ DETECT_SLEEP_GAP_US = 10_000
 #: unread for the daemon's next wake-up if that comes within the shortest
 #: Required Min RX of the sessions (the peers' packet interval), and never
 #: longer than this.  Its arrival time still restarts the Detection Time.
-RX_HOLDOFF_MAX_US = 1_000_000
+RX_HOLDOFF_MAX_US = MAX_RECEIVE_HOLDOFF_MS * 1000
 #: A peer's dedicated socket follows a new source port at most this often.
 RECONNECT_INTERVAL_US = US_PER_SECOND
 #: Sessions served in a burst between two looks at the clock for deadlines
