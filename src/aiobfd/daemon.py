@@ -959,15 +959,7 @@ class Daemon:
                 tx_lateness.record(at - deadline)
             elif deadline == session.detect_deadline_us:
                 detect_lateness.record(at - deadline)
-            session.handle_timer(at)
-            datagrams = session.datagrams_to_send()
-            if datagrams:
-                self._send(peer, datagrams)
-            event = session.next_event()
-            while event is not None:
-                self._report(peer, event)
-                event = session.next_event()
-            self._arm(peer)
+            self._flush(peer, at)  # runs the timer that is due, sends, re-arms
             served += 1
             if served % BURST_SLICE == 0 and work:
                 now = self._clock()
