@@ -129,6 +129,8 @@ async def test_exposition_of_an_up_session(served: tuple[Daemon, Daemon, Metrics
     assert 0 < gap < 0.15
     assert value("aiobfd_session_max_rx_gap_ratio") == pytest.approx(gap / 0.15)
     assert got[("aiobfd_receive_errors_total", ())] == 0
+    assert got[("aiobfd_wakeups_total", (("cause", "timer"),))] > 0
+    assert ("aiobfd_wakeups_total", (("cause", "receive"),)) in got
     for hist in ("aiobfd_transmit_lateness_seconds", "aiobfd_detection_lateness_seconds"):
         buckets = sorted(
             (float(dict(k[1])["le"]), v) for k, v in got.items() if k[0] == f"{hist}_bucket"

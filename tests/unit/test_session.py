@@ -18,6 +18,8 @@ from aiobfd.packet import (
     ControlPacket,
     Diag,
     State,
+    decode,
+    encode,
 )
 from aiobfd.session import Session, SessionConfig
 from aiobfd.timers import tx_grid
@@ -881,3 +883,38 @@ def test_tx_and_rx_changed_together_make_one_poll() -> None:
     assert s.counters.poll_sequences == 2
     assert s.transmit_interval_us == 600 * MS
     assert s.detection_time_us == 3 * 300 * MS  # remote tx 300 > our new rx 200
+
+
+# ------------------------------------------------------------------ repeated packets
+
+
+def test_a_repeated_packet_only_restarts_detection() -> None:
+    s = up_session(SessionConfig(50 * MS, 50 * MS, 3), remote_tx=50 * MS, remote_rx=50 * MS)
+    raw = encode(pkt(State.UP, tx=50 * MS, rx=50 * MS))
+    s.receive(decode(raw), SECOND, raw)
+    drain(s)
+    before = (s.counters.packets_in, s.state, s.get_timer())
+    assert s.receive_repeat(raw, SECOND + 40 * MS)
+    assert s.counters.packets_in == before[0] + 1
+    assert s.last_rx_us == SECOND + 40 * MS
+    assert s.detect_deadline_us == SECOND + 40 * MS + 150 * MS
+    assert s.state is before[1] and drain(s) == [] and events(s) == []
+    # Other bytes go the full way.
+    assert not s.receive_repeat(encode(pkt(State.UP, tx=60 * MS, rx=50 * MS)), SECOND + 50 * MS)
+
+
+def test_a_repeated_packet_goes_the_full_way_once_something_changed() -> None:
+    s = up_session(SessionConfig(50 * MS, 50 * MS, 3), remote_tx=50 * MS, remote_rx=50 * MS)
+    raw = encode(pkt(State.UP, tx=50 * MS, rx=50 * MS))
+    s.receive(decode(raw), SECOND, raw)
+    s.set_timers(SECOND, required_min_rx_us=100 * MS)  # a Poll Sequence starts
+    assert s.poll_active
+    assert not s.receive_repeat(raw, SECOND + 10 * MS)
+    s.receive(decode(raw), SECOND + 20 * MS, raw)
+    s.disable(SECOND + 30 * MS)  # the state changes
+    assert not s.receive_repeat(raw, SECOND + 40 * MS)
+    # A packet with Poll or Final, or a session with authentication, is never repeated.
+    polled = encode(pkt(State.UP, flags=FLAG_POLL, tx=50 * MS, rx=50 * MS))
+    t = up_session(SessionConfig(50 * MS, 50 * MS, 3), remote_tx=50 * MS, remote_rx=50 * MS)
+    t.receive(decode(polled), SECOND, polled)
+    assert not t.receive_repeat(polled, SECOND + 10 * MS)
