@@ -818,23 +818,25 @@ class Daemon:
         self._arm(peer)
 
     def _send(self, peer: Peer, datagrams: list[bytes]) -> None:
-        sock = peer.sock
         for data in datagrams:
-            try:
-                if peer.connected:
-                    try:
-                        sock.send(data)
-                    except ConnectionRefusedError as exc:
-                        # An ICMP port unreachable came back for an earlier
-                        # packet (nothing listens on the peer's 3784); the
-                        # connected socket reports it on this send instead
-                        # of sending: count it, and send this one after all.
-                        self._count_send_error(peer, exc)
-                        sock.send(data)
-                else:
-                    sock.sendto(data, peer.dest)
-            except OSError as exc:
-                self._count_send_error(peer, exc)
+            self._send_one(peer, data)
+
+    def _send_one(self, peer: Peer, data: bytes) -> None:
+        try:
+            if peer.connected:
+                try:
+                    peer.sock.send(data)
+                except ConnectionRefusedError as exc:
+                    # An ICMP port unreachable came back for an earlier
+                    # packet (nothing listens on the peer's 3784); the
+                    # connected socket reports it on this send instead
+                    # of sending: count it, and send this one after all.
+                    self._count_send_error(peer, exc)
+                    peer.sock.send(data)
+            else:
+                peer.sock.sendto(data, peer.dest)
+        except OSError as exc:
+            self._count_send_error(peer, exc)
 
     def _count_send_error(self, peer: Peer, exc: OSError) -> None:
         name = errno.errorcode.get(exc.errno or 0, "EIO")
@@ -935,6 +937,7 @@ class Daemon:
         limit = now + EARLY_WAKEUP_US
         tx_lateness = self.timing.tx_lateness
         detect_lateness = self.timing.detect_lateness
+        schedule = self._schedule
         work: deque[tuple[int, Peer]] = deque()
         self._take_due(limit, work)
         served = 0
@@ -943,6 +946,7 @@ class Daemon:
             if peer.timer_at != deadline:
                 continue
             session = peer.session
+            at = now if now > deadline else deadline
             if deadline == session.detect_deadline_us:
                 # A Detection Time must not expire while the packet that
                 # restarts it waits in the session's socket: read that first.
@@ -953,17 +957,27 @@ class Daemon:
                         break
                 if peer.timer_at != deadline:
                     continue  # a packet restarted it
-            peer.timer_at = None
-            at = now if now > deadline else deadline
-            if deadline == session.next_tx_us:
-                tx_lateness.record(at - deadline)
-            elif deadline == session.detect_deadline_us:
                 detect_lateness.record(at - deadline)
-            self._flush(peer, at)  # runs the timer that is due, sends, re-arms
+                data = None
+            elif deadline == session.next_tx_us:
+                tx_lateness.record(at - deadline)
+                data = session.periodic_packet(at)
+            else:
+                data = None
+            if data is not None:
+                # The steady state: the same packet again, straight out.
+                self._send_one(peer, data)
+                next_at = session.get_timer()
+                peer.timer_at = next_at
+                if next_at is not None:
+                    schedule.add(next_at, peer)
+            else:
+                peer.timer_at = None
+                self._flush(peer, at)  # runs the timer that is due, sends, re-arms
             served += 1
             if served % BURST_SLICE == 0 and work:
                 now = self._clock()
-                earliest = self._schedule.earliest()
+                earliest = schedule.earliest()
                 if earliest is not None and earliest <= now + EARLY_WAKEUP_US:
                     limit = now + EARLY_WAKEUP_US
                     due: deque[tuple[int, Peer]] = deque()

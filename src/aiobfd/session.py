@@ -120,10 +120,8 @@ class Session:
 
     # A daemon holds thousands: no per-instance dict (smaller, faster attributes).
     __slots__ = (
-        "_detect_at_us",
         "_events",
         "_jitter_window",
-        "_next_tx_us",
         "_outbox",
         "_poll_pending",
         "_poll_sent",
@@ -143,6 +141,7 @@ class Session:
         "counters",
         "created_at_us",
         "desired_min_tx_us",
+        "detect_deadline_us",
         "detect_mult",
         "key",
         "last_rx_us",
@@ -151,6 +150,7 @@ class Session:
         "local_diag",
         "local_discr",
         "max_rx_gap_us",
+        "next_tx_us",
         "poll_active",
         "remote_demand_mode",
         "remote_desired_min_tx_us",
@@ -230,16 +230,19 @@ class Session:
         self.max_rx_gap_us = 0
         """Largest gap seen between two received packets while Up."""
         self._tx_interval_us = 0
-        self._next_tx_us: int | None = None
-        self._detect_at_us: int | None = None
+        self.next_tx_us: int | None = None
+        """When the next periodic packet is due (None: periodic TX suppressed).
+        Read-only outside this class, as is ``detect_deadline_us``."""
+        self.detect_deadline_us: int | None = None
+        """When the Detection Time expires (None: not running)."""
         self._reschedule_tx(now, immediately=True)
 
     # ------------------------------------------------------------------ outputs
 
     def get_timer(self) -> int | None:
         """The earliest deadline at which :meth:`handle_timer` must run, or None."""
-        tx = self._next_tx_us
-        detect = self._detect_at_us
+        tx = self.next_tx_us
+        detect = self.detect_deadline_us
         if tx is None:
             return detect
         if detect is None or tx < detect:
@@ -268,15 +271,6 @@ class Session:
     def transmit_interval_us(self) -> int:
         """The nominal periodic transmit interval in force (before jitter)."""
         return transmit_interval(self._tx_in_force_us, self.remote_min_rx_us)
-
-    @property
-    def next_tx_us(self) -> int | None:
-        """When the next periodic packet is due (None: periodic TX suppressed)."""
-        return self._next_tx_us
-
-    @property
-    def detect_deadline_us(self) -> int | None:
-        return self._detect_at_us
 
     # ------------------------------------------------------------------- inputs
 
@@ -317,7 +311,7 @@ class Session:
         reschedule = (
             self.remote_discr == 0
             or demand is not self.remote_demand_mode
-            or self._next_tx_us is None
+            or self.next_tx_us is None
         )
         self.remote_discr = pkt.my_discr
         self.remote_state = pkt.state
@@ -345,7 +339,7 @@ class Session:
         # Detection Time, inline: this is the per-packet path).
         rx = self._rx_in_force_us
         detect = pkt.detect_mult * (rx if rx > remote_tx else remote_tx)
-        self._detect_at_us = now + detect
+        self.detect_deadline_us = now + detect
         if transition is None and (reschedule or remote_rx_changed):
             # (A state change has already rescheduled transmission.)
             self._update_tx_schedule(now, interval_changed=remote_rx_changed)
@@ -378,7 +372,7 @@ class Session:
             or self.state is not self._rx_last_state
             or self.poll_active
             or self._rx_in_force_us != self._rx_last_rx_us
-            or self._next_tx_us is None
+            or self.next_tx_us is None
             or self.auth is not None
         ):
             return False
@@ -387,21 +381,62 @@ class Session:
         if last is not None and self.state is State.UP and now - last > self.max_rx_gap_us:
             self.max_rx_gap_us = now - last
         self.last_rx_us = now
-        self._detect_at_us = now + self._rx_last_detect_us
+        self.detect_deadline_us = now + self._rx_last_detect_us
         return True
+
+    def periodic_packet(self, now: int) -> bytes | None:
+        """The common case of :meth:`handle_timer`, for the transmit path.
+
+        When nothing is due at ``now`` but the periodic packet of an Up-and-
+        quiet session (no Poll Sequence, no authentication, no packet or
+        event waiting, the same contents as the last packet), return that
+        packet and schedule the next one, with no queue in between.  None:
+        not that case; the caller runs :meth:`handle_timer` and takes the
+        outputs as usual.
+        """
+        tx = self.next_tx_us
+        detect = self.detect_deadline_us
+        if (
+            tx is None
+            or now < tx
+            or (detect is not None and now >= detect)
+            or self.poll_active
+            or self.auth is not None
+            or self._outbox
+            or self._events
+            # §6.8.7: transmission allowed (see _periodic_tx_allowed).
+            or not self.remote_discr
+            or not self.remote_min_rx_us
+            or self.remote_demand_mode
+        ):
+            return None
+        if self._tx_key != (
+            self.state,
+            self.local_diag,
+            0,
+            self.detect_mult,
+            self.remote_discr,
+            self.desired_min_tx_us,
+            self.required_min_rx_us,
+        ):
+            return None
+        self.last_tx_us = now
+        self.counters.packets_out += 1
+        self.next_tx_us = self._next_periodic_tx(now)
+        return self._tx_bytes
 
     def handle_timer(self, now: int) -> None:
         """Run whatever deadlines have passed at ``now``."""
-        detect = self._detect_at_us
+        detect = self.detect_deadline_us
         if detect is not None and now >= detect:
             self._detection_timeout(now)
-        tx = self._next_tx_us
+        tx = self.next_tx_us
         if tx is not None and now >= tx:
             if not self._periodic_tx_allowed():
-                self._next_tx_us = None
+                self.next_tx_us = None
                 return
             self._emit(now)
-            self._next_tx_us = self._next_periodic_tx(now)
+            self.next_tx_us = self._next_periodic_tx(now)
 
     def disable(self, now: int, diag: Diag = Diag.ADMINISTRATIVELY_DOWN) -> None:
         """RFC 5880 §6.8.16: take the session administratively down."""
@@ -504,7 +539,7 @@ class Session:
         elif old is State.UP:
             self.counters.session_down += 1
         if new is State.ADMIN_DOWN:
-            self._detect_at_us = None
+            self.detect_deadline_us = None
             self.poll_active = self._poll_pending = False
         self._events.append(
             StateChanged(
@@ -544,8 +579,8 @@ class Session:
         # the Poll Sequence ends; an increase is safe at once.
         if self.state is not State.UP or value > self._rx_in_force_us:
             self._rx_in_force_us = value
-            if self._detect_at_us is not None and self.last_rx_us is not None:
-                self._detect_at_us = self.last_rx_us + self.detection_time_us
+            if self.detect_deadline_us is not None and self.last_rx_us is not None:
+                self.detect_deadline_us = self.last_rx_us + self.detection_time_us
         self._request_poll(now)
 
     def _request_poll(self, now: int) -> None:
@@ -589,7 +624,7 @@ class Session:
 
     def _detection_timeout(self, now: int) -> None:
         """RFC 5880 §6.8.4 and §6.8.1: nothing heard for a Detection Time."""
-        self._detect_at_us = None
+        self.detect_deadline_us = None
         self.counters.detection_expiries += 1
         expired_after = self.detection_time_us
         transition = fsm.on_detection_timeout(self.state)
@@ -625,28 +660,28 @@ class Session:
     def _update_tx_schedule(self, now: int, *, interval_changed: bool) -> None:
         """Re-arm periodic transmission after something it depends on changed."""
         if not self._periodic_tx_allowed():
-            self._next_tx_us = None
+            self.next_tx_us = None
             return
         interval = self.transmit_interval_us
-        pending = self._next_tx_us
+        pending = self.next_tx_us
         if pending is not None and (not interval_changed or pending <= now):
             if interval_changed:
                 self._tx_interval_us = interval
             return
         self._tx_interval_us = interval
         base = self.last_tx_us if self.last_tx_us is not None else now
-        self._next_tx_us = max(now, self._next_periodic_tx(base))
+        self.next_tx_us = max(now, self._next_periodic_tx(base))
 
     def _reschedule_tx(self, now: int, *, immediately: bool) -> None:
         self._tx_interval_us = self.transmit_interval_us
         if not self._periodic_tx_allowed():
-            self._next_tx_us = None
+            self.next_tx_us = None
             # Passive or silenced sessions still announce administrative state
             # to a remote they know (RFC 5880 §6.8.16).
             if immediately and self.remote_discr and self.state is State.ADMIN_DOWN:
                 self._emit(now)
             return
-        self._next_tx_us = now if immediately else self._next_periodic_tx(now)
+        self.next_tx_us = now if immediately else self._next_periodic_tx(now)
 
     def _next_periodic_tx(self, last_us: int) -> int:
         """§6.8.7: the jittered instant of the periodic packet after ``last_us``."""

@@ -918,3 +918,58 @@ def test_a_repeated_packet_goes_the_full_way_once_something_changed() -> None:
     t = up_session(SessionConfig(50 * MS, 50 * MS, 3), remote_tx=50 * MS, remote_rx=50 * MS)
     t.receive(decode(polled), SECOND, polled)
     assert not t.receive_repeat(polled, SECOND + 10 * MS)
+
+
+# ------------------------------------------------------------- periodic fast path
+
+
+def test_periodic_packet_is_what_the_full_path_would_send() -> None:
+    """Two twins, same seed: one through periodic_packet, one through handle_timer."""
+    config = SessionConfig(50 * MS, 50 * MS, 3)
+    fast = up_session(config, remote_tx=50 * MS, remote_rx=50 * MS, seed=5)
+    full = up_session(config, remote_tx=50 * MS, remote_rx=50 * MS, seed=5)
+    taken = 0
+    for _ in range(20):
+        assert fast.next_tx_us == full.next_tx_us
+        at = fast.next_tx_us
+        assert at is not None
+        # Keep both alive: a packet from the remote before each transmission.
+        for s in (fast, full):
+            deliver(s, pkt(State.UP, tx=50 * MS, rx=50 * MS), at - 1)
+        data = fast.periodic_packet(at)
+        full.handle_timer(at)
+        if data is None:
+            # The last packet out differed (a Final, say): encoded in full once.
+            fast.handle_timer(at)
+            (data,) = fast.datagrams_to_send()
+        else:
+            taken += 1
+        assert [data] == full.datagrams_to_send()
+        assert fast.datagrams_to_send() == [] and events(fast) == []
+        assert fast.last_tx_us == full.last_tx_us == at
+        assert fast.counters.packets_out == full.counters.packets_out
+    assert taken >= 19
+    low, high = 50 * MS * 3 // 4, 50 * MS
+    assert low <= fast.next_tx_us - fast.last_tx_us < high  # type: ignore[operator]
+
+
+def test_periodic_packet_leaves_everything_else_to_the_full_path() -> None:
+    config = SessionConfig(50 * MS, 50 * MS, 3)
+    s = up_session(config, remote_tx=50 * MS, remote_rx=50 * MS)
+    tx = s.next_tx_us
+    assert tx is not None
+    assert s.periodic_packet(tx - 1) is None  # not due yet
+    # The Detection Time is due too: the full path must run it.
+    detect = s.detect_deadline_us
+    assert detect is not None
+    assert s.periodic_packet(detect) is None
+    # A Poll Sequence carries the Poll bit: not the cached packet.
+    s.set_timers(tx, required_min_rx_us=100 * MS)
+    assert s.poll_active and s.periodic_packet(s.next_tx_us or tx) is None
+    # A session still coming up (no remote discriminator) takes the full path.
+    fresh = make_session(config, discr=LOCAL)
+    assert fresh.periodic_packet(0) is None
+    # So does a remote in Demand mode.
+    d = up_session(config, remote_tx=50 * MS, remote_rx=50 * MS)
+    deliver(d, pkt(State.UP, flags=FLAG_DEMAND, tx=50 * MS, rx=50 * MS), 1)
+    assert d.periodic_packet(10 * SECOND) is None
