@@ -38,20 +38,20 @@ from .constants import (
     MAX_RECEIVE_HOLDOFF_MS,
     MULTIHOP_PORT,
     SINGLE_HOP_PORT,
-    TTL_SINGLE_HOP,
     US_PER_SECOND,
 )
 from .errors import DropReason, PacketError
 from .events import Event, PollSequenceCompleted, SessionRemoved, StateChanged
 from .io.sockets import (
     ANCILLARY_SIZE,
-    SESSION_ANCILLARY_SIZE,
     SockAddr,
+    attach_min_ttl_filter,
+    kernel_drops,
+    last_arrival_ns,
     open_receive_socket,
     open_session_socket,
     open_transmit_socket,
     received_ttl,
-    received_ttl_and_time,
     sockaddr,
 )
 from .packet import State, decode
@@ -124,12 +124,33 @@ class Peer:
     """Receive socket connected to the peer's address and source port."""
     rx_from: Any = None
     rx_connected_at: int = 0
+    rx_accepted_read: int = 0
+    """When the last packet accepted from ``rx_sock`` was read (after it came)."""
+    rx_dropped_read: int = 0
+    """When the last packet dropped from ``rx_sock`` was read."""
+    rx_kernel_drops: int = 0
+    """Packets the kernel dropped on former ``rx_sock`` sockets (see kernel_drops)."""
     connected: bool = False
     """The transmit socket is connected to ``dest`` (send() without an address)."""
 
     @property
     def source_port(self) -> int:
         return int(self.sock.getsockname()[1])
+
+    @property
+    def kernel_drops(self) -> int:
+        """Packets for this session the kernel dropped before the daemon saw them:
+        a TTL below the minimum (the socket filter) or a full receive buffer."""
+        sock = self.rx_sock
+        return self.rx_kernel_drops + (kernel_drops(sock) if sock is not None else 0)
+
+    def drops(self) -> dict[str, int]:
+        """Packets of this session that were discarded, by reason (the kernel's too)."""
+        out = {str(k): v for k, v in list(self.session.counters.drops.items())}
+        kernel = self.kernel_drops
+        if kernel:
+            out[DropReason.KERNEL.value] = kernel
+        return out
 
 
 @dataclass(slots=True)
@@ -194,6 +215,9 @@ class Daemon:
         # A peer listed at an instant that is no longer its timer_at is stale
         # and skipped.
         self._schedule: Schedule[Peer] = Schedule()
+        self._detect_instants: set[int] = set()
+        """Instants of the schedule at which a Detection Time was armed (some
+        may be stale); most instants are transmissions only."""
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: int | None = None
         self._in_wakeup = False
@@ -324,6 +348,7 @@ class Daemon:
             self._wakeup = None
             self._wakeup_at = None
         self._schedule.clear()
+        self._detect_instants.clear()
         for receiver in self._receivers.values():
             self._unwatch(receiver)
         self._receivers.clear()
@@ -439,6 +464,9 @@ class Daemon:
                 required_min_rx_us=new.required_min_rx_us,
                 detect_mult=new.detect_mult,
             )
+        if peer.rx_sock is not None and self.ttl_check:
+            # The minimum TTL follows authentication and min_ttl (RFC 5881 §5).
+            attach_min_ttl_filter(peer.rx_sock, session.min_rx_ttl)
         if spec.shutdown and session.state is not State.ADMIN_DOWN:
             session.disable(now)
         elif not spec.shutdown and session.state is State.ADMIN_DOWN:
@@ -596,18 +624,18 @@ class Daemon:
     def _drain_sessions(self) -> None:
         """Read what waits on the established sessions' sockets (epoll_wait).
 
-        Each packet is processed at the time the kernel received it, so a
-        packet read late by receive coalescing restarts the Detection Time
-        from its arrival, as if it had been read at once.
+        Each packet arrived after the previous drain began (the ``floor``) and
+        restarts the Detection Time from then: a little early, never late.
+        The exact arrival is asked of the kernel only when it matters, before
+        a Detection Time expires (:meth:`_restamp`), so a packet read late by
+        receive coalescing counts from its arrival, as if it had been read at
+        once.
         """
         poll = self._session_poll
         if poll is None or not self._session_fds:
             return
         fds = self._session_fds
-        # The two clocks read together: a packet's age by the wall clock is
-        # taken off the monotonic time.
         now = self._clock()
-        realtime = time.time_ns()
         floor = self._drained_at
         self._drained_at = now
         read = self._read_session_packet
@@ -621,45 +649,73 @@ class Daemon:
             for fd, _mask in ready:
                 peer = fds.get(fd)
                 if peer is not None:
-                    read(peer, now, realtime, floor)
+                    read(peer, floor, now)
 
-    def _read_session_packet(self, peer: Peer, now: int, realtime: int, floor: int) -> bool:
+    def _read_session_packet(self, peer: Peer, floor: int, now: int) -> bool:
         """Read and process one packet from ``peer``'s own socket; False: none there.
 
-        It is processed at its arrival: ``now`` less its age by the wall clock
-        (``realtime``, read at ``now``), kept within [``floor``, ``now``].
+        It arrived between ``floor`` and ``now``.  Its TTL was checked by the
+        kernel (attach_min_ttl_filter).
         """
         sock = peer.rx_sock
         if sock is None:
             return False
         try:
-            data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, SESSION_ANCILLARY_SIZE)
+            data = sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
             self.receive_errors += 1
             log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
             return False
-        ttl, arrived_ns = received_ttl_and_time(ancdata)
-        at = now
-        if arrived_ns:
-            age_us = (realtime - arrived_ns) // 1000
-            if age_us > 0:
-                at = now - age_us
-                if at < floor:
-                    at = floor
         session = peer.session
-        if (
-            ttl == TTL_SINGLE_HOP or ttl is None or not self.ttl_check or ttl >= session.min_rx_ttl
-        ) and session.receive_repeat(data, at):
-            # The common case: the peer said exactly what it said last time.
-            if session.get_timer() != peer.timer_at:
+        if session.receive_repeat(data, floor):
+            # The common case: the peer said exactly what it said last time;
+            # the next transmission is due before the new Detection Time.
+            peer.rx_accepted_read = now
+            tx = session.next_tx_us
+            detect = session.detect_deadline_us
+            if tx is None or detect is None or tx != peer.timer_at or detect <= tx:
                 self._arm(peer)
             return True
+        # Anything else goes the full way, at its exact arrival.
+        realtime = time.time_ns()
+        read_at = self._clock()
+        arrived_ns = last_arrival_ns(sock)
+        at = read_at
+        if arrived_ns:
+            at = max(floor, min(read_at, read_at - (realtime - arrived_ns) // 1000))
+        accepted = session.counters.packets_in
         spec = peer.spec
         self.datagram_received(
-            data, addr, spec.local, ttl, at, via_session=True, multihop=spec.multihop
+            data, peer.rx_from, spec.local, None, at, via_session=True, multihop=spec.multihop
         )
+        if session.counters.packets_in != accepted:
+            peer.rx_accepted_read = read_at
+        else:
+            peer.rx_dropped_read = read_at
+        return True
+
+    def _restamp(self, peer: Peer) -> bool:
+        """Move the Detection Time of ``peer`` to the exact arrival of its last
+        packet, if that came later than the drain it was read in began; True
+        if the deadline moved.
+
+        When the last packet read was dropped, the last accepted one arrived
+        before it was read: that bound is taken (a Down then comes late by
+        the time it waited, never early).
+        """
+        sock = peer.rx_sock
+        if sock is None or not peer.rx_accepted_read:
+            return False
+        at = peer.rx_accepted_read
+        if peer.rx_dropped_read < peer.rx_accepted_read:
+            arrived_ns = last_arrival_ns(sock)
+            if arrived_ns:
+                at = min(at, self._clock() - (time.time_ns() - arrived_ns) // 1000)
+        if not peer.session.arrived_later(at):
+            return False
+        self._arm(peer)
         return True
 
     def _rx_holdoff(self) -> int:
@@ -704,12 +760,14 @@ class Daemon:
                 spec.scope,
                 sockaddr(spec.family, spec.remote, addr[1], spec.scope),
                 self.port_of(spec),
+                peer.session.min_rx_ttl if self.ttl_check else None,
             )
         except OSError as exc:
             log.debug("no dedicated socket for %s: %s", spec.display_remote(), exc)
             return
         peer.rx_sock = sock
         peer.rx_from = addr
+        peer.rx_accepted_read = peer.rx_dropped_read = 0
         assert self._session_poll is not None
         self._session_fds[sock.fileno()] = peer
         self._session_poll.register(sock.fileno(), select.EPOLLIN)
@@ -724,6 +782,7 @@ class Daemon:
         poll = self._session_poll
         if self._session_fds.pop(fd, None) is not None and poll is not None and not poll.closed:
             poll.unregister(fd)
+        peer.rx_kernel_drops += kernel_drops(sock)
         sock.close()
         peer.rx_sock = None
         peer.rx_from = None
@@ -850,13 +909,17 @@ class Daemon:
             )
 
     def _arm(self, peer: Peer) -> None:
-        deadline = peer.session.get_timer()
+        session = peer.session
+        deadline = session.get_timer()
         if deadline == peer.timer_at:
             return
         peer.timer_at = deadline
+        if deadline is None:
+            return
+        if deadline == session.detect_deadline_us:
+            self._detect_instants.add(deadline)
         if (
-            deadline is not None
-            and self._schedule.add(deadline, peer)
+            self._schedule.add(deadline, peer)
             and not self._in_wakeup
             and (self._wakeup_at is None or deadline < self._wakeup_at)
         ):
@@ -868,9 +931,11 @@ class Daemon:
         at = schedule.earliest()
         while at is not None and not any(p.timer_at == at for p in schedule.items_at(at)):
             schedule.pop_earliest()  # stale: those peers' deadlines moved or they are gone
+            self._detect_instants.discard(at)
             at = schedule.earliest()
         if len(schedule) > 2 * len(self.peers) + 1024:
             schedule.compact(lambda instant, peer: peer.timer_at == instant)
+            self._detect_instants = {i for i in self._detect_instants if schedule.items_at(i)}
         if at != self._wakeup_at:
             if self._wakeup is not None:
                 self._wakeup.cancel()
@@ -891,7 +956,7 @@ class Daemon:
 
     def _detection_at(self, instant: int) -> bool:
         """Whether a Detection Time expires at ``instant`` (not just a transmission)."""
-        return any(
+        return instant in self._detect_instants and any(
             p.timer_at == instant and p.session.detect_deadline_us == instant
             for p in self._schedule.items_at(instant)
         )
@@ -949,13 +1014,13 @@ class Daemon:
             at = now if now > deadline else deadline
             if deadline == session.detect_deadline_us:
                 # A Detection Time must not expire while the packet that
-                # restarts it waits in the session's socket: read that first.
+                # restarts it waits in the session's socket: read that first;
+                # and the last packet read may have come later than counted.
                 read_at = self._clock()
-                realtime = time.time_ns()
                 for _ in range(DRAIN_ROUNDS):
-                    if not self._read_session_packet(peer, read_at, realtime, self._drained_at):
+                    if not self._read_session_packet(peer, self._drained_at, read_at):
                         break
-                if peer.timer_at != deadline:
+                if peer.timer_at != deadline or self._restamp(peer):
                     continue  # a packet restarted it
                 detect_lateness.record(at - deadline)
                 data = None
@@ -967,7 +1032,11 @@ class Daemon:
             if data is not None:
                 # The steady state: the same packet again, straight out.
                 self._send_one(peer, data)
-                next_at = session.get_timer()
+                next_at = session.next_tx_us
+                detect_at = session.detect_deadline_us
+                if detect_at is not None and (next_at is None or detect_at <= next_at):
+                    next_at = detect_at
+                    self._detect_instants.add(detect_at)
                 peer.timer_at = next_at
                 if next_at is not None:
                     schedule.add(next_at, peer)
@@ -989,14 +1058,19 @@ class Daemon:
         """Move every (deadline, peer) due by ``limit`` from the schedule to
         ``work``: expiring Detection Times first, then the rest in time order."""
         schedule = self._schedule
+        detect_instants = self._detect_instants
         later: list[tuple[int, Peer]] = []
         while (deadline := schedule.earliest()) is not None and deadline <= limit:
             _, peers = schedule.pop_earliest()
-            for peer in peers:
-                if deadline == peer.session.detect_deadline_us:
-                    work.append((deadline, peer))  # Detection Times first
-                else:
-                    later.append((deadline, peer))
+            if deadline in detect_instants:
+                detect_instants.discard(deadline)
+                for peer in peers:
+                    if deadline == peer.session.detect_deadline_us:
+                        work.append((deadline, peer))  # Detection Times first
+                    else:
+                        later.append((deadline, peer))
+            else:
+                later.extend([(deadline, peer) for peer in peers])
         work.extend(later)
 
     # --------------------------------------------------------------- events

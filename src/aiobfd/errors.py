@@ -43,6 +43,10 @@ class DropReason(StrEnum):
     """Received TTL / Hop Limit is not 255 (RFC 5881 §5)."""
     SESSION_ADMIN_DOWN = "session_admin_down"
     """RFC 5880 §6.8.6: packets for a session in AdminDown are discarded."""
+    KERNEL = "kernel"
+    """Dropped by the kernel on an established session's own socket: a TTL
+    below the minimum (RFC 5881 §5, checked there by a socket filter) or a
+    full receive buffer."""
 
 
 class PacketError(ValueError):

@@ -223,7 +223,7 @@ _SIMPLE: list[tuple[str, str, str, Callable[[Peer], float | None]]] = [
 
 
 def _drops(p: Peer) -> list[tuple[str, int]]:
-    return [(str(k), v) for k, v in list(p.session.counters.drops.items())]
+    return list(p.drops().items())
 
 
 def _send_errors(p: Peer) -> list[tuple[str, int]]:

@@ -384,6 +384,19 @@ class Session:
         self.detect_deadline_us = now + self._rx_last_detect_us
         return True
 
+    def arrived_later(self, at: int) -> bool:
+        """The last packet taken came at ``at``, later than the time it was
+        given with (a lower bound: the owner read it late and learnt its
+        arrival later): move the Detection Time on by the difference.
+        False if ``at`` is not later; nothing changes then."""
+        last = self.last_rx_us
+        detect = self.detect_deadline_us
+        if last is None or detect is None or at <= last:
+            return False
+        self.detect_deadline_us = detect + (at - last)
+        self.last_rx_us = at
+        return True
+
     def periodic_packet(self, now: int) -> bytes | None:
         """The common case of :meth:`handle_timer`, for the transmit path.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .daemon import Peer
+from .errors import DropReason
 from .packet import State
 
 
@@ -24,6 +25,7 @@ def session_info(peer: Peer, now: int) -> dict[str, Any]:
     """Everything an operator asks about one session."""
     s = peer.session
     c = s.counters
+    drops = peer.drops()
     spec = peer.spec
     return {
         "remote": spec.remote,
@@ -69,13 +71,13 @@ def session_info(peer: Peer, now: int) -> dict[str, Any]:
         "counters": {
             "packets_in": c.packets_in,
             "packets_out": c.packets_out,
-            "packets_dropped": c.packets_dropped,
+            "packets_dropped": c.packets_dropped + drops.get(DropReason.KERNEL.value, 0),
             "session_up": c.session_up,
             "session_down": c.session_down,
             "poll_sequences": c.poll_sequences,
             "finals_sent": c.finals_sent,
             "detection_expiries": c.detection_expiries,
-            "drops": {str(k): v for k, v in c.drops.items()},
+            "drops": drops,
             "send_errors": dict(peer.send_errors),
         },
     }

@@ -102,6 +102,35 @@ async def test_silent_peer_is_detected_on_time(pair) -> None:
     assert 0 <= lateness <= 10 * MS, lateness
 
 
+async def test_detection_counts_from_the_arrival_of_the_last_packet(pair) -> None:
+    """Packets wait for the next wake-up (receive coalescing) and are first counted
+    from when the drain before began; Down still comes one Detection Time after
+    the last packet really arrived, not before (nor after)."""
+    _a, b, ra, _ = pair
+    await ra.wait_for(entered(State.UP))
+    await asyncio.sleep(0.5)
+    (silent,) = b.peers.values()
+    # Silence b right after it sends: its packet is then the last one.
+    sent = asyncio.get_running_loop().create_future()
+    last_tx = silent.session.last_tx_us
+
+    def watch() -> None:
+        if silent.session.last_tx_us != last_tx:
+            sent.set_result(silent.session.last_tx_us)
+        else:
+            asyncio.get_running_loop().call_later(0.0005, watch)
+
+    watch()
+    sent_at = await asyncio.wait_for(sent, 1)
+    b.close()
+    ev = await ra.wait_for(entered(State.DOWN), timeout=2)
+    assert ev.diag is Diag.CONTROL_DETECTION_TIME_EXPIRED and ev.last_rx_us is not None
+    # Over loopback a packet arrives within a millisecond of being sent.
+    assert 0 <= ev.last_rx_us - sent_at < 1 * MS
+    lateness = ev.at_us - sent_at - ev.detection_time_us
+    assert 0 <= lateness <= 10 * MS, lateness
+
+
 async def test_graceful_shutdown_sends_admin_down(pair) -> None:
     _a, b, ra, _ = pair
     await ra.wait_for(entered(State.UP))

@@ -973,3 +973,16 @@ def test_periodic_packet_leaves_everything_else_to_the_full_path() -> None:
     d = up_session(config, remote_tx=50 * MS, remote_rx=50 * MS)
     deliver(d, pkt(State.UP, flags=FLAG_DEMAND, tx=50 * MS, rx=50 * MS), 1)
     assert d.periodic_packet(10 * SECOND) is None
+
+
+def test_a_later_arrival_moves_the_detection_time_on() -> None:
+    s = up_session(SessionConfig(50 * MS, 50 * MS, 3), remote_tx=50 * MS, remote_rx=50 * MS)
+    raw = encode(pkt(State.UP, tx=50 * MS, rx=50 * MS))
+    s.receive(decode(raw), SECOND, raw)
+    assert s.detect_deadline_us == SECOND + 150 * MS
+    # Read late, first counted from a lower bound: the exact arrival comes later.
+    assert s.arrived_later(SECOND + 7 * MS)
+    assert (s.last_rx_us, s.detect_deadline_us) == (SECOND + 7 * MS, SECOND + 157 * MS)
+    # Never backwards.
+    assert not s.arrived_later(SECOND)
+    assert s.detect_deadline_us == SECOND + 157 * MS

@@ -2,8 +2,11 @@
 
 * One receive socket per local address on UDP 3784 that reports each packet's
   received TTL / Hop Limit (``IP_RECVTTL``, ``IPV6_RECVHOPLIMIT``).
-* One receive socket per established session, connected to the peer, that
-  also reports when each packet arrived (``SO_TIMESTAMPNS``).
+* One receive socket per established session, connected to the peer.  Its
+  packets are read bare (no address, no ancillary data: the cheapest read
+  there is); the kernel checks their TTL with a socket filter instead
+  (:func:`attach_min_ttl_filter`) and keeps the arrival time of the last one
+  read (:func:`last_arrival_ns`).
 * One transmit socket per session, bound to the local address and to a source
   port of 49152-65535 that no other socket holds (RFC 5881 §4), sending with
   TTL / Hop Limit 255 (RFC 5881 §5).
@@ -11,7 +14,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import fcntl
 import socket
 import struct
 import sys
@@ -26,14 +31,23 @@ IPV6_RECVHOPLIMIT: Final = getattr(socket, "IPV6_RECVHOPLIMIT", 51)
 IPV6_HOPLIMIT: Final = getattr(socket, "IPV6_HOPLIMIT", 52)
 #: DSCP CS6 (network control), as FRR and BIRD mark BFD.
 TOS_NETWORK_CONTROL: Final = 0xC0
-#: Linux values (asm-generic/socket.h); Python does not export them.
-SO_TIMESTAMPNS: Final = 35
-SCM_TIMESTAMPNS: Final = SO_TIMESTAMPNS
 #: Room for the ancillary data of recvmsg (one int, with headers).
 ANCILLARY_SIZE: Final = socket.CMSG_SPACE(4)
-#: Room for a TTL and an arrival time (struct timespec).
-SESSION_ANCILLARY_SIZE: Final = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(16)
 _TIMESPEC = struct.Struct("@qq")
+#: ioctl: the arrival time of the last packet read from a socket (Linux).
+SIOCGSTAMPNS: Final = 0x8907
+#: Linux values: attach a classic BPF socket filter; a socket's memory
+#: counters, the ninth of which (SK_MEMINFO_DROPS) counts packets it dropped.
+SO_ATTACH_FILTER: Final = 26
+SO_MEMINFO: Final = 55
+_SK_MEMINFO_VARS = 9
+_SK_MEMINFO_DROPS = 8
+#: Classic BPF: loads relative to the network header (linux/filter.h).
+_SKF_NET_OFF = -0x100000
+_BPF_LD_B_ABS = 0x30
+_BPF_JGE_K = 0x35
+_BPF_RET_K = 0x06
+_BPF_INSN = struct.Struct("@HBBI")
 
 SockAddr = tuple[str, int] | tuple[str, int, int, int]
 
@@ -65,19 +79,27 @@ def open_receive_socket(
 
 
 def open_session_socket(
-    family: int, local: str, scope: int, remote: SockAddr, port: int = SINGLE_HOP_PORT
+    family: int,
+    local: str,
+    scope: int,
+    remote: SockAddr,
+    port: int = SINGLE_HOP_PORT,
+    min_ttl: int | None = None,
 ) -> socket.socket:
     """A receive socket on ``local``:3784 connected to one peer's address and port.
 
     The kernel prefers a connected socket to the shared one, so an established
     session's packets queue apart from everything else that arrives on 3784:
-    a flood of strangers fills the shared socket, not this one.
+    a flood of strangers fills the shared socket, not this one.  Packets with
+    a TTL / Hop Limit below ``min_ttl`` never reach it (counted in
+    :func:`kernel_drops`); the arrival of the last packet read is kept.
     """
-    sock = _bound_receiver(family, local, scope, port)
+    sock = _bound_receiver(family, local, scope, port, report_ttl=False)
     try:
-        # The daemon may read it some milliseconds after the packet came: the
-        # kernel's arrival time keeps the Detection Time exact.
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if min_ttl is not None:
+            attach_min_ttl_filter(sock, min_ttl)
+        # The first ask turns the kernel's arrival times on for this socket.
+        last_arrival_ns(sock)
         sock.connect(remote)
     except BaseException:
         sock.close()
@@ -85,15 +107,57 @@ def open_session_socket(
     return sock
 
 
-def _bound_receiver(family: int, local: str, scope: int, port: int) -> socket.socket:
+def attach_min_ttl_filter(sock: socket.socket, min_ttl: int) -> None:
+    """Have the kernel drop packets whose TTL / Hop Limit is below ``min_ttl``
+    (RFC 5881 §5, RFC 5883 §5) before they reach ``sock``; replaces any filter."""
+    # The TTL is octet 8 of an IPv4 header, the Hop Limit octet 7 of IPv6's.
+    offset = 8 if sock.family == socket.AF_INET else 7
+    program = b"".join(
+        _BPF_INSN.pack(*insn)
+        for insn in (
+            (_BPF_LD_B_ABS, 0, 0, (_SKF_NET_OFF + offset) & 0xFFFF_FFFF),
+            (_BPF_JGE_K, 0, 1, min_ttl),
+            (_BPF_RET_K, 0, 0, 0xFFFF_FFFF),  # accept the whole packet
+            (_BPF_RET_K, 0, 0, 0),  # drop it
+        )
+    )
+    buffer = ctypes.create_string_buffer(program, len(program))
+    # struct sock_fprog: the count of instructions, then a pointer to them.
+    fprog = struct.pack("@HP", len(program) // _BPF_INSN.size, ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def last_arrival_ns(sock: socket.socket) -> int:
+    """When the last packet read from ``sock`` arrived (CLOCK_REALTIME, ns); 0 if unknown."""
+    try:
+        stamp = fcntl.ioctl(sock.fileno(), SIOCGSTAMPNS, bytes(_TIMESPEC.size))
+    except OSError:
+        return 0
+    sec, nsec = _TIMESPEC.unpack(stamp)
+    return int(sec * 1_000_000_000 + nsec)
+
+
+def kernel_drops(sock: socket.socket) -> int:
+    """Packets the kernel dropped on their way into ``sock`` (filter, full buffer)."""
+    try:
+        info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * _SK_MEMINFO_VARS)
+    except OSError:
+        return 0
+    return int(struct.unpack_from("@I", info, 4 * _SK_MEMINFO_DROPS)[0])
+
+
+def _bound_receiver(
+    family: int, local: str, scope: int, port: int, *, report_ttl: bool = True
+) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-        else:
+            if report_ttl:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+        elif report_ttl:
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         sock.bind(sockaddr(family, local, port, scope))
     except BaseException:
@@ -164,26 +228,3 @@ def received_ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
             if data:
                 return data[0]
     return None
-
-
-def received_ttl_and_time(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, int]:
-    """The TTL / Hop Limit and the arrival time (CLOCK_REALTIME, ns; 0 if absent)."""
-    if len(ancdata) == 2:
-        # The usual case: the time (SOL_SOCKET comes first), then the TTL.
-        (level, kind, stamp), (_, _, hops) = ancdata
-        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(hops) == 4:
-            sec, nsec = _TIMESPEC.unpack_from(stamp)
-            return hops[_LOW_BYTE], sec * 1_000_000_000 + nsec
-    ttl = None
-    arrived = 0
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET:
-            if kind == SCM_TIMESTAMPNS and len(data) >= 16:
-                sec, nsec = _TIMESPEC.unpack_from(data)
-                arrived = sec * 1_000_000_000 + nsec
-        elif len(data) == 4 and (
-            (level == socket.IPPROTO_IP and kind == socket.IP_TTL)
-            or (level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT)
-        ):
-            ttl = data[_LOW_BYTE]
-    return ttl, arrived
