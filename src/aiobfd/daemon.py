@@ -105,7 +105,10 @@ EventListener = Callable[["Peer", Event], None]
 
 @dataclass(eq=False, slots=True)
 class Peer:
-    """A configured session with its I/O: transmit socket and timer."""
+    """A configured session with its I/O: transmit socket and timer.
+
+    (What the packet path touches comes first: slots are laid out in order.)
+    """
 
     spec: PeerSpec
     session: Session
@@ -113,6 +116,12 @@ class Peer:
     dest: SockAddr
     timer_at: int | None = None
     """The deadline this peer has in the daemon's heap (None: none, or closed)."""
+    connected: bool = False
+    """The transmit socket is connected to ``dest`` (send() without an address)."""
+    rx_sock: socket.socket | None = None
+    """Receive socket connected to the peer's address and source port."""
+    rx_accepted_read: int = 0
+    """When the last packet accepted from ``rx_sock`` was read (after it came)."""
     send_errors: dict[str, int] = field(default_factory=dict)
     dynamic: bool = False
     """Created by an unsolicited packet (RFC 9468), not by configuration."""
@@ -120,18 +129,12 @@ class Peer:
     """Added or changed at run time (aiobfdctl), not by the configuration."""
     expiry: asyncio.TimerHandle | None = None
     """Removal of a dynamic session that stays down (RFC 9468)."""
-    rx_sock: socket.socket | None = None
-    """Receive socket connected to the peer's address and source port."""
     rx_from: Any = None
     rx_connected_at: int = 0
-    rx_accepted_read: int = 0
-    """When the last packet accepted from ``rx_sock`` was read (after it came)."""
     rx_dropped_read: int = 0
     """When the last packet dropped from ``rx_sock`` was read."""
     rx_kernel_drops: int = 0
     """Packets the kernel dropped on former ``rx_sock`` sockets (see kernel_drops)."""
-    connected: bool = False
-    """The transmit socket is connected to ``dest`` (send() without an address)."""
 
     @property
     def source_port(self) -> int:
