@@ -49,9 +49,6 @@ class Schedule(Generic[T]):
         insort(self._instants, instant)
         return True
 
-    def __contains__(self, instant: object) -> bool:
-        return instant in self._due
-
     def earliest(self) -> int | None:
         return self._instants[0] if self._instants else None
 

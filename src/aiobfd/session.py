@@ -708,15 +708,12 @@ class Session:
             low, high = jitter_bounds(interval, mult)
             grid = tx_grid(interval, mult) if self.align_tx else 0
             self._jitter_window = window = (interval, mult, self.align_tx, low, high, grid)
-        _, _, _, low, high, grid = window
-        rng = self._rng
         shared = self.tx_instants
-        at = next_transmission(last_us, low, high, rng, grid)
-        if shared is None or (grid and at in shared):
-            return at  # a random point of the grid, or one others use already
-        # Join an instant other sessions use inside the window, if one has room.
-        picked = shared.pick(last_us + low, last_us + high, rng)
-        return at if picked is None else picked
+        if shared is not None:
+            at = shared.pick(last_us + window[3], last_us + window[4], self._rng)
+            if at is not None:
+                return at
+        return next_transmission(last_us, window[3], window[4], self._rng, window[5])
 
     def _emit(self, now: int, *, final: bool = False) -> None:
         """Queue one Control packet reflecting the current state (RFC 5880 §6.8.7)."""

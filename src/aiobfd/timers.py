@@ -18,8 +18,6 @@ class SharedInstants(Protocol):
 
     def pick(self, earliest: int, latest: int, rng: RandomSource) -> int | None: ...
 
-    def __contains__(self, instant: object, /) -> bool: ...
-
 
 def transmit_interval(desired_min_tx_us: int, remote_min_rx_us: int) -> int:
     """RFC 5880 §6.8.2/§6.8.7: never faster than the remote is willing to receive."""

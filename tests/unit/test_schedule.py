@@ -97,11 +97,3 @@ def test_a_session_without_shared_instants_still_transmits() -> None:
     s.tx_instants = Schedule()  # empty: nothing to join, a fresh instant each time
     sent = fire_until(s, 5 * SECOND, remote=pkt(State.UP, tx=50 * MS, rx=50 * MS), every=20 * MS)
     assert len(sent) > 90
-
-
-def test_an_instant_is_in_the_schedule_while_listed() -> None:
-    s: Schedule[str] = Schedule()
-    s.add(50, "a")
-    assert 50 in s and 51 not in s
-    s.pop_earliest()
-    assert 50 not in s
