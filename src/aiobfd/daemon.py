@@ -84,6 +84,10 @@ RECONNECT_INTERVAL_US = US_PER_SECOND
 BURST_SLICE = 16
 #: epoll_wait rounds of one drain of the session sockets.
 DRAIN_ROUNDS = 4
+#: Before a Detection Time may expire, the session's socket is read until
+#: empty, up to this many packets (after a stall it holds a queue; its last
+#: packet is the one that counts).
+EXPIRY_READ_MAX = 1024
 #: Ready session sockets taken from one epoll_wait.
 _EPOLL_MAX_EVENTS = 1024
 #: Receive buffer: a Control packet is at most 255 octets.
@@ -244,7 +248,7 @@ class Daemon:
     async def start(self) -> None:
         """Bind sockets and start every configured session."""
         self._loop = asyncio.get_running_loop()
-        self.started_at_us = self._clock()
+        self.started_at_us = self._drained_at = self._clock()
         self._session_poll = select.epoll()
         try:
             for spec in self._initial:
@@ -1015,23 +1019,25 @@ class Daemon:
                 continue
             session = peer.session
             at = now if now > deadline else deadline
-            if deadline == session.detect_deadline_us:
+            detect = session.detect_deadline_us
+            data = None
+            if detect is not None and detect <= at:
                 # A Detection Time must not expire while the packet that
                 # restarts it waits in the session's socket: read that first;
                 # and the last packet read may have come later than counted.
                 read_at = self._clock()
-                for _ in range(DRAIN_ROUNDS):
+                for _ in range(EXPIRY_READ_MAX):
                     if not self._read_session_packet(peer, self._drained_at, read_at):
                         break
-                if peer.timer_at != deadline or self._restamp(peer):
-                    continue  # a packet restarted it
-                detect_lateness.record(at - deadline)
-                data = None
+                self._restamp(peer)
+                if peer.timer_at != deadline:
+                    continue  # it moved on: the peer is listed at its new deadline
+                detect = session.detect_deadline_us
+                if detect is not None and detect <= at:
+                    detect_lateness.record(at - detect)
             elif deadline == session.next_tx_us:
                 tx_lateness.record(at - deadline)
                 data = session.periodic_packet(at)
-            else:
-                data = None
             if data is not None:
                 # The steady state: the same packet again, straight out.
                 self._send_one(peer, data)

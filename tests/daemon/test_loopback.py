@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from aiobfd.config import PeerSpec
 from aiobfd.daemon import Daemon, Peer, monotonic_us
 from aiobfd.events import Event, StateChanged
-from aiobfd.packet import Diag, State
+from aiobfd.packet import ControlPacket, Diag, State, encode
 from aiobfd.session import SessionConfig
 
 MS = 1000
@@ -129,6 +131,58 @@ async def test_detection_counts_from_the_arrival_of_the_last_packet(pair) -> Non
     assert 0 <= ev.last_rx_us - sent_at < 1 * MS
     lateness = ev.at_us - sent_at - ev.detection_time_us
     assert 0 <= lateness <= 10 * MS, lateness
+
+
+async def test_packets_waiting_after_a_stall_keep_the_session_up(pair) -> None:
+    """The daemon stalls longer than the Detection Time while the peer keeps
+    sending: whichever of its deadlines comes up first afterwards, the packets
+    waiting in the socket are read before the session could be declared down."""
+    a, b, ra, _ = pair
+    await ra.wait_for(entered(State.UP))
+    await asyncio.sleep(0.5)
+    (theirs,) = b.peers.values()
+    s = theirs.session
+    packet = encode(
+        ControlPacket(
+            State.UP,
+            Diag.NO_DIAGNOSTIC,
+            0,
+            s.detect_mult,
+            s.local_discr,
+            s.remote_discr,
+            s.desired_min_tx_us,
+            s.required_min_rx_us,
+            0,
+            None,
+        )
+    )
+    port = theirs.source_port
+    b.close()
+    # The peer carries on from another thread, from the same address and port.
+    stop = threading.Event()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+    sender.bind(("127.0.0.2", port))
+    sender.connect(("127.0.0.1", 3784))
+
+    def speak() -> None:
+        while not stop.wait(0.02):
+            sender.send(packet)
+
+    thread = threading.Thread(target=speak)
+    thread.start()
+    try:
+        time.sleep(0.4)  # the event loop stalls: 400 ms > 150 ms Detection Time
+        await asyncio.sleep(0.3)
+        assert not [e for _, e in ra.changes if e.old_state is State.UP]
+        (ours,) = a.peers.values()
+        assert ours.session.state is State.UP
+    finally:
+        stop.set()
+        thread.join()
+        sender.close()
+    ev = await ra.wait_for(entered(State.DOWN), timeout=2)
+    assert ev.diag is Diag.CONTROL_DETECTION_TIME_EXPIRED
 
 
 async def test_graceful_shutdown_sends_admin_down(pair) -> None:
