@@ -705,8 +705,15 @@ class Daemon:
 
     def _restamp(self, peer: Peer) -> bool:
         """Move the Detection Time of ``peer`` to the exact arrival of its last
-        packet, if that came later than the drain it was read in began; True
-        if the deadline moved.
+        packet, if that came later than the drain it was read in began, and
+        re-arm; True if the deadline moved."""
+        if not self._move_to_arrival(peer):
+            return False
+        self._arm(peer)
+        return True
+
+    def _move_to_arrival(self, peer: Peer) -> bool:
+        """The Detection Time part of :meth:`_restamp` (no re-arming).
 
         When the last packet read was dropped, the last accepted one arrived
         before it was read: that bound is taken (a Down then comes late by
@@ -720,10 +727,7 @@ class Daemon:
             arrived_ns = last_arrival_ns(sock)
             if arrived_ns:
                 at = min(at, self._clock() - (time.time_ns() - arrived_ns) // 1000)
-        if not peer.session.arrived_later(at):
-            return False
-        self._arm(peer)
-        return True
+        return peer.session.arrived_later(at)
 
     def _rx_holdoff(self) -> int:
         """How long a session packet may wait unread: see RX_HOLDOFF_MAX_US."""
@@ -1043,6 +1047,15 @@ class Daemon:
                 self._send_one(peer, data)
                 next_at = session.next_tx_us
                 detect_at = session.detect_deadline_us
+                if (
+                    detect_at is not None
+                    and (next_at is None or detect_at <= next_at)
+                    and self._move_to_arrival(peer)
+                ):
+                    # The peer fell silent: its Detection Time is next, from
+                    # the exact arrival of its last packet (so that the wake-up
+                    # for it, and its precise sleep, are not spent early).
+                    detect_at = session.detect_deadline_us
                 if detect_at is not None and (next_at is None or detect_at <= next_at):
                     next_at = detect_at
                     self._detect_instants.add(detect_at)
