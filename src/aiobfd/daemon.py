@@ -125,7 +125,8 @@ class Peer:
     rx_sock: socket.socket | None = None
     """Receive socket connected to the peer's address and source port."""
     rx_accepted_read: int = 0
-    """When the last packet accepted from ``rx_sock`` was read (after it came)."""
+    """A time by which the last packet accepted from ``rx_sock`` had come
+    (when it was read, or when its socket was seen ready)."""
     send_errors: dict[str, int] = field(default_factory=dict)
     dynamic: bool = False
     """Created by an unsolicited packet (RFC 9468), not by configuration."""
@@ -653,16 +654,19 @@ class Daemon:
             ready = poll.poll(0, _EPOLL_MAX_EVENTS)
             if not ready:
                 break
+            # What each socket reported ready arrived before this (its oldest
+            # packet, the one read now, was already there).
+            ready_at = self._clock()
             for fd, _mask in ready:
                 peer = fds.get(fd)
                 if peer is not None:
-                    read(peer, floor, now)
+                    read(peer, floor, ready_at)
 
-    def _read_session_packet(self, peer: Peer, floor: int, now: int) -> bool:
+    def _read_session_packet(self, peer: Peer, floor: int, by: int | None) -> bool:
         """Read and process one packet from ``peer``'s own socket; False: none there.
 
-        It arrived between ``floor`` and ``now``.  Its TTL was checked by the
-        kernel (attach_min_ttl_filter).
+        It arrived after ``floor`` and before ``by`` (None: before it is read).
+        Its TTL was checked by the kernel (attach_min_ttl_filter).
         """
         sock = peer.rx_sock
         if sock is None:
@@ -679,7 +683,7 @@ class Daemon:
         if session.receive_repeat(data, floor):
             # The common case: the peer said exactly what it said last time;
             # the next transmission is due before the new Detection Time.
-            peer.rx_accepted_read = now
+            peer.rx_accepted_read = self._clock() if by is None else by
             tx = session.next_tx_us
             detect = session.detect_deadline_us
             if tx is None or detect is None or tx != peer.timer_at or detect <= tx:
@@ -1029,9 +1033,8 @@ class Daemon:
                 # A Detection Time must not expire while the packet that
                 # restarts it waits in the session's socket: read that first;
                 # and the last packet read may have come later than counted.
-                read_at = self._clock()
                 for _ in range(EXPIRY_READ_MAX):
-                    if not self._read_session_packet(peer, self._drained_at, read_at):
+                    if not self._read_session_packet(peer, self._drained_at, None):
                         break
                 self._restamp(peer)
                 if peer.timer_at != deadline:
