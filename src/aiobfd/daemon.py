@@ -12,9 +12,10 @@ more than the packet it serves, so sessions share wake-ups:
   inside the jitter window of RFC 5880 §6.8.7 (``Session.tx_instants``).
 * Established peers' packets come on sockets of their own, gathered in an epoll
   set that is read at every wake-up and watched by the loop only while the
-  next wake-up is further away than the receive hold-off.  The kernel's
-  arrival time of each packet restarts the Detection Time, and a session's
-  socket is read before its Detection Time may expire.
+  next wake-up is further away than the receive hold-off.  A packet restarts
+  the Detection Time from a lower bound of its arrival; before a Detection
+  Time may expire, the session's socket is read and the kernel asked when the
+  last packet really came.
 
 Nothing here polls.
 """
@@ -690,12 +691,10 @@ class Daemon:
                 self._arm(peer)
             return True
         # Anything else goes the full way, at its exact arrival.
-        realtime = time.time_ns()
         read_at = self._clock()
-        arrived_ns = last_arrival_ns(sock)
-        at = read_at
-        if arrived_ns:
-            at = max(floor, min(read_at, read_at - (realtime - arrived_ns) // 1000))
+        at = self._arrival_us(sock, read_at)
+        if at < floor:
+            at = floor
         accepted = session.counters.packets_in
         spec = peer.spec
         self.datagram_received(
@@ -707,17 +706,23 @@ class Daemon:
             peer.rx_dropped_read = read_at
         return True
 
+    def _arrival_us(self, sock: socket.socket, bound: int) -> int:
+        """When the last packet read from ``sock`` arrived, on the protocol
+        clock, at most ``bound`` (a time it had certainly come by); ``bound``
+        itself if the kernel does not know."""
+        # The kernel keeps the wall-clock time: its age is taken off ours.
+        realtime = time.time_ns()
+        now = self._clock()
+        arrived_ns = last_arrival_ns(sock)
+        if not arrived_ns:
+            return bound
+        at = now - (realtime - arrived_ns) // 1000
+        return at if at < bound else bound
+
     def _restamp(self, peer: Peer) -> bool:
         """Move the Detection Time of ``peer`` to the exact arrival of its last
-        packet, if that came later than the drain it was read in began, and
-        re-arm; True if the deadline moved."""
-        if not self._move_to_arrival(peer):
-            return False
-        self._arm(peer)
-        return True
-
-    def _move_to_arrival(self, peer: Peer) -> bool:
-        """The Detection Time part of :meth:`_restamp` (no re-arming).
+        packet, if that came later than it was counted from (the drain it was
+        read in began); True if the deadline moved (the caller re-arms).
 
         When the last packet read was dropped, the last accepted one arrived
         before it was read: that bound is taken (a Down then comes late by
@@ -727,10 +732,8 @@ class Daemon:
         if sock is None or not peer.rx_accepted_read:
             return False
         at = peer.rx_accepted_read
-        if peer.rx_dropped_read < peer.rx_accepted_read:
-            arrived_ns = last_arrival_ns(sock)
-            if arrived_ns:
-                at = min(at, self._clock() - (time.time_ns() - arrived_ns) // 1000)
+        if peer.rx_dropped_read < at:
+            at = self._arrival_us(sock, at)
         return peer.session.arrived_later(at)
 
     def _rx_holdoff(self) -> int:
@@ -1036,7 +1039,8 @@ class Daemon:
                 for _ in range(EXPIRY_READ_MAX):
                     if not self._read_session_packet(peer, self._drained_at, None):
                         break
-                self._restamp(peer)
+                if self._restamp(peer):
+                    self._arm(peer)
                 if peer.timer_at != deadline:
                     continue  # it moved on: the peer is listed at its new deadline
                 detect = session.detect_deadline_us
@@ -1048,23 +1052,15 @@ class Daemon:
             if data is not None:
                 # The steady state: the same packet again, straight out.
                 self._send_one(peer, data)
-                next_at = session.next_tx_us
-                detect_at = session.detect_deadline_us
-                if (
-                    detect_at is not None
-                    and (next_at is None or detect_at <= next_at)
-                    and self._move_to_arrival(peer)
-                ):
+                tx = session.next_tx_us
+                detect = session.detect_deadline_us
+                if detect is not None and (tx is None or detect <= tx):
                     # The peer fell silent: its Detection Time is next, from
                     # the exact arrival of its last packet (so that the wake-up
                     # for it, and its precise sleep, are not spent early).
-                    detect_at = session.detect_deadline_us
-                if detect_at is not None and (next_at is None or detect_at <= next_at):
-                    next_at = detect_at
-                    self._detect_instants.add(detect_at)
-                peer.timer_at = next_at
-                if next_at is not None:
-                    schedule.add(next_at, peer)
+                    self._restamp(peer)
+                peer.timer_at = None
+                self._arm(peer)
             else:
                 peer.timer_at = None
                 self._flush(peer, at)  # runs the timer that is due, sends, re-arms
