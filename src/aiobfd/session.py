@@ -426,15 +426,7 @@ class Session:
             or self.remote_demand_mode
         ):
             return None
-        if self._tx_key != (
-            self.state,
-            self.local_diag,
-            0,
-            self.detect_mult,
-            self.remote_discr,
-            self.desired_min_tx_us,
-            self.required_min_rx_us,
-        ):
+        if self._tx_key != self._contents(0):
             return None
         self.last_tx_us = now
         self.counters.packets_out += 1
@@ -729,15 +721,7 @@ class Session:
         auth = self.auth
         if auth is None:
             # Most packets repeat the previous one: reuse its encoding.
-            key = (
-                self.state,
-                self.local_diag,
-                flags,
-                self.detect_mult,
-                self.remote_discr,
-                self.desired_min_tx_us,
-                self.required_min_rx_us,
-            )
+            key = self._contents(flags)
             if key != self._tx_key:
                 self._tx_key = key
                 self._tx_bytes = encode(self._packet(flags))
@@ -745,6 +729,19 @@ class Session:
         else:
             self._outbox.append(auth.encode(self._packet(flags)))
         self.counters.packets_out += 1
+
+    def _contents(self, flags: int) -> tuple[object, ...]:
+        """What a packet with ``flags`` says that may change (the key of the
+        cached encoding): every field of :meth:`_packet` but the constants."""
+        return (
+            self.state,
+            self.local_diag,
+            flags,
+            self.detect_mult,
+            self.remote_discr,
+            self.desired_min_tx_us,
+            self.required_min_rx_us,
+        )
 
     def _packet(self, flags: int) -> ControlPacket:
         return ControlPacket(
