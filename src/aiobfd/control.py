@@ -267,23 +267,17 @@ class ControlServer:
         if not isinstance(name, str) or not name:
             raise ControlError("no peer given")
         address, _, zone = name.partition("%")
-        peers = self.daemon.peers.values()
+        peers = [
+            p
+            for p in self.daemon.peers.values()
+            if not zone or zone in (p.spec.interface, str(p.spec.scope))
+        ]
         # Plain string compares first (sessions hold canonical addresses): with
         # thousands of sessions, parsing every one would hold the event loop.
         canonical = _canonical(address)
-        matches = [
-            p
-            for p in peers
-            if p.spec.remote == canonical
-            and (not zone or zone in (p.spec.interface, str(p.spec.scope)))
+        matches = [p for p in peers if p.spec.remote == canonical] or [
+            p for p in peers if _same_address(p.spec.remote, address)
         ]
-        if not matches:
-            matches = [
-                p
-                for p in peers
-                if _same_address(p.spec.remote, address)
-                and (not zone or zone in (p.spec.interface, str(p.spec.scope)))
-            ]
         if not matches:
             raise ControlError(f"no session with peer {name}")
         if len(matches) > 1:
