@@ -8,14 +8,18 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import pytest
 
+from aiobfd.auth import AuthConfig, AuthKey
 from aiobfd.config import PeerSpec
 from aiobfd.daemon import Daemon, Peer, monotonic_us
+from aiobfd.errors import DropReason
 from aiobfd.events import Event, StateChanged
-from aiobfd.packet import ControlPacket, Diag, State, encode
+from aiobfd.packet import AuthType, ControlPacket, Diag, State, encode
 from aiobfd.session import SessionConfig
+from aiobfd.status import session_info
 
 MS = 1000
 FAST = SessionConfig(desired_min_tx_us=50 * MS, required_min_rx_us=50 * MS, detect_mult=3)
@@ -183,6 +187,69 @@ async def test_packets_waiting_after_a_stall_keep_the_session_up(pair) -> None:
         sender.close()
     ev = await ra.wait_for(entered(State.DOWN), timeout=2)
     assert ev.diag is Diag.CONTROL_DETECTION_TIME_EXPIRED
+
+
+def send_with_ttl(peer: Peer, ttl: int, data: bytes) -> None:
+    """Send ``data`` from ``peer``'s transmit socket (its session's source port) with ``ttl``."""
+    peer.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+    try:
+        peer.sock.send(data)
+    finally:
+        peer.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+
+
+async def test_ttl_drops_on_a_session_socket_are_counted_as_kernel(pair) -> None:
+    """RFC 5881 §5 on an established session's own socket: the kernel's filter drops
+    the packet, and the session's counters (control socket, metrics) say so."""
+    a, b, ra, _ = pair
+    await ra.wait_for(entered(State.UP))
+    await asyncio.sleep(0.3)
+    (ours,) = a.peers.values()
+    (theirs,) = b.peers.values()
+    assert ours.rx_sock is not None  # the peer's packets come on a socket of its own
+    packets_in = ours.session.counters.packets_in
+    send_with_ttl(theirs, 64, b"not even a BFD packet")
+    await asyncio.sleep(0.2)
+    info = session_info(ours, monotonic_us())
+    assert info["counters"]["drops"] == {"kernel": 1}
+    assert info["counters"]["packets_dropped"] == 1
+    assert ours.drops() == {"kernel": 1}  # what the metrics report
+    assert ours.session.counters.packets_in > packets_in  # the others keep coming
+    assert ours.session.state is State.UP
+
+
+async def test_a_reload_moves_the_kernel_ttl_check_with_min_ttl() -> None:
+    """With authentication a session's minimum TTL is configurable (RFC 5881 §5);
+    a reload that changes it changes what the kernel lets through."""
+    auth = AuthConfig(AuthType.KEYED_SHA1, (AuthKey(1, b"sixteen-byte-key"),), 1)
+
+    def authed(local: str, remote: str, min_ttl: int) -> PeerSpec:
+        return spec(local, remote, replace(FAST, auth=auth, min_ttl=min_ttl))
+
+    a = Daemon([authed("127.0.0.1", "127.0.0.2", 255)])
+    b = Daemon([authed("127.0.0.2", "127.0.0.1", 255)])
+    ra = Recorder(a)
+    await a.start()
+    await b.start()
+    try:
+        await ra.wait_for(entered(State.UP))
+        await asyncio.sleep(0.3)
+        (ours,) = a.peers.values()
+        (theirs,) = b.peers.values()
+        send_with_ttl(theirs, 100, b"unauthenticated")
+        await asyncio.sleep(0.2)
+        assert ours.drops() == {"kernel": 1}
+        assert DropReason.SHORT not in a.table.drops
+        a.apply_config([authed("127.0.0.1", "127.0.0.2", 64)])
+        send_with_ttl(theirs, 100, b"unauthenticated")
+        await asyncio.sleep(0.2)
+        # Let through by the kernel now; the daemon drops it (not a BFD packet).
+        assert ours.drops() == {"kernel": 1}
+        assert a.table.drops[DropReason.SHORT] == 1
+        assert ours.session.state is State.UP
+    finally:
+        a.close()
+        b.close()
 
 
 async def test_graceful_shutdown_sends_admin_down(pair) -> None:
