@@ -252,6 +252,29 @@ async def test_a_reload_moves_the_kernel_ttl_check_with_min_ttl() -> None:
         b.close()
 
 
+async def test_a_dropped_last_packet_does_not_extend_detection(pair) -> None:
+    """The peer's last word is garbage, from its own address and port: the Detection
+    Time still runs from the last packet accepted, not from the garbage."""
+    _a, b, ra, _ = pair
+    await ra.wait_for(entered(State.UP))
+    await asyncio.sleep(0.5)
+    (theirs,) = b.peers.values()
+    port = theirs.source_port
+    b.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+        sender.bind(("127.0.0.2", port))
+        # Longer than the receive hold-off (50 ms): the last good packet is read
+        # by then, and the garbage is the last packet read.
+        await asyncio.sleep(0.08)
+        garbage_at = monotonic_us()
+        sender.sendto(b"not a BFD packet", ("127.0.0.1", 3784))
+        ev = await ra.wait_for(entered(State.DOWN), timeout=2)
+    assert ev.diag is Diag.CONTROL_DETECTION_TIME_EXPIRED and ev.last_rx_us is not None
+    assert ev.last_rx_us < garbage_at
+    assert ev.at_us - ev.last_rx_us >= ev.detection_time_us
+
+
 async def test_graceful_shutdown_sends_admin_down(pair) -> None:
     _a, b, ra, _ = pair
     await ra.wait_for(entered(State.UP))
