@@ -647,7 +647,7 @@ class Daemon:
         now = self._clock()
         floor = self._drained_at
         self._drained_at = now
-        read = self._read_session_packet
+        take = self._take_session_packet
         # Until no socket holds anything, within a few rounds (packets keep
         # coming while we read; timers must not starve): a socket left with a
         # packet in it would carry a standing queue into every later wake-up.
@@ -658,10 +658,20 @@ class Daemon:
             # What each socket reported ready arrived before this (its oldest
             # packet, the one read now, was already there).
             ready_at = self._clock()
+            # Read them all back to back, then process what came.
+            got: list[tuple[Peer, bytes]] = []
             for fd, _mask in ready:
                 peer = fds.get(fd)
-                if peer is not None:
-                    read(peer, floor, ready_at)
+                if peer is None or (sock := peer.rx_sock) is None:
+                    continue
+                try:
+                    got.append((peer, sock.recv(RECV_SIZE)))
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError as exc:
+                    self._count_receive_error(peer, exc)
+            for peer, data in got:
+                take(peer, data, floor, ready_at)
 
     def _read_session_packet(self, peer: Peer, floor: int, by: int | None) -> bool:
         """Read and process one packet from ``peer``'s own socket; False: none there.
@@ -677,9 +687,18 @@ class Daemon:
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
-            self.receive_errors += 1
-            log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
+            self._count_receive_error(peer, exc)
             return False
+        self._take_session_packet(peer, data, floor, by)
+        return True
+
+    def _count_receive_error(self, peer: Peer, exc: OSError) -> None:
+        self.receive_errors += 1
+        log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
+
+    def _take_session_packet(self, peer: Peer, data: bytes, floor: int, by: int | None) -> None:
+        """Process ``data``, just read from ``peer``'s own socket (see
+        :meth:`_read_session_packet`)."""
         session = peer.session
         if session.receive_repeat(data, floor):
             # The common case: the peer said exactly what it said last time;
@@ -689,10 +708,11 @@ class Daemon:
             detect = session.detect_deadline_us
             if tx is None or detect is None or tx != peer.timer_at or detect <= tx:
                 self._arm(peer)
-            return True
+            return
         # Anything else goes the full way, at its exact arrival.
         read_at = self._clock()
-        at = self._arrival_us(sock, read_at)
+        sock = peer.rx_sock
+        at = read_at if sock is None else self._arrival_us(sock, read_at)
         if at < floor:
             at = floor
         accepted = session.counters.packets_in
@@ -704,7 +724,6 @@ class Daemon:
             peer.rx_accepted_read = read_at
         else:
             peer.rx_dropped_read = read_at
-        return True
 
     def _arrival_us(self, sock: socket.socket, bound: int) -> int:
         """When the last packet read from ``sock`` arrived, on the protocol
@@ -894,6 +913,17 @@ class Daemon:
             event = session.next_event()
         self._arm(peer)
 
+    def _send_batch(self, outgoing: list[tuple[Peer, bytes]]) -> None:
+        """Send periodic packets of many sessions, one after another."""
+        for peer, data in outgoing:
+            if peer.connected:
+                try:
+                    peer.sock.send(data)
+                    continue
+                except OSError:
+                    pass  # the full path counts it (and sends once more)
+            self._send_one(peer, data)
+
     def _send(self, peer: Peer, datagrams: list[bytes]) -> None:
         for data in datagrams:
             self._send_one(peer, data)
@@ -1022,6 +1052,7 @@ class Daemon:
         detect_lateness = self.timing.detect_lateness
         schedule = self._schedule
         work: deque[tuple[int, Peer]] = deque()
+        outgoing: list[tuple[Peer, bytes]] = []
         self._take_due(limit, work)
         served = 0
         while work:
@@ -1050,8 +1081,9 @@ class Daemon:
                 tx_lateness.record(at - deadline)
                 data = session.periodic_packet(at)
             if data is not None:
-                # The steady state: the same packet again, straight out.
-                self._send_one(peer, data)
+                # The steady state: the same packet again, sent with the
+                # others of the slice (below), back to back.
+                outgoing.append((peer, data))
                 tx = session.next_tx_us
                 detect = session.detect_deadline_us
                 if detect is not None and (tx is None or detect <= tx):
@@ -1066,6 +1098,9 @@ class Daemon:
                 self._flush(peer, at)  # runs the timer that is due, sends, re-arms
             served += 1
             if served % BURST_SLICE == 0 and work:
+                if outgoing:
+                    self._send_batch(outgoing)
+                    outgoing = []
                 now = self._clock()
                 earliest = schedule.earliest()
                 if earliest is not None and earliest <= now + EARLY_WAKEUP_US:
@@ -1074,6 +1109,8 @@ class Daemon:
                     self._take_due(limit, due)
                     due.extend(work)
                     work = due
+        if outgoing:
+            self._send_batch(outgoing)
 
     def _take_due(self, limit: int, work: deque[tuple[int, Peer]]) -> None:
         """Move every (deadline, peer) due by ``limit`` from the schedule to
