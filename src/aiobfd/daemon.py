@@ -91,8 +91,10 @@ DRAIN_ROUNDS = 4
 EXPIRY_READ_MAX = 1024
 #: Ready session sockets taken from one epoll_wait.
 _EPOLL_MAX_EVENTS = 1024
-#: Receive buffer: a Control packet is at most 255 octets.
-RECV_SIZE = 512
+#: Receive buffer: a Control packet is at most 255 octets (its Length field),
+#: and what follows it in a datagram is ignored.  (256: small enough for
+#: Python's own allocator; 512 went to malloc and a realloc per packet.)
+RECV_SIZE = 256
 #: How often a drop summary may be logged, in microseconds.
 DROP_LOG_INTERVAL_US = 10 * US_PER_SECOND
 #: AdminDown burst on shutdown: packets per session and the gap between them.

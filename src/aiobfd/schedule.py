@@ -35,12 +35,15 @@ class Schedule(Generic[T]):
         self._due: dict[int, list[T]] = {}
         self._instants: list[int] = []
         """The instants of ``_due``, ascending."""
+        self._last: int | None = None
+        """The instant an item was last listed at (see :meth:`pick`)."""
 
     def __len__(self) -> int:
         return len(self._instants)
 
     def add(self, instant: int, item: T) -> bool:
         """List ``item`` at ``instant``; True if the instant is new."""
+        self._last = instant
         items = self._due.get(instant)
         if items is not None:
             items.append(item)
@@ -61,11 +64,21 @@ class Schedule(Generic[T]):
         return instant, self._due.pop(instant)
 
     def pick(self, earliest: int, latest: int, rng: RandomSource) -> int | None:
-        """An instant in [earliest, latest) chosen at random, if it has room; or None.
+        """An instant in [earliest, latest) with room, or None.
 
-        One draw, no search: a full instant sends the session to a fresh one,
-        which spreads a cohort that outgrew :data:`COHORT_MAX`.
+        The instant an item was last listed at, if it is in the window: the
+        sessions of a cohort are served one after another and each lists its
+        next transmission before the next one picks, so a cohort moves on
+        together, at the instant its first session drew (a random one).
+        Otherwise one draw among the window's instants, no search: a full
+        instant sends the session to a fresh one, which spreads a cohort that
+        outgrew :data:`COHORT_MAX`.
         """
+        last = self._last
+        if last is not None and earliest <= last < latest:
+            items = self._due.get(last)
+            if items is not None and len(items) < self.cohort_max:
+                return last
         instants = self._instants
         lo = bisect_left(instants, earliest)
         hi = bisect_left(instants, latest, lo)
@@ -87,3 +100,4 @@ class Schedule(Generic[T]):
     def clear(self) -> None:
         self._due.clear()
         self._instants.clear()
+        self._last = None

@@ -35,12 +35,25 @@ def test_pick_only_inside_the_window_and_only_with_room() -> None:
     s.add(50, 2)
     assert s.pick(0, 100, rng) is None  # full
     s.add(70, 3)
+    s.add(500, 4)  # the instant last joined, outside the window
     assert {s.pick(0, 100, rng) for _ in range(50)} == {70, None}  # one draw, no search
+
+
+def test_pick_follows_the_instant_last_joined_while_it_has_room() -> None:
+    s: Schedule[int] = Schedule(cohort_max=3)
+    rng = random.Random(1)
+    for at in (10, 20, 30, 40):
+        s.add(at, at)
+    s.add(30, 31)  # a cohort's first session moved on to 30
+    assert {s.pick(0, 100, rng) for _ in range(50)} == {30}  # the rest follow it
+    assert s.pick(31, 100, rng) != 30  # not outside the window
+    s.add(30, 32)  # full now: one random draw again
+    assert {s.pick(0, 100, rng) for _ in range(200)} == {10, 20, 40, None}
 
 
 def test_pick_is_random_among_instants_with_room() -> None:
     s: Schedule[int] = Schedule()
-    for at in (10, 20, 30, 40):
+    for at in (10, 20, 30, 40, 500):
         s.add(at, at)
     rng = random.Random(2)
     assert {s.pick(0, 100, rng) for _ in range(200)} == {10, 20, 30, 40}
