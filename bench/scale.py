@@ -601,6 +601,7 @@ def detection_trials(
                         "diag": info["local_diag"],
                         "late_ms": round(late, 3),
                         "since_silence_ms": round((down - silenced_at) * 1000, 3),
+                        "round": k,
                     }
                 )
             if len(results) // 25 != (len(results) - len(chosen)) // 25:
@@ -632,6 +633,11 @@ def summarize_trials(trials: list[dict[str, Any]]) -> dict[str, Any]:
             late_p99_ms=round(q[98], 3),
             late_max_ms=late[-1],
             late_ms=late,
+            # Per trial (round, ms from the silencing to our Down, ms late), to
+            # tell whether the late ones share a round or come later in one.
+            detail=[
+                (t["round"], t["since_silence_ms"], t["late_ms"]) for t in trials if "late_ms" in t
+            ],
         )
     return out
 

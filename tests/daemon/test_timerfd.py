@@ -1,0 +1,79 @@
+"""The loop's precise wake-up (io/timerfd.py): when it fires, moving it, and the fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from aiobfd.config import PeerSpec
+from aiobfd.daemon import Daemon, monotonic_us
+from aiobfd.io.timerfd import open_precise_timer
+from aiobfd.packet import State
+from aiobfd.session import SessionConfig
+
+MS = 1000
+
+
+async def test_fires_once_at_its_instant_never_before() -> None:
+    loop = asyncio.get_running_loop()
+    fired: list[int] = []
+    timer = open_precise_timer(loop, lambda: fired.append(monotonic_us()))
+    assert timer is not None
+    try:
+        at = monotonic_us() + 20 * MS
+        timer.arm(at)
+        assert timer.armed_at == at
+        await asyncio.sleep(0.1)
+        assert len(fired) == 1 and fired[0] >= at
+        assert timer.armed_at is None
+    finally:
+        timer.close()
+
+
+async def test_moving_or_disarming_forgets_the_old_instant() -> None:
+    loop = asyncio.get_running_loop()
+    fired: list[int] = []
+    timer = open_precise_timer(loop, lambda: fired.append(monotonic_us()))
+    assert timer is not None
+    try:
+        timer.arm(monotonic_us() + 5 * MS)
+        later = monotonic_us() + 60 * MS
+        timer.arm(later)
+        await asyncio.sleep(0.03)
+        assert fired == []  # not at the first instant
+        await asyncio.sleep(0.08)
+        assert len(fired) == 1 and fired[0] >= later
+        timer.arm(monotonic_us() + 5 * MS)
+        timer.disarm()
+        await asyncio.sleep(0.03)
+        assert len(fired) == 1
+        timer.arm(0)  # an instant long past: at once
+        await asyncio.sleep(0.01)
+        assert len(fired) == 2
+    finally:
+        timer.close()
+    timer.close()  # twice is harmless
+
+
+async def test_a_daemon_on_another_clock_keeps_call_at() -> None:
+    """The timerfd runs on CLOCK_MONOTONIC: a daemon given another clock (a
+    test's, say) wakes by call_at, and still works."""
+    cfg = SessionConfig(desired_min_tx_us=50 * MS, required_min_rx_us=50 * MS, detect_mult=3)
+    a = Daemon([PeerSpec("127.0.0.2", "127.0.0.1", socket.AF_INET, session=cfg)])
+    b = Daemon(
+        [PeerSpec("127.0.0.1", "127.0.0.2", socket.AF_INET, session=cfg)],
+        clock=lambda: monotonic_us(),
+    )
+    await a.start()
+    await b.start()
+    try:
+        assert a._precise is not None and b._precise is None
+        for _ in range(100):
+            if all(p.session.state is State.UP for d in (a, b) for p in d.peers.values()):
+                break
+            await asyncio.sleep(0.05)
+        assert all(p.session.state is State.UP for d in (a, b) for p in d.peers.values())
+    finally:
+        a.close()
+        b.close()
+    assert a._precise is None
