@@ -1256,6 +1256,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("cleanup", help="remove namespaces left by a killed run")
 
     opts = parser.parse_args(argv)
+    if opts.command in ("run", "side-by-side", "sweep") and hasattr(os, "sched_setaffinity"):
+        # The harness (and the ip and nft it runs) on the peer's core: its
+        # work, a burst of it at every detection trial, must not land on the
+        # core of the daemon it measures.  The daemons are pinned by taskset.
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {PEER_CPU})
     if opts.command == "plot":
         from scaleplot import plot_all
 

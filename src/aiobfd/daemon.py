@@ -85,11 +85,13 @@ DETECT_SLEEP_GAP_US = 10_000
 RX_HOLDOFF_MAX_US = MAX_RECEIVE_HOLDOFF_MS * 1000
 #: A peer's dedicated socket follows a new source port at most this often.
 RECONNECT_INTERVAL_US = US_PER_SECOND
-#: Periodic packets sent back to back in a burst, after their bookkeeping.
+#: Periodic packets sent back to back in a burst, after their bookkeeping;
+#: and sessions served between two looks at the clock for deadlines that
+#: came due meanwhile.
 BURST_SLICE = 16
-#: Sessions served in a burst between two looks at the clock for deadlines
-#: that came due meanwhile (a session costs tens of microseconds when its
-#: objects are cold: 16 of them took a millisecond at 300 ms intervals).
+#: The same while a Detection Time is armed: a session costs tens of
+#: microseconds when its objects are cold (16 took a millisecond at 300 ms
+#: intervals), and an expiring Detection Time must not wait that long.
 DUE_CHECK = 4
 #: epoll_wait rounds of one drain of the session sockets.
 DRAIN_ROUNDS = 4
@@ -1065,8 +1067,9 @@ class Daemon:
         """Run the timers of every session due by ``now``.
 
         Expiring Detection Times go first.  A burst of transmissions takes a
-        while, so every DUE_CHECK sessions the clock is read again and what
-        came due meanwhile (a Detection Time, say) goes before the rest.
+        while, so every BURST_SLICE sessions (DUE_CHECK while a Detection Time
+        is armed) the clock is read again and what came due meanwhile goes
+        before the rest.
         """
         # A loop with coarse timers (uvloop: 1 ms) may wake us a little early:
         # within EARLY_WAKEUP_US that is on time; earlier, it is re-armed, so
@@ -1078,6 +1081,9 @@ class Daemon:
         work: deque[tuple[int, Peer]] = deque()
         outgoing: list[tuple[Peer, bytes]] = []
         self._take_due(limit, work)
+        # A Detection Time armed (most often none is): look at the clock more
+        # often, so that it is not kept waiting behind a burst.
+        detect_pending = bool(self._detect_instants)
         served = 0
         while work:
             deadline, peer = work.popleft()
@@ -1121,7 +1127,7 @@ class Daemon:
                 peer.timer_at = None
                 self._flush(peer, at)  # runs the timer that is due, sends, re-arms
             served += 1
-            if served % DUE_CHECK == 0 and work:
+            if work and (served % BURST_SLICE == 0 or (detect_pending and served % DUE_CHECK == 0)):
                 now = self._clock()
                 earliest = schedule.earliest()
                 if earliest is not None and earliest <= now + EARLY_WAKEUP_US:
@@ -1134,6 +1140,7 @@ class Daemon:
                     self._take_due(limit, due)
                     due.extend(work)
                     work = due
+                    detect_pending = bool(self._detect_instants)
                 elif len(outgoing) >= BURST_SLICE:
                     self._send_batch(outgoing)
                     outgoing = []
