@@ -1,4 +1,4 @@
-"""``show sessions`` over the control socket, written in slices, is one JSON line."""
+"""``show sessions`` and a watcher's snapshot over the control socket, written in slices."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ import asyncio
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from aiobfd import control
 from aiobfd.config import PeerSpec
 from aiobfd.control import SHOW_SLICE, ControlServer
 from aiobfd.daemon import Daemon
@@ -36,6 +40,52 @@ async def test_show_sessions_in_slices_is_one_json_line(tmp_path: Path) -> None:
             ]
         writer.write(b'{"command": "version"}\n')
         assert json.loads(await reader.readline())["ok"] is True
+        writer.close()
+    finally:
+        await server.close()
+        daemon.close()
+
+
+async def test_watch_snapshot_lets_the_loop_run_between_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watcher's snapshot of many sessions is written a slice at a time: the
+    sessions' timers run in between (it held them all for 100 ms and more)."""
+    n = 2 * SHOW_SLICE + 7
+    daemon = Daemon(
+        [
+            PeerSpec(f"127.0.3.{i}", "127.0.0.1", socket.AF_INET, session=SessionConfig())
+            for i in range(1, n + 1)
+        ],
+        port=0,
+    )
+    written = [0]
+    real = control.session_info
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        written[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(control, "session_info", counting)
+    await daemon.start()
+    server = ControlServer(daemon, str(tmp_path / "ctl.sock"))
+    await server.start()
+    seen: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:  # what the loop saw each time it ran something else
+        seen.append(written[0])
+        if written[0] < n and len(seen) < 100_000:
+            loop.call_soon(tick)
+
+    try:
+        reader, writer = await asyncio.open_unix_connection(server.path, limit=2**22)
+        loop.call_soon(tick)
+        writer.write(b'{"command": "watch"}\n')
+        assert json.loads(await reader.readline())["watching"] is True
+        for _ in range(n):
+            assert json.loads(await reader.readline())["event"] == "snapshot"
+        assert any(0 < k < n for k in seen), seen
         writer.close()
     finally:
         await server.close()
