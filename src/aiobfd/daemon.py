@@ -939,8 +939,11 @@ class Daemon:
                 try:
                     peer.sock.send(data)
                     continue
-                except OSError:
-                    pass  # the full path counts it (and sends once more)
+                except ConnectionRefusedError:
+                    pass  # the full path counts it and sends once more
+                except OSError as exc:
+                    self._count_send_error(peer, exc)
+                    continue
             self._send_one(peer, data)
 
     def _send(self, peer: Peer, datagrams: list[bytes]) -> None:
