@@ -1010,10 +1010,15 @@ class Daemon:
             self._wakeup_at = at
             precise = self._precise
             if precise is not None:
-                if at is not None:
-                    precise.arm(at)
-                elif precise.armed_at is not None:
-                    precise.disarm()
+                try:
+                    if at is not None:
+                        precise.arm(at)
+                    elif precise.armed_at is not None:
+                        precise.disarm()
+                except OSError as exc:
+                    log.warning("timerfd failed (%s): waking by call_at from now on", exc)
+                    precise.close()
+                    self._precise = precise = None
             elif self._wakeup is not None:
                 self._wakeup.cancel()
                 self._wakeup = None

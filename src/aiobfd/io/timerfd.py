@@ -69,7 +69,8 @@ class PreciseTimer:
     def disarm(self) -> None:
         value = self._spec.it_value
         value.tv_sec = value.tv_nsec = 0
-        self._settime(self._fd, 0, self._spec_ref, None)
+        if self._settime(self._fd, 0, self._spec_ref, None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
         self.armed_at = None
 
     def _fired(self) -> None:
