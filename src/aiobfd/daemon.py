@@ -938,13 +938,10 @@ class Daemon:
             if peer.connected:
                 try:
                     peer.sock.send(data)
-                    continue
-                except ConnectionRefusedError:
-                    pass  # the full path counts it and sends once more
                 except OSError as exc:
-                    self._count_send_error(peer, exc)
-                    continue
-            self._send_one(peer, data)
+                    self._send_failed(peer, data, exc)
+            else:
+                self._send_one(peer, data)
 
     def _send(self, peer: Peer, datagrams: list[bytes]) -> None:
         for data in datagrams:
@@ -953,19 +950,23 @@ class Daemon:
     def _send_one(self, peer: Peer, data: bytes) -> None:
         try:
             if peer.connected:
-                try:
-                    peer.sock.send(data)
-                except ConnectionRefusedError as exc:
-                    # An ICMP port unreachable came back for an earlier
-                    # packet (nothing listens on the peer's 3784); the
-                    # connected socket reports it on this send instead
-                    # of sending: count it, and send this one after all.
-                    self._count_send_error(peer, exc)
-                    peer.sock.send(data)
+                peer.sock.send(data)
             else:
                 peer.sock.sendto(data, peer.dest)
         except OSError as exc:
-            self._count_send_error(peer, exc)
+            self._send_failed(peer, data, exc)
+
+    def _send_failed(self, peer: Peer, data: bytes, exc: OSError) -> None:
+        """Count a failed send of ``data``.  An ICMP port unreachable that came
+        back for an earlier packet (nothing listens on the peer's 3784) is
+        reported by a connected socket on this send instead of sending: this
+        packet then goes after all."""
+        self._count_send_error(peer, exc)
+        if isinstance(exc, ConnectionRefusedError) and peer.connected:
+            try:
+                peer.sock.send(data)
+            except OSError as again:
+                self._count_send_error(peer, again)
 
     def _count_send_error(self, peer: Peer, exc: OSError) -> None:
         name = errno.errorcode.get(exc.errno or 0, "EIO")
