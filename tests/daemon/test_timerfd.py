@@ -4,55 +4,63 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
+
+import pytest
 
 from aiobfd.config import PeerSpec
 from aiobfd.daemon import Daemon, monotonic_us
-from aiobfd.io.timerfd import open_precise_timer
+from aiobfd.io.timerfd import PreciseTimer, open_precise_timer
 from aiobfd.packet import State
 from aiobfd.session import SessionConfig
 
 MS = 1000
 
 
-async def test_fires_once_at_its_instant_never_before() -> None:
-    loop = asyncio.get_running_loop()
+@pytest.fixture
+async def timer_and_fired() -> AsyncIterator[tuple[PreciseTimer, list[int]]]:
+    """A timer on the running loop, and when it fired (protocol clock)."""
     fired: list[int] = []
-    timer = open_precise_timer(loop, lambda: fired.append(monotonic_us()))
+    timer = open_precise_timer(asyncio.get_running_loop(), lambda: fired.append(monotonic_us()))
     assert timer is not None
     try:
-        at = monotonic_us() + 20 * MS
-        timer.arm(at)
-        assert timer.armed_at == at
-        await asyncio.sleep(0.1)
-        assert len(fired) == 1 and fired[0] >= at
-        assert timer.armed_at is None
+        yield timer, fired
     finally:
         timer.close()
 
 
-async def test_moving_or_disarming_forgets_the_old_instant() -> None:
-    loop = asyncio.get_running_loop()
-    fired: list[int] = []
-    timer = open_precise_timer(loop, lambda: fired.append(monotonic_us()))
-    assert timer is not None
-    try:
-        timer.arm(monotonic_us() + 5 * MS)
-        later = monotonic_us() + 60 * MS
-        timer.arm(later)
-        await asyncio.sleep(0.03)
-        assert fired == []  # not at the first instant
-        await asyncio.sleep(0.08)
-        assert len(fired) == 1 and fired[0] >= later
-        timer.arm(monotonic_us() + 5 * MS)
-        timer.disarm()
-        await asyncio.sleep(0.03)
-        assert len(fired) == 1
-        timer.arm(0)  # an instant long past: at once
-        await asyncio.sleep(0.01)
-        assert len(fired) == 2
-    finally:
-        timer.close()
-    timer.close()  # twice is harmless
+async def test_fires_once_at_its_instant_never_before(
+    timer_and_fired: tuple[PreciseTimer, list[int]],
+) -> None:
+    timer, fired = timer_and_fired
+    at = monotonic_us() + 20 * MS
+    timer.arm(at)
+    assert timer.armed_at == at
+    await asyncio.sleep(0.1)
+    assert len(fired) == 1 and fired[0] >= at
+    assert timer.armed_at is None
+
+
+async def test_moving_or_disarming_forgets_the_old_instant(
+    timer_and_fired: tuple[PreciseTimer, list[int]],
+) -> None:
+    timer, fired = timer_and_fired
+    timer.arm(monotonic_us() + 5 * MS)
+    later = monotonic_us() + 60 * MS
+    timer.arm(later)
+    await asyncio.sleep(0.03)
+    assert fired == []  # not at the first instant
+    await asyncio.sleep(0.08)
+    assert len(fired) == 1 and fired[0] >= later
+    timer.arm(monotonic_us() + 5 * MS)
+    timer.disarm()
+    await asyncio.sleep(0.03)
+    assert len(fired) == 1
+    timer.arm(0)  # an instant long past: at once
+    await asyncio.sleep(0.01)
+    assert len(fired) == 2
+    timer.close()
+    timer.close()  # twice is harmless (and once more by the fixture)
 
 
 async def test_a_daemon_on_another_clock_keeps_call_at() -> None:
