@@ -63,25 +63,47 @@ async def test_moving_or_disarming_forgets_the_old_instant(
     timer.close()  # twice is harmless (and once more by the fixture)
 
 
+async def _come_up(a: Daemon, b: Daemon) -> None:
+    """Start ``a`` and ``b`` (peers of each other) and see their sessions Up."""
+    await a.start()
+    await b.start()
+    for _ in range(100):
+        if all(p.session.state is State.UP for d in (a, b) for p in d.peers.values()):
+            break
+        await asyncio.sleep(0.05)
+    assert all(p.session.state is State.UP for d in (a, b) for p in d.peers.values())
+
+
+FAST = SessionConfig(desired_min_tx_us=50 * MS, required_min_rx_us=50 * MS, detect_mult=3)
+
+
 async def test_a_daemon_on_another_clock_keeps_call_at() -> None:
     """The timerfd runs on CLOCK_MONOTONIC: a daemon given another clock (a
     test's, say) wakes by call_at, and still works."""
-    cfg = SessionConfig(desired_min_tx_us=50 * MS, required_min_rx_us=50 * MS, detect_mult=3)
-    a = Daemon([PeerSpec("127.0.0.2", "127.0.0.1", socket.AF_INET, session=cfg)])
+    a = Daemon([PeerSpec("127.0.0.2", "127.0.0.1", socket.AF_INET, session=FAST)])
     b = Daemon(
-        [PeerSpec("127.0.0.1", "127.0.0.2", socket.AF_INET, session=cfg)],
+        [PeerSpec("127.0.0.1", "127.0.0.2", socket.AF_INET, session=FAST)],
         clock=lambda: monotonic_us(),
     )
-    await a.start()
-    await b.start()
     try:
+        await _come_up(a, b)
         assert a._precise is not None and b._precise is None
-        for _ in range(100):
-            if all(p.session.state is State.UP for d in (a, b) for p in d.peers.values()):
-                break
-            await asyncio.sleep(0.05)
-        assert all(p.session.state is State.UP for d in (a, b) for p in d.peers.values())
     finally:
         a.close()
         b.close()
     assert a._precise is None
+
+
+async def test_a_timerfd_that_fails_gives_way_to_call_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: PreciseTimer, at_us: int) -> None:
+        raise OSError(22, "timerfd_settime failed")
+
+    monkeypatch.setattr(PreciseTimer, "arm", broken)
+    a = Daemon([PeerSpec("127.0.0.2", "127.0.0.1", socket.AF_INET, session=FAST)])
+    b = Daemon([PeerSpec("127.0.0.1", "127.0.0.2", socket.AF_INET, session=FAST)])
+    try:
+        await _come_up(a, b)
+        assert a._precise is None and b._precise is None  # closed at the first arm
+    finally:
+        a.close()
+        b.close()
