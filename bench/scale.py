@@ -29,6 +29,7 @@ nftables, taskset, FRR (``apt-get install frr``) for ``--peer frr``, and for
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import datetime as dt
 import functools
@@ -42,6 +43,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -174,12 +176,18 @@ class Ours(Daemon):
         self.kind = "ours-uvloop" if uvloop else "ours"
         self.uvloop = uvloop
         self.socket = lab.rundir / f"{role}.sock"
+        self.core_site: Path | None = None
+        """Where a compiled build of ours is installed (--core mypyc); None: this tree."""
         self.lateness = False
         """Serve /metrics (in the daemon's namespace) to read its timer lateness histograms."""
 
     @property
     def event_loop(self) -> str:
         return "uvloop" if self.uvloop else "asyncio"
+
+    @property
+    def core(self) -> str:
+        return "python" if self.core_site is None else "mypyc"
 
     def argv(self) -> list[str]:
         spec, lab = self.spec, self.lab
@@ -223,7 +231,10 @@ class Ours(Daemon):
         return [*head, "--config", str(conf), *tail]
 
     def start(self) -> None:
-        self.proc = self.lab.popen(self.ns, self.argv(), cpu=self.cpu, log=self.log)
+        env = None
+        if self.core_site is not None:
+            env = {**os.environ, "PYTHONPATH": str(self.core_site)}
+        self.proc = self.lab.popen(self.ns, self.argv(), cpu=self.cpu, log=self.log, env=env)
 
         def ready() -> bool:
             self.check_alive()
@@ -387,6 +398,28 @@ def ensure_aiobfd02(python: Path) -> Path:
     return python
 
 
+_CORE_SITE: list[Path] = []
+
+
+def compiled_core() -> Path:
+    """This tree built as an operator would with the compiled core
+    (``AIOBFD_MYPYC=1 pip wheel``), installed into a directory of its own; once
+    per invocation.  Our daemons run from it by PYTHONPATH."""
+    if not _CORE_SITE:
+        where = Path(tempfile.mkdtemp(prefix="aiobfd-core-"))
+        atexit.register(shutil.rmtree, where, ignore_errors=True)
+        log("building the mypyc-compiled core (AIOBFD_MYPYC=1 pip wheel; about a minute)")
+        pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+        env = {**os.environ, "AIOBFD_MYPYC": "1"}
+        subprocess.run([*pip, "wheel", "--no-deps", "-w", str(where / "wheel"), str(ROOT)],
+                       check=True, env=env)  # fmt: skip
+        wheels = sorted((where / "wheel").glob("aiobfd-*.whl"))
+        subprocess.run([*pip, "install", "--no-deps", "--target", str(where / "site"), *wheels],
+                       check=True)  # fmt: skip
+        _CORE_SITE.append(where / "site")
+    return _CORE_SITE[0]
+
+
 def make_daemon(
     kind: str, lab: ScaleLab, role: str, spec: RunSpec, opts: argparse.Namespace
 ) -> Daemon:
@@ -394,6 +427,8 @@ def make_daemon(
     if kind in ("ours", "ours-uvloop"):
         ours = Ours(lab, role, spec, cpu, uvloop=kind == "ours-uvloop")
         ours.lateness = bool(getattr(opts, "lateness", False))
+        if getattr(opts, "core", "python") == "mypyc":
+            ours.core_site = compiled_core()
         return ours
     if kind == "frr":
         return FrrDaemon(lab, role, spec, cpu)
@@ -677,6 +712,7 @@ def run_one(spec: RunSpec, opts: argparse.Namespace, index: str = "") -> dict[st
         for d in (dut, peer):
             if isinstance(d, Ours):
                 result[f"{d.role}_event_loop"] = d.event_loop
+                result[f"{d.role}_core"] = d.core
         up, up_s = wait_all_up(dut, peer, spec)
         result["dut_rss_kb_up"] = proc_rss_kb(dut.pid)
         result["setup_s"] = round(time.monotonic() - t_setup, 1)
@@ -873,9 +909,15 @@ def table_row(r: dict[str, Any]) -> list[str]:
     pps = "-"
     if "dut_pps_tx" in r:
         pps = f"{r['dut_pps_tx']:.0f}/{r['dut_pps_rx']:.0f}"
+
+    def name(role: str) -> str:
+        # A compiled core is marked: "ours/mypyc".
+        core = r.get(f"{role}_core", "python")
+        return r[role] if core == "python" else f"{r[role]}/{core}"
+
     return [
-        r["dut"],
-        r["peer"],
+        name("dut"),
+        name("peer"),
         f"{r['sessions']}@{r['interval_ms']}x{r['mult']}",
         f"{r['measured_s']:.0f}",
         f"{pct(r['dut_cpu'])} ({pct(r['dut_cpu_user'])}/{pct(r['dut_cpu_sys'])})",
@@ -1186,6 +1228,13 @@ def add_common(p: argparse.ArgumentParser) -> None:
         help="serve /metrics in our daemons' namespaces and keep their timer lateness histograms",
     )
     p.add_argument(
+        "--core",
+        choices=["python", "mypyc"],
+        default="python",
+        help="our daemons' core: plain Python, or compiled by mypyc (AIOBFD_MYPYC=1, see setup.py;"
+        " the wheel is built once per invocation)",
+    )
+    p.add_argument(
         "--profile",
         metavar="DIR",
         help="py-spy the daemon under test during the measured window (flags the run)",
@@ -1293,6 +1342,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGHUP, _on_sigterm)
+    if getattr(opts, "core", "python") == "mypyc":
+        compiled_core()  # before any namespace exists
     if opts.command == "run":
         specs = [
             RunSpec(

@@ -11,4 +11,13 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+
+def core_build() -> str:
+    """How the sans-IO core runs: "mypyc" when it was compiled at install time
+    (``AIOBFD_MYPYC=1``, see setup.py), else "python"."""
+    from . import session
+
+    return "python" if (session.__file__ or "").endswith(".py") else "mypyc"
+
+
+__all__ = ["__version__", "core_build"]

@@ -20,7 +20,7 @@ import socket
 import sys
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, core_build
 from .auth import AuthConfig, AuthKey, load_secret_env, load_secret_file
 from .config import (
     ConfigError,
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Unix socket for aiobfdctl ('none' disables it)",
     )
     add_metrics_options(ops)
-    add("--version", action="version", version=f"aiobfd {__version__}")
+    add("--version", action="version", version=f"aiobfd {__version__} (core: {core_build()})")
     return parser
 
 
@@ -535,8 +535,9 @@ async def run(
 
     notifier.ready(f"{len(peers)} session(s)")
     log.info(
-        "aiobfd %s running %d session(s)%s%s",
+        "aiobfd %s (core: %s) running %d session(s)%s%s",
         __version__,
+        core_build(),
         len(peers),
         f", control socket {path}" if control else "",
         f", metrics on {metrics.url}" if metrics else "",

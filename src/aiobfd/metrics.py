@@ -55,7 +55,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from . import __version__
+from . import __version__, core_build
 from .daemon import Daemon, Peer
 from .events import Event, StateChanged
 from .packet import State
@@ -289,7 +289,7 @@ _DYNAMIC = (
     "gauge",
     "Sessions that remotes created (RFC 9468 unsolicited).",
 )
-_BUILD = ("aiobfd_build_info", "gauge", "aiobfd version.")
+_BUILD = ("aiobfd_build_info", "gauge", "aiobfd version, and whether its core is compiled.")
 _TX_LATENESS = (
     "aiobfd_transmit_lateness_seconds",
     "How late periodic transmissions went out against their schedule.",
@@ -354,7 +354,9 @@ class BfdCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         daemon = self.daemon
-        yield InfoMetricFamily("aiobfd_build", _BUILD[2], value={"version": __version__})
+        yield InfoMetricFamily(
+            "aiobfd_build", _BUILD[2], value={"version": __version__, "core": core_build()}
+        )
         drops = CounterMetricFamily(_DAEMON_DROPS[0], _DAEMON_DROPS[2], labels=["reason"])
         for reason, n in list(daemon.table.drops.items()):
             drops.add_metric([str(reason)], n)
@@ -425,7 +427,7 @@ class BfdCollector(Collector):
         add = out.append
         name, kind, doc = _BUILD
         add(_header(name, kind, doc))
-        add(f'{name}{{version="{_escape(__version__)}"}} 1\n')
+        add(f'{name}{{version="{_escape(__version__)}",core="{core_build()}"}} 1\n')
         name, kind, doc = _DAEMON_DROPS
         add(_header(name, kind, doc))
         for reason, n in list(daemon.table.drops.items()):

@@ -54,6 +54,7 @@ def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("aiobfd ")
+    assert "(core: python)" in result.stdout or "(core: mypyc)" in result.stdout
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[str] | None = None, timeout: float = 10) -> None:

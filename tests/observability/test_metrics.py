@@ -30,7 +30,7 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from aiobfd import __version__
+from aiobfd import __version__, core_build
 from aiobfd.config import PeerSpec
 from aiobfd.daemon import Daemon, Peer
 from aiobfd.metrics import BfdCollector, MetricsServer, start_metrics_server
@@ -103,7 +103,7 @@ async def test_exposition_of_an_up_session(served: tuple[Daemon, Daemon, Metrics
     def value(name: str, **labels: str) -> float:
         return got[(name, tuple(sorted({**s, **labels}.items())))]
 
-    assert got[("aiobfd_build_info", (("version", __version__),))] == 1
+    assert got[("aiobfd_build_info", (("core", core_build()), ("version", __version__)))] == 1
     assert value("aiobfd_session_up") == 1
     for state in ("admin_down", "down", "init", "up"):
         assert value("aiobfd_session_state", state=state) == (state == "up")
