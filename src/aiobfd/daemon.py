@@ -666,7 +666,7 @@ class Daemon:
         now = self._clock()
         floor = self._drained_at
         self._drained_at = now
-        take = self._take_session_packet
+        arm = self._arm
         # Until no socket holds anything, within a few rounds (packets keep
         # coming while we read; timers must not starve): a socket left with a
         # packet in it would carry a standing queue into every later wake-up.
@@ -690,7 +690,14 @@ class Daemon:
                 except OSError as exc:
                     self._count_receive_error(peer, exc)
             for peer, data in got:
-                take(peer, data, floor, ready_at)
+                # The common case inline (see _take_session_packet).
+                session = peer.session
+                if session.receive_repeat(data, floor):
+                    peer.rx_accepted_read = ready_at
+                    if session.get_timer() != peer.timer_at:
+                        arm(peer)
+                else:
+                    self._take_full(peer, data, floor)
 
     def _read_session_packet(self, peer: Peer, floor: int, by: int | None) -> bool:
         """Read and process one packet from ``peer``'s own socket; False: none there.
@@ -721,14 +728,17 @@ class Daemon:
         session = peer.session
         if session.receive_repeat(data, floor):
             # The common case: the peer said exactly what it said last time;
-            # the next transmission is due before the new Detection Time.
+            # only the Detection Time moved (mostly past the next transmission,
+            # which keeps the peer's place in the schedule).
             peer.rx_accepted_read = self._clock() if by is None else by
-            tx = session.next_tx_us
-            detect = session.detect_deadline_us
-            if tx is None or detect is None or tx != peer.timer_at or detect <= tx:
+            if session.get_timer() != peer.timer_at:
                 self._arm(peer)
             return
-        # Anything else goes the full way, at its exact arrival.
+        self._take_full(peer, data, floor)
+
+    def _take_full(self, peer: Peer, data: bytes, floor: int) -> None:
+        """Process a packet from ``peer``'s own socket the full way, at its exact arrival."""
+        session = peer.session
         read_at = self._clock()
         sock = peer.rx_sock
         at = read_at if sock is None else self._arrival_us(sock, read_at)
@@ -1094,45 +1104,55 @@ class Daemon:
         # often, so that it is not kept waiting behind a burst.
         detect_pending = bool(self._detect_instants)
         served = 0
+        schedule_add = schedule.add
         while work:
             deadline, peer = work.popleft()
             if peer.timer_at != deadline:
                 continue
             session = peer.session
             at = now if now > deadline else deadline
-            detect = session.detect_deadline_us
-            data = None
-            if detect is not None and detect <= at:
-                # A Detection Time must not expire while the packet that
-                # restarts it waits in the session's socket: read that first;
-                # and the last packet read may have come later than counted.
-                for _ in range(EXPIRY_READ_MAX):
-                    if not self._read_session_packet(peer, self._drained_at, None):
-                        break
-                if self._restamp(peer):
-                    self._arm(peer)
-                if peer.timer_at != deadline:
-                    continue  # it moved on: the peer is listed at its new deadline
-                detect = session.detect_deadline_us
-                if detect is not None and detect <= at:
-                    detect_lateness.record(at - detect)
-            elif deadline == session.next_tx_us:
-                tx_lateness.record(at - deadline)
-                data = session.periodic_packet(at)
+            # The steady state: the same packet again (None: not that case,
+            # or a Detection Time has come), sent with the others of the
+            # slice (below), back to back.
+            data = session.periodic_packet(at)
             if data is not None:
-                # The steady state: the same packet again, sent with the
-                # others of the slice (below), back to back.
+                tx_lateness.record(at - deadline)
                 outgoing.append((peer, data))
                 tx = session.next_tx_us
                 detect = session.detect_deadline_us
-                if detect is not None and (tx is None or detect <= tx):
-                    # The peer fell silent: its Detection Time is next, from
-                    # the exact arrival of its last packet (so that the wake-up
-                    # for it, and its precise sleep, are not spent early).
-                    self._restamp(peer)
-                peer.timer_at = None
-                self._arm(peer)
+                if tx is not None and (detect is None or tx < detect):
+                    # The next transmission comes first: list the peer there
+                    # (we are in the wake-up; it re-arms the loop after).
+                    peer.timer_at = tx
+                    schedule_add(tx, peer)
+                else:
+                    if detect is not None:
+                        # The peer fell silent: its Detection Time is next,
+                        # from the exact arrival of its last packet (so that
+                        # the wake-up for it, and its precise sleep, are not
+                        # spent early).
+                        self._restamp(peer)
+                    peer.timer_at = None
+                    self._arm(peer)
             else:
+                detect = session.detect_deadline_us
+                if detect is not None and detect <= at:
+                    # A Detection Time must not expire while the packet that
+                    # restarts it waits in the session's socket: read that
+                    # first; and the last packet read may have come later than
+                    # counted.
+                    for _ in range(EXPIRY_READ_MAX):
+                        if not self._read_session_packet(peer, self._drained_at, None):
+                            break
+                    if self._restamp(peer):
+                        self._arm(peer)
+                    if peer.timer_at != deadline:
+                        continue  # it moved on: the peer is listed at its new deadline
+                    detect = session.detect_deadline_us
+                    if detect is not None and detect <= at:
+                        detect_lateness.record(at - detect)
+                elif deadline == session.next_tx_us:
+                    tx_lateness.record(at - deadline)
                 peer.timer_at = None
                 self._flush(peer, at)  # runs the timer that is due, sends, re-arms
             served += 1
