@@ -2,8 +2,8 @@
 
 The modules in CORE are pure, typed Python (mypy --strict); mypyc turns them
 into C extension modules, as black and mypy ship themselves.  They are what
-every packet sent and received runs through, so at a thousand sessions this
-takes about a sixth off the daemon's CPU (docs/performance.md).  The event
+every packet sent and received runs through: a fifth less of the
+interpreter's time at a thousand sessions (docs/performance.md).  The event
 loop side (daemon, sockets, control, metrics) stays interpreted.  A build
 without the variable is plain Python; scripts/test.sh runs the suite on both.
 """

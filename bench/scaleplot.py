@@ -133,7 +133,10 @@ def side_by_side(results: list[dict[str, Any]], out: Path) -> Path | None:
     width = 0.8 / len(names)
     for k, d in enumerate(names):
         xs = [j + (k - (len(names) - 1) / 2) * width for j in range(len(points))]
-        bars = ax.bar(xs, series[d], width, color=COLORS.get(d), label=NAMES.get(d, d))
+        label = NAMES.get(d, d)
+        if any((r := find(d, n, i)) and r.get("dut_core") == "mypyc" for n, i in points):
+            label += ", compiled core"  # bench/scale.py --core mypyc
+        bars = ax.bar(xs, series[d], width, color=COLORS.get(d), label=label)
         for bar, value, f in zip(bars, series[d], flaps[d], strict=True):
             if value != value:  # no run: nothing to label
                 continue
