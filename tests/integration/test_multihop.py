@@ -180,10 +180,18 @@ def test_single_hop_and_multihop_to_one_remote_coexist(
         "rx_interval_ms = 200\ntx_interval_ms = 200\n"
     )
     ours = OurDaemon(routed, "host", "", [], "--config", str(config)).start()
+    # FRR announces its configured interval with a Poll after it is Up, a
+    # little after we are: wait for that too (1000 ms is the slow-start rate).
     ours.wait(
-        lambda: all(s["state"] == "up" for s in ours.sessions()) and len(ours.sessions()) == 2,
+        lambda: (
+            len(ours.sessions()) == 2
+            and all(
+                s["state"] == "up" and s["remote_desired_min_tx_ms"] != 1000
+                for s in ours.sessions()
+            )
+        ),
         timeout=8,
-        what="both sessions up",
+        what="both sessions up at FRR's intervals",
     )
     sessions = {s["multihop"]: s for s in ours.sessions()}
     assert sessions[False]["remote_desired_min_tx_ms"] == 100
