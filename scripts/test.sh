@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what it needs, then runs
-# ruff and pytest (unit, property, loopback and - as root - interop tests with
-# FRR's bfdd and BIRD 2 in network namespaces).
+# ruff, mypy and pytest (unit, property, loopback and - as root - interop tests
+# with FRR's bfdd and BIRD 2 in network namespaces), then most of it again on
+# the core compiled by mypyc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -44,7 +45,7 @@ echo "== mypy"
 echo "== pytest"
 AIOBFD_EXPECT_CORE=python .venv/bin/python -m pytest -q "$@"
 
-# The same tests that need no root, again on the core compiled by mypyc
+# The tests that need no root, again on the core compiled by mypyc
 # (AIOBFD_MYPYC=1, setup.py), built as an operator would build it.  Skipped
 # when arguments pick tests, or with AIOBFD_TEST_COMPILED=0.
 if [ $# -eq 0 ] && [ "${AIOBFD_TEST_COMPILED:-1}" = 1 ]; then
@@ -53,6 +54,11 @@ if [ $# -eq 0 ] && [ "${AIOBFD_TEST_COMPILED:-1}" = 1 ]; then
     trap 'rm -rf "$build"' EXIT
     AIOBFD_MYPYC=1 .venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps -w "$build/wheel" .
     .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --target "$build/site" "$build"/wheel/aiobfd-*.whl
+    # As root, the interop tests with FRR's bfdd and BIRD as well.
+    interop=()
+    if [ "$(id -u)" = 0 ]; then
+        interop=(tests/integration/test_interop_frr.py tests/integration/test_interop_bird.py)
+    fi
     AIOBFD_EXPECT_CORE=mypyc PYTHONPATH="$build/site" .venv/bin/python -m pytest -q -p no:cacheprovider \
-        tests/unit tests/property tests/daemon tests/observability
+        tests/unit tests/property tests/daemon tests/observability "${interop[@]}"
 fi
