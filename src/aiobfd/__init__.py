@@ -15,9 +15,12 @@ except PackageNotFoundError:  # running from a source tree
 def core_build() -> str:
     """How the sans-IO core runs: "mypyc" when it was compiled at install time
     (``AIOBFD_MYPYC=1``, see setup.py), else "python"."""
+    from importlib.machinery import EXTENSION_SUFFIXES
+
     from . import session
 
-    return "python" if (session.__file__ or "").endswith(".py") else "mypyc"
+    path = session.__file__ or ""
+    return "mypyc" if path.endswith(tuple(EXTENSION_SUFFIXES)) else "python"
 
 
 __all__ = ["__version__", "core_build"]

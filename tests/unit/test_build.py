@@ -26,18 +26,18 @@ def test_the_core_under_test_is_the_one_expected() -> None:
         assert core_build() == expected
 
 
-@pytest.mark.parametrize(("value", "mypy"), [(None, False), ("0", False), ("1", True)])
-def test_only_a_compiled_build_asks_for_mypy(value: str | None, mypy: bool) -> None:
-    # In a process of its own, as pip runs a backend (setuptools sets up logging).
+def ask_backend(hook: str, value: str | None) -> tuple[list[str], str | None, str]:
+    """Run a hook of the build backend in a process of its own, as pip does
+    (setuptools sets up logging), with AIOBFD_MYPYC set to ``value``: what it
+    asks for, AIOBFD_MYPYC after it, and what it printed to stderr."""
     env = {k: v for k, v in os.environ.items() if k != "AIOBFD_MYPYC"}
     if value is not None:
         env["AIOBFD_MYPYC"] = value
     probe = (
         "import json, os, aiobfd_build;"
-        "print(json.dumps([aiobfd_build.get_requires_for_build_wheel(),"
-        " os.environ.get('AIOBFD_MYPYC')]))"
+        f"print(json.dumps([aiobfd_build.{hook}(), os.environ.get('AIOBFD_MYPYC')]))"
     )
-    out = subprocess.run(
+    run = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=ROOT,  # setuptools reads setup.py from here
         env={**env, "PYTHONPATH": str(ROOT / "build_backend")},
@@ -45,8 +45,22 @@ def test_only_a_compiled_build_asks_for_mypy(value: str | None, mypy: bool) -> N
         text=True,
         check=True,
         timeout=60,
-    ).stdout
-    requires, after = json.loads(out.splitlines()[-1])
+    )
+    requires, after = json.loads(run.stdout.splitlines()[-1])
+    return requires, after, run.stderr
+
+
+@pytest.mark.parametrize(("value", "mypy"), [(None, False), ("0", False), ("1", True)])
+def test_only_a_compiled_build_asks_for_mypy(value: str | None, mypy: bool) -> None:
+    requires, after, _ = ask_backend("get_requires_for_build_wheel", value)
     assert any(r.startswith("mypy") for r in requires) is mypy
     # The pass that collects setuptools' own requirements left the setting as it was.
     assert after == value
+
+
+def test_an_editable_install_is_never_compiled() -> None:
+    # Extension modules built in place would shadow the sources being edited.
+    requires, after, stderr = ask_backend("get_requires_for_build_editable", "1")
+    assert not any(r.startswith("mypy") for r in requires)
+    assert after == "0"
+    assert "ignored for an editable install" in stderr
