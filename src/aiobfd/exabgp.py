@@ -257,7 +257,8 @@ class _Lines:
         """The complete lines of the next chunk; [] on timeout; WatchError at EOF."""
         while True:
             try:
-                chunk = await asyncio.wait_for(self.reader.read(65536), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see run()
+                    chunk = await self.reader.read(65536)
             except TimeoutError:
                 return []
             if not chunk:
@@ -389,10 +390,11 @@ async def run(options: Options, write: Callable[[str], None]) -> NoReturn:
     while True:
         opened: list[asyncio.StreamWriter] = []
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(options.socket, limit=MAX_LINE),
-                HANDSHAKE_TIMEOUT_S,
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a
+            # cancellation that comes as the connect finishes (it returns the
+            # connect's result), and this loop would then never end.
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                reader, writer = await asyncio.open_unix_connection(options.socket, limit=MAX_LINE)
             opened.append(writer)
             await follow(reader, writer, selection, announcer, watching)
         except (OSError, WatchError, TimeoutError, ValueError) as exc:

@@ -196,7 +196,10 @@ class HookRunner:
             log.error("hook for %s could not start: %s", remote, exc)
             return
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+            # asyncio.timeout, not wait_for, which on Python 3.11 may drop a
+            # cancellation that comes as the hook ends.
+            async with asyncio.timeout(timeout_s):
+                out, err = await proc.communicate()
         except TimeoutError:
             self.timeouts += 1
             with contextlib.suppress(ProcessLookupError):

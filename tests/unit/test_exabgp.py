@@ -384,6 +384,26 @@ async def test_permission_denied_is_explained_and_retried(
     assert caplog.text.count("permission denied") == 1  # said once, not per attempt
 
 
+async def test_a_cancellation_is_never_lost(sock: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelled at any step of a failing connect, the helper stops.  (Python
+    3.11's wait_for returned the finished connect's result instead of the
+    cancellation when both came at once: the helper then retried forever.)"""
+
+    async def denied(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(asyncio, "open_unix_connection", denied)
+    options = Options(socket=str(sock), routes=(ROUTE,), max_backoff_s=0.2)
+    for steps in range(8):
+        task = asyncio.ensure_future(exabgp.run(options, lambda line: None))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert done, f"cancelled {steps} loop steps in, it kept running"
+        assert task.cancelled()
+
+
 async def test_unreachable_daemon_means_withdrawn_then_reconnects(
     sock: Path, helper_factory: Callable[..., Helper]
 ) -> None:
