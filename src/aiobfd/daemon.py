@@ -690,7 +690,8 @@ class Daemon:
                 except OSError as exc:
                     self._count_receive_error(peer, exc)
             for peer, data in got:
-                # The common case inline (see _take_session_packet).
+                # _take_session_packet's common case, inline: a call per
+                # packet cost a point of a core at 1,000 sessions @ 50 ms (A/B).
                 session = peer.session
                 if session.receive_repeat(data, floor):
                     peer.rx_accepted_read = ready_at
@@ -699,11 +700,11 @@ class Daemon:
                 else:
                     self._take_full(peer, data, floor)
 
-    def _read_session_packet(self, peer: Peer, floor: int, by: int | None) -> bool:
+    def _read_session_packet(self, peer: Peer, floor: int) -> bool:
         """Read and process one packet from ``peer``'s own socket; False: none there.
 
-        It arrived after ``floor`` and before ``by`` (None: before it is read).
-        Its TTL was checked by the kernel (attach_min_ttl_filter).
+        It arrived after ``floor``.  Its TTL was checked by the kernel
+        (attach_min_ttl_filter).
         """
         sock = peer.rx_sock
         if sock is None:
@@ -715,22 +716,22 @@ class Daemon:
         except OSError as exc:
             self._count_receive_error(peer, exc)
             return False
-        self._take_session_packet(peer, data, floor, by)
+        self._take_session_packet(peer, data, floor, self._clock())
         return True
 
     def _count_receive_error(self, peer: Peer, exc: OSError) -> None:
         self.receive_errors += 1
         log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
 
-    def _take_session_packet(self, peer: Peer, data: bytes, floor: int, by: int | None) -> None:
-        """Process ``data``, just read from ``peer``'s own socket (see
-        :meth:`_read_session_packet`)."""
+    def _take_session_packet(self, peer: Peer, data: bytes, floor: int, by: int) -> None:
+        """Process ``data``, just read from ``peer``'s own socket: it arrived
+        after ``floor`` and by ``by``."""
         session = peer.session
         if session.receive_repeat(data, floor):
             # The common case: the peer said exactly what it said last time;
             # only the Detection Time moved (mostly past the next transmission,
             # which keeps the peer's place in the schedule).
-            peer.rx_accepted_read = self._clock() if by is None else by
+            peer.rx_accepted_read = by
             if session.get_timer() != peer.timer_at:
                 self._arm(peer)
             return
@@ -1142,7 +1143,7 @@ class Daemon:
                     # first; and the last packet read may have come later than
                     # counted.
                     for _ in range(EXPIRY_READ_MAX):
-                        if not self._read_session_packet(peer, self._drained_at, None):
+                        if not self._read_session_packet(peer, self._drained_at):
                             break
                     if self._restamp(peer):
                         self._arm(peer)
