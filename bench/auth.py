@@ -7,7 +7,7 @@ Prints, in microseconds per packet (best of R runs of N packets):
 * ``encode``  - :meth:`Authenticator.encode`: the packet serialised and signed;
 * ``verify``  - :meth:`Authenticator.verify` on an already decoded packet
   (sequence window and digest), which is what the session adds to a receive;
-* ``plain``   - :func:`aiobfd.packet.encode` / ``decode`` without
+* ``plain``   - :func:`aiobfd.protocol.packet.encode` / ``decode`` without
   authentication, for scale.
 
 Every verified packet is a fresh one from an in-order stream, so the
@@ -20,8 +20,8 @@ import argparse
 import random
 import timeit
 
-from aiobfd.auth import AuthConfig, Authenticator
-from aiobfd.packet import AuthType, ControlPacket, Diag, State, decode, encode
+from aiobfd.protocol.auth import AuthConfig, Authenticator
+from aiobfd.protocol.packet import AuthType, ControlPacket, Diag, State, decode, encode
 
 TYPES = [
     AuthType.SIMPLE_PASSWORD,

@@ -12,7 +12,7 @@ import sys
 import timeit
 from collections.abc import Callable
 
-from aiobfd.packet import (
+from aiobfd.protocol.packet import (
     FLAG_AUTH,
     FLAG_FINAL,
     FLAG_POLL,
@@ -24,7 +24,7 @@ from aiobfd.packet import (
     decode,
     encode,
 )
-from aiobfd.session import Session, SessionConfig
+from aiobfd.protocol.session import Session, SessionConfig
 
 TARGET_US = 3.0
 

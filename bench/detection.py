@@ -27,10 +27,10 @@ import sys
 import time
 
 from aiobfd.config import PeerSpec
-from aiobfd.daemon import Daemon, Peer
-from aiobfd.events import Event, StateChanged
-from aiobfd.packet import State
-from aiobfd.session import SessionConfig
+from aiobfd.engine import Daemon, Peer
+from aiobfd.protocol.events import Event, StateChanged
+from aiobfd.protocol.packet import State
+from aiobfd.protocol.session import SessionConfig
 
 HUB = "127.0.0.1"
 

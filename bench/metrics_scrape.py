@@ -40,11 +40,11 @@ from asyncio.subprocess import PIPE
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
 from aiobfd.config import PeerSpec
-from aiobfd.daemon import Daemon
+from aiobfd.engine import Daemon
 from aiobfd.metrics import BfdCollector, start_metrics_server
-from aiobfd.packet import State
-from aiobfd.session import SessionConfig
-from aiobfd.stats import LatencyHistogram, TimingStats
+from aiobfd.protocol.packet import State
+from aiobfd.protocol.session import SessionConfig
+from aiobfd.protocol.stats import LatencyHistogram, TimingStats
 
 HUB = "127.0.200.1"
 MS = 1000

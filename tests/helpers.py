@@ -6,9 +6,9 @@ import contextlib
 import random
 from collections.abc import Callable
 
-from aiobfd.events import Event, StateChanged
-from aiobfd.packet import ControlPacket, decode
-from aiobfd.session import Session, SessionConfig
+from aiobfd.protocol.events import Event, StateChanged
+from aiobfd.protocol.packet import ControlPacket, decode
+from aiobfd.protocol.session import Session, SessionConfig
 
 MS = 1_000
 SECOND = 1_000_000

@@ -18,10 +18,10 @@ import logging
 import signal
 import socket
 import sys
-from typing import Any, NoReturn
+from typing import Any
 
 from . import __version__, core_build
-from .auth import AuthConfig, AuthKey, load_secret_env, load_secret_file
+from .argparsing import OneLineParser, whole_number
 from .config import (
     ConfigError,
     Hooks,
@@ -33,9 +33,11 @@ from .config import (
     resolve_peers,
 )
 from .configfile import AUTH_TYPES, FileConfig, find_default_config, load_config
-from .constants import MAX_DETECT_MULT, MAX_INTERVAL_US, MAX_RECEIVE_HOLDOFF_MS, US_PER_MS
 from .logs import LEVELS, setup_logging
-from .session import SessionConfig
+from .protocol.auth import AuthConfig, AuthKey
+from .protocol.constants import MAX_DETECT_MULT, MAX_INTERVAL_US, MAX_RECEIVE_HOLDOFF_MS, US_PER_MS
+from .protocol.session import SessionConfig
+from .secret_sources import load_secret_env, load_secret_file
 
 log = logging.getLogger("aiobfd")
 
@@ -43,32 +45,12 @@ log = logging.getLogger("aiobfd")
 MAX_INTERVAL_MS = MAX_INTERVAL_US // US_PER_MS
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports an error in one line, without the usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _number(low: int, high: int, unit: str = "") -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number{unit}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is out of range: {low} to {high}{unit}")
-        return value
-
-    return parse
-
-
-_interval = _number(1, MAX_INTERVAL_MS, " of milliseconds")
-_multiplier = _number(1, MAX_DETECT_MULT)
+_interval = whole_number(1, MAX_INTERVAL_MS, " of milliseconds")
+_multiplier = whole_number(1, MAX_DETECT_MULT)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="aiobfd",
         description="Maintain BFD sessions (RFC 5880/5881) with one or more remote systems.",
         epilog="Either LOCAL REMOTE... or --config FILE (default /etc/aiobfd/aiobfd.toml when present).",
@@ -173,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sec.add_argument(
         "--min-ttl",
-        type=_number(1, 255),
+        type=whole_number(1, 255),
         default=None,
         metavar="N",
         help="lowest received TTL accepted: single hop with authentication (default 255), "
@@ -184,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sec.add_argument(
         "--auth-key-id",
-        type=_number(0, 255),
+        type=whole_number(0, 255),
         action="append",
         default=[],
         metavar="N",
@@ -206,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sec.add_argument(
         "--auth-transmit-key-id",
-        type=_number(0, 255),
+        type=whole_number(0, 255),
         default=None,
         metavar="N",
         help="key that signs what we send (default: the first)",
@@ -244,14 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     uns.add_argument(
         "--unsolicited-max",
-        type=_number(1, 100_000),
+        type=whole_number(1, 100_000),
         default=100,
         metavar="N",
         help="at most N unsolicited sessions (default 100)",
     )
     uns.add_argument(
         "--unsolicited-rate",
-        type=_number(1, 100_000),
+        type=whole_number(1, 100_000),
         default=10,
         metavar="N",
         help="create at most N unsolicited sessions a second (default 10)",
@@ -275,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument(
         "--receive-holdoff",
         dest="receive_holdoff_ms",
-        type=_number(0, MAX_RECEIVE_HOLDOFF_MS, " of milliseconds"),
+        type=whole_number(0, MAX_RECEIVE_HOLDOFF_MS, " of milliseconds"),
         default=None,
         metavar="MS",
         help="longest a packet of an established session may wait for the daemon's next "
@@ -310,7 +292,7 @@ def add_metrics_options(group: Any) -> None:
     )
     group.add_argument(
         "--metrics-port",
-        type=_number(0, 65535),
+        type=whole_number(0, 65535),
         default=None,
         metavar="PORT",
         help=f"port of the /metrics endpoint (default {DEFAULT_METRICS_PORT}; 0: off)",
@@ -427,7 +409,7 @@ async def run(
 ) -> int:
     """Run the daemon until SIGINT or SIGTERM."""
     from .control import ControlError, ControlServer, default_socket_path
-    from .daemon import Daemon
+    from .engine import Daemon
     from .hooks import Dampening, HookRunner
     from .metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, start_metrics_server
     from .systemd import Notifier

@@ -13,8 +13,8 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .registry import PeerKey
-from .session import SessionConfig
+from .protocol.registry import PeerKey
+from .protocol.session import SessionConfig
 
 
 class ConfigError(ValueError):

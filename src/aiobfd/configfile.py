@@ -15,7 +15,6 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .auth import AuthConfig, AuthKey, load_secret_env, load_secret_file
 from .config import (
     ConfigError,
     Hooks,
@@ -26,9 +25,11 @@ from .config import (
     resolve,
     resolve_peer,
 )
-from .constants import MAX_DETECT_MULT, MAX_INTERVAL_US, MAX_RECEIVE_HOLDOFF_MS, US_PER_MS
-from .packet import AuthType
-from .session import SessionConfig
+from .protocol.auth import AuthConfig, AuthKey
+from .protocol.constants import MAX_DETECT_MULT, MAX_INTERVAL_US, MAX_RECEIVE_HOLDOFF_MS, US_PER_MS
+from .protocol.packet import AuthType
+from .protocol.session import SessionConfig
+from .secret_sources import load_secret_env, load_secret_file
 
 DEFAULT_PATH = "/etc/aiobfd/aiobfd.toml"
 

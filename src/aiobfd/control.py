@@ -22,9 +22,9 @@ from typing import Any
 
 from . import __version__
 from .config import ConfigError, resolve_peer
-from .daemon import Daemon, Peer
-from .events import Event, SessionRemoved, StateChanged
-from .session import SessionConfig
+from .engine import Daemon, Peer
+from .protocol.events import Event, SessionRemoved, StateChanged
+from .protocol.session import SessionConfig
 from .status import session_info
 
 log = logging.getLogger("aiobfd.control")
@@ -146,7 +146,7 @@ class ControlServer:
         closed = asyncio.ensure_future(reader.read())  # EOF when the client leaves
         try:
             await _reply(writer, {"ok": True, "watching": True, "sessions": len(self.daemon.peers)})
-            now = self.daemon._clock()
+            now = self.daemon.now()
             for n, peer in enumerate(list(self.daemon.peers.values()), 1):
                 info = session_info(peer, now)
                 await _reply(writer, {"event": "snapshot", **_brief(info)})
@@ -180,7 +180,7 @@ class ControlServer:
         peers = list(self.daemon.peers.values())
         writer.write(b'{"ok": true, "sessions": [')
         for start in range(0, len(peers), SHOW_SLICE):
-            now = self.daemon._clock()
+            now = self.daemon.now()
             chunk = ", ".join(
                 json.dumps(session_info(p, now)) for p in peers[start : start + SHOW_SLICE]
             )
@@ -194,7 +194,7 @@ class ControlServer:
         """Answer one request (also usable without a socket, in tests)."""
         command = request.get("command")
         daemon = self.daemon
-        now = daemon._clock()
+        now = daemon.now()
         if command == "show sessions":
             return {"sessions": [session_info(p, now) for p in daemon.peers.values()]}
         if command == "show session":
@@ -218,7 +218,7 @@ class ControlServer:
                 daemon.disable(key)
             else:
                 daemon.enable(key)
-            return {"session": session_info(peer, daemon._clock())}
+            return {"session": session_info(peer, daemon.now())}
         raise ControlError(f"unknown command {command!r}")
 
     def _peer_add(self, request: dict[str, Any]) -> Peer:

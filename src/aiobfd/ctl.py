@@ -13,9 +13,10 @@ import json
 import socket
 import sys
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 from . import __version__
+from .argparsing import OneLineParser
 from .control import default_socket_path
 
 TIMEOUT_S = 5.0
@@ -23,11 +24,6 @@ TIMEOUT_S = 5.0
 
 class CtlError(Exception):
     """Shown to the user as one line, exit status 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _connect(path: str, timeout: float | None) -> socket.socket:
@@ -214,7 +210,7 @@ def format_reload(summary: dict[str, list[str]]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="aiobfdctl", description="Show and control a running aiobfd.")
+    parser = OneLineParser(prog="aiobfdctl", description="Show and control a running aiobfd.")
     parser.add_argument(
         "-s",
         "--socket",

@@ -52,6 +52,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from .argparsing import OneLineParser
+
 log = logging.getLogger("aiobfd.exabgp")
 
 #: First reconnection delay, seconds; it doubles up to ``--max-backoff``.
@@ -475,11 +477,6 @@ async def _main(options: Options, watch_stdin: bool = True) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _route(text: str) -> str:
     try:
         return str(ipaddress.ip_network(text, strict=True))
@@ -516,7 +513,7 @@ def _seconds(low: float) -> Callable[[str], float]:
 def build_parser() -> argparse.ArgumentParser:
     from .control import default_socket_path
 
-    parser = _Parser(
+    parser = OneLineParser(
         prog="aiobfd-exabgp",
         description="ExaBGP process: announce routes while aiobfd's BFD sessions are Up, "
         "withdraw them when the sessions go Down or aiobfd cannot be reached.",

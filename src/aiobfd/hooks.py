@@ -31,9 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import Hooks
-from .daemon import Daemon, Peer
-from .events import Event, StateChanged
-from .packet import State
+from .engine import Daemon, Peer
+from .protocol.events import Event, StateChanged
+from .protocol.packet import State
 
 log = logging.getLogger("aiobfd.hooks")
 

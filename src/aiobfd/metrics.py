@@ -1,9 +1,9 @@
 """Prometheus metrics, read from the daemon at scrape time.
 
 Nothing is updated on the packet path.  A scrape walks the sessions and reads
-the plain counters they keep anyway (:class:`~aiobfd.session.SessionCounters`),
+the plain counters they keep anyway (:class:`~aiobfd.protocol.session.SessionCounters`),
 the drop counts of the session table and the timer-lateness histograms of
-:class:`~aiobfd.stats.TimingStats`.  The one thing sessions do not count, state
+:class:`~aiobfd.protocol.stats.TimingStats`.  The one thing sessions do not count, state
 transitions by from/to state, is counted here from ``StateChanged`` events.
 
 :class:`BfdCollector` is a ``prometheus_client`` custom collector: register it
@@ -56,11 +56,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from . import __version__, core_build
-from .daemon import Daemon, Peer
-from .events import Event, StateChanged
-from .packet import State
-from .registry import PeerKey
-from .stats import LatencyHistogram
+from .engine import Daemon, Peer
+from .protocol.events import Event, StateChanged
+from .protocol.packet import State
+from .protocol.registry import PeerKey
+from .protocol.stats import LatencyHistogram
 
 log = logging.getLogger("aiobfd.metrics")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .daemon import Peer
-from .errors import DropReason
-from .packet import State
+from .engine import Peer
+from .protocol.errors import DropReason
+from .protocol.packet import State
 
 
 def _ms(us: int) -> float:

@@ -13,8 +13,8 @@ import pytest
 from aiobfd import control
 from aiobfd.config import PeerSpec
 from aiobfd.control import SHOW_SLICE, ControlServer
-from aiobfd.daemon import Daemon
-from aiobfd.session import SessionConfig
+from aiobfd.engine import Daemon
+from aiobfd.protocol.session import SessionConfig
 
 
 async def test_show_sessions_in_slices_is_one_json_line(tmp_path: Path) -> None:

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from aiobfd.config import PeerSpec
-from aiobfd.daemon import Daemon, Peer
+from aiobfd.engine import Daemon, Peer
 from aiobfd.hooks import Dampening, HookRunner, Hooks
-from aiobfd.packet import State
-from aiobfd.session import SessionConfig
+from aiobfd.protocol.packet import State
+from aiobfd.protocol.session import SessionConfig
 
 MS = 1000
 FAST = SessionConfig(desired_min_tx_us=30 * MS, required_min_rx_us=30 * MS, detect_mult=3)

@@ -12,13 +12,13 @@ from dataclasses import replace
 
 import pytest
 
-from aiobfd.auth import AuthConfig, AuthKey
 from aiobfd.config import PeerSpec
-from aiobfd.daemon import Daemon, Peer, monotonic_us
-from aiobfd.errors import DropReason
-from aiobfd.events import Event, StateChanged
-from aiobfd.packet import AuthType, ControlPacket, Diag, State, encode
-from aiobfd.session import SessionConfig
+from aiobfd.engine import Daemon, Peer, monotonic_us
+from aiobfd.protocol.auth import AuthConfig, AuthKey
+from aiobfd.protocol.errors import DropReason
+from aiobfd.protocol.events import Event, StateChanged
+from aiobfd.protocol.packet import AuthType, ControlPacket, Diag, State, encode
+from aiobfd.protocol.session import SessionConfig
 from aiobfd.status import session_info
 
 MS = 1000

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from aiobfd.config import PeerSpec
-from aiobfd.daemon import Daemon, monotonic_us
+from aiobfd.engine import Daemon, monotonic_us
 from aiobfd.io.timerfd import PreciseTimer, open_precise_timer
-from aiobfd.packet import State
-from aiobfd.session import SessionConfig
+from aiobfd.protocol.packet import State
+from aiobfd.protocol.session import SessionConfig
 
 MS = 1000
 

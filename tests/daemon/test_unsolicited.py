@@ -8,9 +8,9 @@ import socket
 import struct
 
 from aiobfd.config import PeerSpec, UnsolicitedConfig
-from aiobfd.daemon import Daemon
-from aiobfd.packet import State
-from aiobfd.session import SessionConfig
+from aiobfd.engine import Daemon
+from aiobfd.protocol.packet import State
+from aiobfd.protocol.session import SessionConfig
 
 MS = 1000
 FAST = SessionConfig(desired_min_tx_us=30 * MS, required_min_rx_us=30 * MS, detect_mult=3)

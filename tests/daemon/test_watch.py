@@ -9,8 +9,8 @@ from pathlib import Path
 
 from aiobfd.config import PeerSpec
 from aiobfd.control import WATCH_QUEUE, ControlServer
-from aiobfd.daemon import Daemon
-from aiobfd.session import SessionConfig
+from aiobfd.engine import Daemon
+from aiobfd.protocol.session import SessionConfig
 
 MS = 1000
 FAST = SessionConfig(desired_min_tx_us=30 * MS, required_min_rx_us=30 * MS, detect_mult=3)

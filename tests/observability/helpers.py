@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from aiobfd.config import PeerSpec
-from aiobfd.daemon import Daemon, Peer
-from aiobfd.events import Event, StateChanged
-from aiobfd.session import SessionConfig
+from aiobfd.engine import Daemon, Peer
+from aiobfd.protocol.events import Event, StateChanged
+from aiobfd.protocol.session import SessionConfig
 
 MS = 1000
 FAST = SessionConfig(desired_min_tx_us=50 * MS, required_min_rx_us=50 * MS, detect_mult=3)

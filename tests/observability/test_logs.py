@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from aiobfd.daemon import Daemon
+from aiobfd.engine import Daemon
 from aiobfd.logs import make_formatter
-from aiobfd.packet import Diag, State
+from aiobfd.protocol.packet import Diag, State
 
 from .helpers import Changes, spec
 

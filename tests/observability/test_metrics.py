@@ -32,11 +32,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aiobfd import __version__, core_build
 from aiobfd.config import PeerSpec
-from aiobfd.daemon import Daemon, Peer
+from aiobfd.engine import Daemon, Peer
 from aiobfd.metrics import BfdCollector, MetricsServer, start_metrics_server
-from aiobfd.packet import ControlPacket, Diag, State, encode
-from aiobfd.session import Session, SessionConfig
-from aiobfd.stats import TimingStats
+from aiobfd.protocol.packet import ControlPacket, Diag, State, encode
+from aiobfd.protocol.session import Session, SessionConfig
+from aiobfd.protocol.stats import TimingStats
 
 from .helpers import Changes, require_tool, spec, wait_until
 

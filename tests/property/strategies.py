@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from aiobfd.packet import (
+from aiobfd.protocol.packet import (
     FLAG_AUTH,
     FLAG_CPI,
     FLAG_DEMAND,

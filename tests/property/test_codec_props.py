@@ -7,8 +7,8 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiobfd.errors import DropReason, PacketError
-from aiobfd.packet import FLAG_AUTH, ControlPacket, decode, encode
+from aiobfd.protocol.errors import DropReason, PacketError
+from aiobfd.protocol.packet import FLAG_AUTH, ControlPacket, decode, encode
 
 from .strategies import valid_packets
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from aiobfd.errors import DropReason, PacketError
-from aiobfd.events import StateChanged
-from aiobfd.packet import ControlPacket, Diag, State, decode, encode
-from aiobfd.registry import PeerKey, SessionTable
-from aiobfd.session import Session, SessionConfig
+from aiobfd.protocol.errors import DropReason, PacketError
+from aiobfd.protocol.events import StateChanged
+from aiobfd.protocol.packet import ControlPacket, Diag, State, decode, encode
+from aiobfd.protocol.registry import PeerKey, SessionTable
+from aiobfd.protocol.session import Session, SessionConfig
 
 from .strategies import diags, flag_sets, valid_packets
 

@@ -11,16 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiobfd.auth import (
+from aiobfd.protocol.auth import (
     AuthConfig,
     Authenticator,
     AuthKey,
-    load_secret_env,
-    load_secret_file,
     max_secret_length,
 )
-from aiobfd.errors import DropReason, PacketError
-from aiobfd.packet import (
+from aiobfd.protocol.errors import DropReason, PacketError
+from aiobfd.protocol.packet import (
     FLAG_AUTH,
     FLAG_FINAL,
     FLAG_POLL,
@@ -32,6 +30,7 @@ from aiobfd.packet import (
     decode,
     encode,
 )
+from aiobfd.secret_sources import load_secret_env, load_secret_file
 from tests.property.strategies import valid_packets
 
 U32 = 0xFFFF_FFFF

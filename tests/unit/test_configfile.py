@@ -14,7 +14,7 @@ import pytest
 
 from aiobfd.config import ConfigError
 from aiobfd.configfile import BUILTIN_DEFAULTS, DEFAULT_PATH, FileConfig, load_config
-from aiobfd.packet import AuthType
+from aiobfd.protocol.packet import AuthType
 
 SECRET = "s3cr3t-Value"
 """A secret that must never appear in an error message."""

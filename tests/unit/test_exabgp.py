@@ -569,8 +569,8 @@ async def test_against_the_real_control_socket(
     """The watch records aiobfd really sends drive the helper (the format is the contract)."""
     from aiobfd.config import PeerSpec
     from aiobfd.control import ControlServer
-    from aiobfd.daemon import Daemon
-    from aiobfd.session import SessionConfig
+    from aiobfd.engine import Daemon
+    from aiobfd.protocol.session import SessionConfig
 
     fast = SessionConfig(desired_min_tx_us=30_000, required_min_rx_us=30_000, detect_mult=3)
     # Loopback addresses of this test's own, clear of other daemons on 127.0.0.1.

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from aiobfd import fsm
-from aiobfd.errors import DropReason, PacketError
-from aiobfd.packet import Diag, State
-from aiobfd.session import Session, SessionConfig
+from aiobfd.protocol import fsm
+from aiobfd.protocol.errors import DropReason, PacketError
+from aiobfd.protocol.packet import Diag, State
+from aiobfd.protocol.session import Session, SessionConfig
 
 from .util import LOCAL, MS, deliver, drain, make_session, pkt, state_changes, up_session
 

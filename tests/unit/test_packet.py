@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from aiobfd.errors import DropReason, PacketError
-from aiobfd.packet import (
+from aiobfd.protocol.errors import DropReason, PacketError
+from aiobfd.protocol.packet import (
     FLAG_AUTH,
     FLAG_CPI,
     FLAG_DEMAND,
@@ -432,7 +432,7 @@ def test_scapy_keyed_auth(auth_type: AuthType, digest_len: int) -> None:
 
 
 def test_auth_section_repr_hides_the_password() -> None:
-    from aiobfd.packet import AuthSection
+    from aiobfd.protocol.packet import AuthSection
 
     section = AuthSection(1, 7, b"hunter2")
     assert "hunter2" not in repr(section) and "hunter2" not in str(section)

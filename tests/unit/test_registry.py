@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from aiobfd.errors import DropReason, LocalProtocolError, PacketError
-from aiobfd.packet import ControlPacket, Diag, State
-from aiobfd.registry import PeerKey, SessionTable
-from aiobfd.session import SessionConfig
+from aiobfd.protocol.errors import DropReason, LocalProtocolError, PacketError
+from aiobfd.protocol.packet import ControlPacket, Diag, State
+from aiobfd.protocol.registry import PeerKey, SessionTable
+from aiobfd.protocol.session import SessionConfig
 
 
 class Rigged:

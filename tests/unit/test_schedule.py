@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from aiobfd.packet import State
-from aiobfd.schedule import Schedule
-from aiobfd.session import Session, SessionConfig
-from aiobfd.timers import jitter_bounds
+from aiobfd.protocol.packet import State
+from aiobfd.protocol.schedule import Schedule
+from aiobfd.protocol.session import Session, SessionConfig
+from aiobfd.protocol.timers import jitter_bounds
 
 from .util import MS, SECOND, fire_until, gaps, pkt, up_session
 

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from aiobfd.errors import DropReason, LocalProtocolError, PacketError
-from aiobfd.events import PollSequenceCompleted, StateChanged
-from aiobfd.packet import (
+from aiobfd.protocol.errors import DropReason, LocalProtocolError, PacketError
+from aiobfd.protocol.events import PollSequenceCompleted, StateChanged
+from aiobfd.protocol.packet import (
     FLAG_DEMAND,
     FLAG_FINAL,
     FLAG_POLL,
@@ -21,8 +21,8 @@ from aiobfd.packet import (
     decode,
     encode,
 )
-from aiobfd.session import Session, SessionConfig
-from aiobfd.timers import tx_grid
+from aiobfd.protocol.session import Session, SessionConfig
+from aiobfd.protocol.timers import tx_grid
 from tests.helpers import SessionPair
 
 from .util import (

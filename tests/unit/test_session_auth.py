@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from aiobfd.auth import AuthConfig, AuthKey
-from aiobfd.errors import DropReason
-from aiobfd.packet import AuthType, State
-from aiobfd.session import SessionConfig
+from aiobfd.protocol.auth import AuthConfig, AuthKey
+from aiobfd.protocol.errors import DropReason
+from aiobfd.protocol.packet import AuthType, State
+from aiobfd.protocol.session import SessionConfig
 from tests.helpers import MS, SECOND, SessionPair
 
 TYPES = list(AuthType)[1:]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from aiobfd.timers import (
+from aiobfd.protocol.timers import (
     detection_time,
     jitter_bounds,
     jittered,

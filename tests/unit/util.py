@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-from aiobfd.events import StateChanged
-from aiobfd.packet import FLAG_FINAL, ControlPacket, Diag, State, decode, encode
-from aiobfd.session import Session, SessionConfig
+from aiobfd.protocol.events import StateChanged
+from aiobfd.protocol.packet import FLAG_FINAL, ControlPacket, Diag, State, decode, encode
+from aiobfd.protocol.session import Session, SessionConfig
 from tests.helpers import MS, SECOND, drain, events, make_session
 
 __all__ = [

@@ -22,8 +22,8 @@ import struct
 import sys
 from typing import Final
 
-from ..constants import SINGLE_HOP_PORT, SOURCE_PORT_MAX, SOURCE_PORT_MIN, TTL_SINGLE_HOP
-from ..timers import RandomSource
+from ..protocol.constants import SINGLE_HOP_PORT, SOURCE_PORT_MAX, SOURCE_PORT_MIN, TTL_SINGLE_HOP
+from ..protocol.timers import RandomSource
 
 #: Linux value; Python's socket module does not export it.
 IP_RECVTTL: Final = getattr(socket, "IP_RECVTTL", 12)

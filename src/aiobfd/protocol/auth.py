@@ -12,8 +12,9 @@ caller passes in, like everywhere else in the core.
   :meth:`~Authenticator.encode` and checks received ones with
   :meth:`~Authenticator.verify`, which raises
   :class:`~aiobfd.errors.PacketError` for anything to discard.
-* :func:`load_secret_file` and :func:`load_secret_env` read a secret from
-  outside the configuration file.
+
+Reading secrets from files and the environment is not done here: see
+:mod:`aiobfd.secret_sources`.
 
 The keyed types follow §6.7.3/§6.7.4 literally: the digest is MD5 or SHA1 of
 the whole Control packet with the key, zero-padded, in the digest field (not
@@ -25,8 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,8 +39,7 @@ __all__ = [
     "AuthKey",
     "Authenticator",
     "BitSource",
-    "load_secret_env",
-    "load_secret_file",
+    "check_secret",
     "max_secret_length",
 ]
 
@@ -97,7 +96,7 @@ def max_secret_length(auth_type: AuthType) -> int:
         raise ValueError(f"authentication type {int(auth_type)} is not supported") from None
 
 
-def _check_secret(secret: bytes, auth_type: AuthType, source: str) -> None:
+def check_secret(secret: bytes, auth_type: AuthType, source: str) -> None:
     """Raise ``ValueError`` naming ``source`` (never the secret) if it cannot be used."""
     limit = max_secret_length(auth_type)
     if not secret:
@@ -136,52 +135,6 @@ class AuthKey:
     __str__ = __repr__
 
 
-def load_secret_file(path: str | os.PathLike[str], auth_type: AuthType) -> bytes:
-    """Read a secret from a file: its raw bytes less one trailing newline.
-
-    One final ``\\n`` (or ``\\r\\n``) is removed, as editors and ``echo`` add
-    one; nothing else is touched, so binary secrets work.  Raises ``ValueError``
-    naming the file, never its content, if it cannot be read, is empty or is
-    too long for ``auth_type``.
-    """
-    source = f"secret file {os.fspath(path)!s}"
-    try:
-        with open(path, "rb") as f:
-            data = f.read(4096)
-    except OSError as exc:
-        raise ValueError(f"{source}: cannot read it ({exc.strerror or exc})") from None
-    secret = _strip_newline(data)
-    _check_secret(secret, auth_type, source)
-    return secret
-
-
-def load_secret_env(
-    name: str, auth_type: AuthType, environ: Mapping[str, str] | None = None
-) -> bytes:
-    """Read a secret from the environment variable ``name``.
-
-    The value is turned back into the bytes the OS holds (``os.fsencode``) and
-    loses one trailing newline, as :func:`load_secret_file`.  Raises
-    ``ValueError`` naming the variable, never its value.
-    """
-    env = os.environ if environ is None else environ
-    source = f"environment variable {name}"
-    value = env.get(name)
-    if value is None:
-        raise ValueError(f"{source} is not set")
-    secret = _strip_newline(os.fsencode(value))
-    _check_secret(secret, auth_type, source)
-    return secret
-
-
-def _strip_newline(data: bytes) -> bytes:
-    if data.endswith(b"\r\n"):
-        return data[:-2]
-    if data.endswith(b"\n"):
-        return data[:-1]
-    return data
-
-
 # ----------------------------------------------------------------------- config
 
 
@@ -215,7 +168,7 @@ class AuthConfig:
             if key.key_id in seen:
                 raise ValueError(f"key id {key.key_id} is configured twice")
             seen.add(key.key_id)
-            _check_secret(key.secret, auth_type, f"key id {key.key_id}")
+            check_secret(key.secret, auth_type, f"key id {key.key_id}")
         if self.transmit_key_id not in seen:
             raise ValueError(f"transmit key id {self.transmit_key_id} is not among the keys")
 

@@ -5,7 +5,7 @@ datagrams (with their TTL), hands them to the session table, sends what sessions
 queue and reports their events.  On a host each event-loop wake-up costs far
 more than the packet it serves, so sessions share wake-ups:
 
-* Session deadlines live in one :class:`~aiobfd.schedule.Schedule`; the loop
+* Session deadlines live in one :class:`~aiobfd.protocol.schedule.Schedule`; the loop
   holds a single wake-up at the earliest (after aioquic's ``transmit()`` /
   re-arm pattern), and each wake-up serves every session due by then.  The
   wake-up is a timerfd (:mod:`aiobfd.io.timerfd`), precise to the
@@ -37,16 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import PeerSpec, UnsolicitedConfig, check_local_address, resolve
-from .constants import (
-    MAX_RECEIVE_HOLDOFF_MS,
-    MULTIHOP_PORT,
-    SINGLE_HOP_PORT,
-    US_PER_SECOND,
-)
-from .errors import DropReason, PacketError
-from .events import Event, PollSequenceCompleted, SessionRemoved, StateChanged
-from .io.sockets import (
+from ..config import PeerSpec, UnsolicitedConfig, check_local_address, resolve
+from ..io.sockets import (
     ANCILLARY_SIZE,
     SockAddr,
     attach_min_ttl_filter,
@@ -58,12 +50,20 @@ from .io.sockets import (
     received_ttl,
     sockaddr,
 )
-from .io.timerfd import PreciseTimer, open_precise_timer
-from .packet import State, decode
-from .registry import PeerKey, SessionTable
-from .schedule import Schedule
-from .session import Session
-from .stats import TimingStats
+from ..io.timerfd import PreciseTimer, open_precise_timer
+from ..protocol.constants import (
+    MAX_RECEIVE_HOLDOFF_MS,
+    MULTIHOP_PORT,
+    SINGLE_HOP_PORT,
+    US_PER_SECOND,
+)
+from ..protocol.errors import DropReason, PacketError
+from ..protocol.events import Event, PollSequenceCompleted, SessionRemoved, StateChanged
+from ..protocol.packet import State, decode
+from ..protocol.registry import PeerKey, SessionTable
+from ..protocol.schedule import Schedule
+from ..protocol.session import Session
+from ..protocol.stats import TimingStats
 
 log = logging.getLogger("aiobfd")
 
@@ -258,6 +258,10 @@ class Daemon:
         self.started_at_us = 0
         self.receive_errors = 0
         self.timing = TimingStats()
+
+    def now(self) -> int:
+        """The protocol clock, in integer microseconds (monotonic)."""
+        return self._clock()
 
     # ------------------------------------------------------------ lifecycle
 
