@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from aiobfd.config import PeerSpec
-from aiobfd.engine import Daemon, Peer, monotonic_us
+from aiobfd.engine import Daemon, Peer, monotonic_us, transmit
 from aiobfd.protocol.auth import AuthConfig, AuthKey
 from aiobfd.protocol.errors import DropReason
 from aiobfd.protocol.events import Event, StateChanged
@@ -414,16 +414,16 @@ async def test_a_refused_send_is_counted_and_the_packet_still_sent(burst: bool) 
         assert peer.connected
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nobody:
             nobody.bind(("127.0.0.9", port))
-        daemon._send(peer, [b"unheard"])  # nothing listens: port unreachable
+        transmit.send(peer, [b"unheard"])  # nothing listens: port unreachable
         await asyncio.sleep(0.05)
         refused = peer.send_errors.get("ECONNREFUSED", 0)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
             listener.bind(("127.0.0.9", port))
             listener.settimeout(1)
             if burst:
-                daemon._send_batch([(peer, b"heard")])
+                transmit.send_batch([(peer, b"heard")])
             else:
-                daemon._send(peer, [b"heard"])
+                transmit.send(peer, [b"heard"])
             while (data := listener.recv(512)) != b"heard":
                 assert len(data) >= 24  # only the session's own packets besides
         # (The session's own first packet, sent before anyone listened, was

@@ -87,11 +87,11 @@ async def test_a_daemon_on_another_clock_keeps_call_at() -> None:
     )
     try:
         await _come_up(a, b)
-        assert a._precise is not None and b._precise is None
+        assert a.wakeup.precise and not b.wakeup.precise
     finally:
         a.close()
         b.close()
-    assert a._precise is None
+    assert not a.wakeup.precise
 
 
 async def test_a_timerfd_that_fails_gives_way_to_call_at(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,7 +103,7 @@ async def test_a_timerfd_that_fails_gives_way_to_call_at(monkeypatch: pytest.Mon
     b = Daemon([PeerSpec("127.0.0.1", "127.0.0.2", socket.AF_INET, session=FAST)])
     try:
         await _come_up(a, b)
-        assert a._precise is None and b._precise is None  # closed at the first arm
+        assert not a.wakeup.precise and not b.wakeup.precise  # closed at the first arm
     finally:
         a.close()
         b.close()

@@ -44,7 +44,7 @@ async def test_watch_streams_snapshot_then_changes(tmp_path: Path) -> None:
         assert rec["event"] == "removed" and rec["remote"] == "127.0.0.2"
         writer.close()
         await asyncio.sleep(0.1)
-        assert len(a._listeners) == 0  # the watcher's listener is gone with it
+        assert len(a.reporter.listeners) == 0  # the watcher's listener is gone with it
         assert WATCH_QUEUE > 0
     finally:
         await server.close()

@@ -263,6 +263,10 @@ class Session:
         """Pop the oldest event, or None."""
         return self._events.popleft() if self._events else None
 
+    def has_output(self) -> bool:
+        """Whether packets or events wait to be taken (see the two methods above)."""
+        return bool(self._outbox or self._events)
+
     @property
     def detection_time_us(self) -> int:
         """RFC 5880 §6.8.4 Detection Time now in force (0 before the remote spoke)."""

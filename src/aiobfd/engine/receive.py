@@ -1,0 +1,483 @@
+"""Receiving: from the sockets to the sessions, by one entry.
+
+Two kinds of socket bring packets:
+
+* A :class:`~.peer.Listener` per local address and port, read in batches
+  with ``recvmsg`` (with the received TTL, RFC 5881 §5).  Unknown peers,
+  first packets and strangers arrive here.
+* Once a peer is established, a socket of its own connected to the peer's
+  address and source port (:func:`~aiobfd.io.sockets.open_session_socket`),
+  read bare with ``recv``: a socket filter checks the TTL in the kernel, and
+  the kernel keeps the arrival time of the last packet.  These sockets sit in
+  one epoll set that is read at every wake-up (receive coalescing) and
+  watched by the loop only while the next wake-up is further away than the
+  receive hold-off.
+
+Every packet reaches the core through :meth:`Receive.deliver` (decode,
+unsolicited admission, demultiplexing, the TTL rule, ``Session.receive``),
+except a session socket's exact repeat of the peer's last packet, which
+:meth:`Receive.take_session_packets` gives straight to
+``Session.receive_repeat`` (the steady state, once per packet).  A packet
+restarts the Detection Time from a lower bound of its arrival; before a
+Detection Time may expire the session's socket is read and the kernel asked
+when the last packet really came (:meth:`Receive.restamp`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import select
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..config import PeerSpec
+from ..io.sockets import (
+    ANCILLARY_SIZE,
+    attach_min_ttl_filter,
+    kernel_drops,
+    last_arrival_ns,
+    open_receive_socket,
+    open_session_socket,
+    received_ttl,
+    sockaddr,
+)
+from ..protocol.constants import MAX_RECEIVE_HOLDOFF_MS, US_PER_SECOND
+from ..protocol.errors import DropReason, PacketError
+from ..protocol.packet import decode
+from ..protocol.registry import PeerKey, SessionTable
+from .admission import Admission
+from .peer import Listener, Peer
+from .reporting import Reporter
+
+log = logging.getLogger("aiobfd")
+
+#: Datagrams read from a listener per wake-up before yielding (bounded batch).
+RECV_BATCH = 64
+#: Receive coalescing: a packet on an established session's socket waits
+#: unread for the daemon's next wake-up if that comes within the shortest
+#: Required Min RX of the sessions (the peers' packet interval), and never
+#: longer than this.  Its arrival time still restarts the Detection Time.
+RX_HOLDOFF_MAX_US = MAX_RECEIVE_HOLDOFF_MS * 1000
+#: A peer's dedicated socket follows a new source port at most this often.
+RECONNECT_INTERVAL_US = US_PER_SECOND
+#: epoll_wait rounds of one drain of the session sockets.
+DRAIN_ROUNDS = 4
+#: Before a Detection Time may expire, the session's socket is read until
+#: empty, up to this many packets (after a stall it holds a queue; its last
+#: packet is the one that counts).
+EXPIRY_READ_MAX = 1024
+#: Ready session sockets taken from one epoll_wait.
+_EPOLL_MAX_EVENTS = 1024
+#: Receive buffer: a Control packet is at most 255 octets (its Length field),
+#: and what follows it in a datagram is ignored.  (256: small enough for
+#: Python's own allocator; 512 went to malloc and a realloc per packet.)
+RECV_SIZE = 256
+
+
+class Receive:
+    """The engine's receive side: listeners, session sockets, the one entry."""
+
+    def __init__(
+        self,
+        peers: dict[PeerKey, Peer],
+        table: SessionTable,
+        admission: Admission,
+        reporter: Reporter,
+        clock: Callable[[], int],
+        flush: Callable[[Peer, int], None],
+        ports: tuple[int, int],
+        *,
+        ttl_check: bool,
+        rx_holdoff_us: int | None,
+    ) -> None:
+        self._peers = peers
+        self._table = table
+        self._admission = admission
+        self._reporter = reporter
+        self._clock = clock
+        self._flush = flush
+        self._port, self._multihop_port = ports
+        self.ttl_check = ttl_check
+        """RFC 5881 §5 / RFC 5883 §5: drop packets below the session's minimum TTL."""
+        self.rx_holdoff_us = rx_holdoff_us
+        """Receive coalescing: see RX_HOLDOFF_MAX_US (None: automatic, 0: off)."""
+        self.receive_errors = 0
+        self._arm: Callable[[Peer], None] = lambda peer: None
+        self._on_ready: Callable[[], None] = lambda: None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: dict[tuple[str, int, bool], Listener] = {}
+        # Established sessions' sockets sit in an epoll set of their own,
+        # read at every wake-up; the loop watches the set only while the next
+        # wake-up is further away than the receive hold-off.
+        self._session_poll: select.epoll | None = None
+        self._session_fds: dict[int, Peer] = {}
+        self._session_watch = False
+        self._wakeup_at: int | None = None
+        self._watch_stale = False
+        """A session socket was added outside a wake-up: decide the watch again."""
+        self._holdoff_us: int | None = None
+        self._drained_at = 0
+        """When the last drain of the session sockets began: what it left
+        arrived later (a bound on arrival times, whatever the wall clock does)."""
+
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        now: int,
+        arm: Callable[[Peer], None],
+        on_ready: Callable[[], None],
+    ) -> None:
+        """Open the session sockets' epoll set; ``arm`` re-arms a peer's
+        deadline, ``on_ready`` is called when the loop sees a session packet."""
+        self._loop = loop
+        self._drained_at = now
+        self._arm = arm
+        self._on_ready = on_ready
+        self._session_poll = select.epoll()
+
+    def close(self) -> None:
+        for listener in self._listeners.values():
+            self._unwatch(listener)
+        self._listeners.clear()
+        self._set_session_watch(False)
+        if self._session_poll is not None:
+            self._session_poll.close()
+
+    # ------------------------------------------------------------ listeners
+
+    def port_of(self, spec: PeerSpec) -> int:
+        """RFC 5881 §4 / RFC 5883 §5: the destination port of a session."""
+        return self._multihop_port if spec.multihop else self._port
+
+    def listen(self, family: int, local: str, scope: int, multihop: bool) -> Listener:
+        """The listener of a local address and port, opened on first use (OSError)."""
+        key = (local, scope, multihop)
+        listener = self._listeners.get(key)
+        if listener is None:
+            port = self._multihop_port if multihop else self._port
+            sock = open_receive_socket(family, local, scope, port)
+            listener = Listener(sock, local, family, scope, multihop)
+            assert self._loop is not None
+            self._loop.add_reader(sock.fileno(), self._on_readable, listener)
+            self._listeners[key] = listener
+        return listener
+
+    def listener_for(self, spec: PeerSpec) -> Listener:
+        return self.listen(spec.family, spec.local, spec.scope, spec.multihop)
+
+    def release_listener(self, spec: PeerSpec, *, used: bool = True) -> None:
+        """A session of ``spec``'s address is gone (``used``: it had counted
+        as a user); the listener closes with its last session unless kept."""
+        key = (spec.local, spec.scope, spec.multihop)
+        listener = self._listeners.get(key)
+        if listener is None:
+            return
+        if used:
+            listener.users -= 1
+        if listener.users <= 0 and not listener.permanent:
+            self._unwatch(listener)
+            del self._listeners[key]
+
+    def _unwatch(self, listener: Listener) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(listener.sock.fileno())
+        listener.sock.close()
+
+    def _on_readable(self, listener: Listener) -> None:
+        recvmsg = listener.sock.recvmsg
+        for _ in range(RECV_BATCH):
+            try:
+                data, ancdata, _flags, addr = recvmsg(RECV_SIZE, ANCILLARY_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.receive_errors += 1
+                log.debug("receive error on %s: %s", listener.local, exc)
+                break
+            self.deliver(
+                data, addr, listener.local, received_ttl(ancdata), multihop=listener.multihop
+            )
+        if self._watch_stale:
+            self.wakeup_armed(self._wakeup_at)  # a new session socket: watch the set?
+
+    # ------------------------------------------------------------ the entry
+
+    def deliver(
+        self,
+        data: bytes,
+        addr: Any,
+        local: str,
+        ttl: int | None,
+        now: int | None = None,
+        *,
+        multihop: bool = False,
+        dedicated: Peer | None = None,
+    ) -> None:
+        """Process one datagram that arrived on ``local`` from ``addr`` at ``now``
+        (on a listener, or on the socket ``dedicated`` to a peer)."""
+        if now is None:
+            now = self._clock()
+        remote = addr[0]
+        scope = 0
+        if len(addr) == 4 and addr[3]:
+            # IPv6 link-local: the scope (interface index) is part of the peer.
+            scope = addr[3]
+            remote = remote.partition("%")[0]
+        table = self._table
+        try:
+            pkt = decode(data)
+        except PacketError as exc:
+            table.count_drop(exc.reason)
+            self._reporter.log_drop(exc, remote, now)
+            return
+        try:
+            if (
+                self._admission.enabled
+                and not pkt.your_discr
+                and PeerKey(remote, local, scope, multihop) not in self._peers
+                and self._admission.admit(remote, local, scope, ttl, multihop, now) is None
+            ):
+                table.count_drop(DropReason.UNKNOWN_PEER)
+                return
+            session = table.demultiplex(pkt, remote, local, scope, multihop)
+            peer = self._peers[session.key]
+            if self.ttl_check and ttl is not None and ttl < session.min_rx_ttl:
+                session.reject(DropReason.TTL, f"TTL {ttl} from {remote}")
+            session.receive(pkt, now, data)
+        except PacketError as exc:
+            if exc.reason is not DropReason.SESSION_ADMIN_DOWN:  # expected, not news
+                self._reporter.log_drop(exc, remote, now)
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("received from %s: %s", remote, pkt)
+        if dedicated is None:
+            self._dedicate_socket(peer, addr, now)
+        # Most packets change nothing we must act on: no packet to send, no
+        # event, the same deadline (the next transmission) as before.
+        if session.has_output() or session.get_timer() != peer.timer_at:
+            self._flush(peer, now)
+
+    # ------------------------------------------------------ session sockets
+
+    def drain(self) -> None:
+        """Read what waits on the established sessions' sockets (epoll_wait).
+
+        Each packet arrived after the previous drain began (the ``floor``) and
+        restarts the Detection Time from then: a little early, never late.
+        The exact arrival is asked of the kernel only when it matters, before
+        a Detection Time expires (:meth:`restamp`), so a packet read late by
+        receive coalescing counts from its arrival, as if it had been read at
+        once.
+        """
+        poll = self._session_poll
+        if poll is None or not self._session_fds:
+            return
+        fds = self._session_fds
+        now = self._clock()
+        floor = self._drained_at
+        self._drained_at = now
+        take = self.take_session_packets
+        # Until no socket holds anything, within a few rounds (packets keep
+        # coming while we read; timers must not starve): a socket left with a
+        # packet in it would carry a standing queue into every later wake-up.
+        for _ in range(DRAIN_ROUNDS):
+            ready = poll.poll(0, _EPOLL_MAX_EVENTS)
+            if not ready:
+                break
+            # What each socket reported ready arrived before this (its oldest
+            # packet, the one read now, was already there).
+            ready_at = self._clock()
+            # Read them all back to back, then process what came.
+            got: list[tuple[Peer, bytes]] = []
+            for fd, _mask in ready:
+                peer = fds.get(fd)
+                if peer is None or (sock := peer.rx_sock) is None:
+                    continue
+                try:
+                    got.append((peer, sock.recv(RECV_SIZE)))
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError as exc:
+                    self._count_receive_error(peer, exc)
+            take(got, floor, ready_at)
+
+    def read_pending(self, peer: Peer) -> None:
+        """Read ``peer``'s own socket until empty (before its Detection Time
+        may expire: the packet that restarts it must not wait there)."""
+        sock = peer.rx_sock
+        floor = self._drained_at
+        for _ in range(EXPIRY_READ_MAX):
+            if sock is None:
+                return
+            try:
+                data = sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._count_receive_error(peer, exc)
+                return
+            self.take_session_packets([(peer, data)], floor, self._clock())
+            sock = peer.rx_sock
+
+    def take_session_packets(self, got: list[tuple[Peer, bytes]], floor: int, by: int) -> None:
+        """Process packets just read from peers' own sockets: each arrived
+        after ``floor`` and by ``by``.  Their TTL was checked by the kernel
+        (attach_min_ttl_filter)."""
+        arm = self._arm
+        for peer, data in got:
+            session = peer.session
+            if session.receive_repeat(data, floor):
+                # The common case: the peer said exactly what it said last
+                # time; only the Detection Time moved (mostly past the next
+                # transmission, which keeps the peer's place in the schedule).
+                peer.rx_accepted_read = by
+                if session.get_timer() != peer.timer_at:
+                    arm(peer)
+            else:
+                self._take_full(peer, data, floor)
+
+    def _take_full(self, peer: Peer, data: bytes, floor: int) -> None:
+        """Process a packet from ``peer``'s own socket the full way, at its exact arrival."""
+        session = peer.session
+        read_at = self._clock()
+        sock = peer.rx_sock
+        at = read_at if sock is None else self._arrival_us(sock, read_at)
+        if at < floor:
+            at = floor
+        accepted = session.counters.packets_in
+        spec = peer.spec
+        self.deliver(
+            data, peer.rx_from, spec.local, None, at, multihop=spec.multihop, dedicated=peer
+        )
+        if session.counters.packets_in != accepted:
+            peer.rx_accepted_read = read_at
+        else:
+            peer.rx_dropped_read = read_at
+
+    def _count_receive_error(self, peer: Peer, exc: OSError) -> None:
+        self.receive_errors += 1
+        log.debug("receive error from %s: %s", peer.spec.display_remote(), exc)
+
+    def _arrival_us(self, sock: socket.socket, bound: int) -> int:
+        """When the last packet read from ``sock`` arrived, on the protocol
+        clock, at most ``bound`` (a time it had certainly come by); ``bound``
+        itself if the kernel does not know."""
+        # The kernel keeps the wall-clock time: its age is taken off ours.
+        realtime = time.time_ns()
+        now = self._clock()
+        arrived_ns = last_arrival_ns(sock)
+        if not arrived_ns:
+            return bound
+        at = now - (realtime - arrived_ns) // 1000
+        return at if at < bound else bound
+
+    def restamp(self, peer: Peer) -> bool:
+        """Move the Detection Time of ``peer`` to the exact arrival of its last
+        packet, if that came later than it was counted from (the drain it was
+        read in began); True if the deadline moved (the caller re-arms).
+
+        When the last packet read was dropped, the last accepted one arrived
+        before it was read: that bound is taken (a Down then comes late by
+        the time it waited, never early).
+        """
+        sock = peer.rx_sock
+        if sock is None or not peer.rx_accepted_read:
+            return False
+        at = peer.rx_accepted_read
+        if peer.rx_dropped_read < at:
+            at = self._arrival_us(sock, at)
+        return peer.session.arrived_later(at)
+
+    # ------------------------------------------------------ coalescing
+
+    def holdoff_changed(self) -> None:
+        """Sessions or their receive intervals changed: recompute the hold-off."""
+        self._holdoff_us = None
+
+    def _rx_holdoff(self) -> int:
+        """How long a session packet may wait unread: see RX_HOLDOFF_MAX_US."""
+        if self.rx_holdoff_us is not None:
+            return self.rx_holdoff_us
+        holdoff = self._holdoff_us
+        if holdoff is None:
+            holdoff = RX_HOLDOFF_MAX_US
+            for peer in self._peers.values():
+                rx = peer.session.required_min_rx_us
+                if 0 < rx < holdoff:
+                    holdoff = rx
+            self._holdoff_us = holdoff
+        return holdoff
+
+    def wakeup_armed(self, at: int | None) -> None:
+        """The next wake-up is at ``at`` (None: none): packets on session
+        sockets wait for it when it comes soon enough; otherwise the loop
+        watches the sockets and wakes us."""
+        self._wakeup_at = at
+        self._watch_stale = False
+        if self._session_fds:
+            self._set_session_watch(at is None or at - self._clock() > self._rx_holdoff())
+        elif self._session_watch:
+            self._set_session_watch(False)
+
+    def _set_session_watch(self, watch: bool) -> None:
+        if watch == self._session_watch:
+            return
+        loop = self._loop
+        poll = self._session_poll
+        if loop is None or loop.is_closed() or poll is None or poll.closed:
+            self._session_watch = False
+            return
+        if watch:
+            loop.add_reader(poll.fileno(), self._on_ready)
+        else:
+            loop.remove_reader(poll.fileno())
+        self._session_watch = watch
+
+    def _dedicate_socket(self, peer: Peer, addr: Any, now: int) -> None:
+        """Give an established peer a receive socket of its own (see open_session_socket)."""
+        if peer.rx_from == addr or now - peer.rx_connected_at < RECONNECT_INTERVAL_US:
+            return
+        peer.rx_connected_at = now
+        self.release(peer)
+        spec = peer.spec
+        try:
+            sock = open_session_socket(
+                spec.family,
+                spec.local,
+                spec.scope,
+                sockaddr(spec.family, spec.remote, addr[1], spec.scope),
+                self.port_of(spec),
+                peer.session.min_rx_ttl if self.ttl_check else None,
+            )
+        except OSError as exc:
+            log.debug("no dedicated socket for %s: %s", spec.display_remote(), exc)
+            return
+        peer.rx_sock = sock
+        peer.rx_from = addr
+        peer.rx_accepted_read = peer.rx_dropped_read = 0
+        assert self._session_poll is not None
+        self._session_fds[sock.fileno()] = peer
+        self._session_poll.register(sock.fileno(), select.EPOLLIN)
+        self._watch_stale = True
+
+    def refilter(self, peer: Peer) -> None:
+        """The session's minimum TTL changed (authentication, min_ttl: RFC 5881 §5)."""
+        if peer.rx_sock is not None and self.ttl_check:
+            attach_min_ttl_filter(peer.rx_sock, peer.session.min_rx_ttl)
+
+    def release(self, peer: Peer) -> None:
+        """Close ``peer``'s own receive socket, keeping its kernel drop count."""
+        sock = peer.rx_sock
+        if sock is None:
+            return
+        fd = sock.fileno()
+        poll = self._session_poll
+        if self._session_fds.pop(fd, None) is not None and poll is not None and not poll.closed:
+            poll.unregister(fd)
+        peer.rx_kernel_drops += kernel_drops(sock)
+        sock.close()
+        peer.rx_sock = None
+        peer.rx_from = None
