@@ -58,5 +58,7 @@ class PacketError(ValueError):
         self.detail = detail
 
 
-class LocalProtocolError(RuntimeError):
-    """The caller asked the protocol core for something it cannot do."""
+class LocalProtocolError(Exception):
+    """The caller asked the protocol core for something it cannot do.
+
+    (An Exception, as h11's: mypyc compiles no subclass of RuntimeError.)"""
