@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -88,7 +88,7 @@ def _type_name(auth_type: AuthType) -> str:
     return auth_type.name.replace("_", " ").title().replace("Md5", "MD5").replace("Sha1", "SHA1")
 
 
-def max_secret_length(auth_type: AuthType) -> int:
+def max_secret_length(auth_type: int) -> int:
     """The longest secret ``auth_type`` can carry, in bytes."""
     try:
         return _MAX_SECRET[AuthType(auth_type)]
@@ -96,7 +96,7 @@ def max_secret_length(auth_type: AuthType) -> int:
         raise ValueError(f"authentication type {int(auth_type)} is not supported") from None
 
 
-def check_secret(secret: bytes, auth_type: AuthType, source: str) -> None:
+def check_secret(secret: bytes, auth_type: int, source: str) -> None:
     """Raise ``ValueError`` naming ``source`` (never the secret) if it cannot be used."""
     limit = max_secret_length(auth_type)
     if not secret:
@@ -132,7 +132,8 @@ class AuthKey:
     def __repr__(self) -> str:
         return f"AuthKey(key_id={self.key_id}, secret=<redacted>)"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
 
 
 # ----------------------------------------------------------------------- config
@@ -142,10 +143,12 @@ class AuthKey:
 class AuthConfig:
     """Authentication of one session (RFC 5880 §6.7)."""
 
-    auth_type: AuthType
-    """bfd.AuthType: Simple Password, (Meticulous) Keyed MD5 or SHA1."""
-    keys: tuple[AuthKey, ...]
-    """Every key accepted on receipt, by Auth Key ID."""
+    auth_type: AuthType | int
+    """bfd.AuthType: Simple Password, (Meticulous) Keyed MD5 or SHA1; always
+    an :class:`AuthType` once constructed.  (A plain number is accepted too:
+    compiled by mypyc, a field typed ``AuthType`` would refuse it.)"""
+    keys: Sequence[AuthKey]
+    """Every key accepted on receipt, by Auth Key ID; a tuple once constructed."""
     transmit_key_id: int
     """The key that signs outgoing packets; one of ``keys``."""
 
@@ -173,7 +176,7 @@ class AuthConfig:
             raise ValueError(f"transmit key id {self.transmit_key_id} is not among the keys")
 
     @classmethod
-    def single(cls, auth_type: AuthType, key_id: int, secret: bytes) -> AuthConfig:
+    def single(cls, auth_type: int, key_id: int, secret: bytes) -> AuthConfig:
         """One key, used both ways."""
         return cls(auth_type, (AuthKey(key_id, secret),), key_id)
 
@@ -241,7 +244,7 @@ class Authenticator:
     def _apply(self, config: AuthConfig) -> None:
         if not isinstance(config, AuthConfig):
             raise TypeError("config must be an AuthConfig")
-        auth_type = config.auth_type
+        auth_type = AuthType(config.auth_type)
         self._config = config
         self._type = auth_type
         self._simple = auth_type is AuthType.SIMPLE_PASSWORD
@@ -307,7 +310,8 @@ class Authenticator:
             f"rcv seq {self._rcv_seq if self._seq_known else 'unknown'})"
         )
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
 
     # -------------------------------------------------------------- transmit
 
