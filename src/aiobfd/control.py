@@ -23,6 +23,7 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, resolve_peer
 from .engine import Daemon, Peer
+from .paths import default_socket_path as default_socket_path  # cli.py finds it here
 from .protocol.events import Event, SessionRemoved, StateChanged
 from .protocol.session import SessionConfig
 from .status import session_info
@@ -35,16 +36,6 @@ MAX_REQUEST = 64 * 1024
 SHOW_SLICE = 50
 #: Events a watcher may fall behind before it is disconnected.
 WATCH_QUEUE = 1024
-
-
-def default_socket_path() -> str:
-    """``/run/aiobfd/aiobfd.sock`` as root, else under ``$XDG_RUNTIME_DIR``."""
-    if os.geteuid() == 0:
-        return "/run/aiobfd/aiobfd.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return os.path.join(runtime, "aiobfd.sock")
-    return f"/tmp/aiobfd-{os.getuid()}.sock"
 
 
 class ControlError(Exception):

@@ -3,98 +3,24 @@
 ``aiobfdctl show sessions`` prints one line per session, in the way of FRR's
 ``show bfd peers brief``; ``aiobfdctl show session PEER`` prints every detail
 with counters; ``--json`` prints the daemon's answer as JSON.  Exit status 1
-when the daemon cannot be reached or the peer is unknown, 2 on bad usage.
+when the daemon cannot be reached or the peer is unknown, 2 on bad usage.  The
+socket client (:func:`request`, :func:`watch`) is :mod:`aiobfd.client`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 from . import __version__
 from .argparsing import OneLineParser
-from .control import default_socket_path
+from .client import ClientError, request, watch
+from .paths import default_socket_path
 
-TIMEOUT_S = 5.0
-
-
-class CtlError(Exception):
-    """Shown to the user as one line, exit status 1."""
-
-
-def _connect(path: str, timeout: float | None) -> socket.socket:
-    """A connected control socket; CtlError when no daemon is there to answer."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError):
-        sock.close()
-        raise CtlError(f"aiobfd is not running (no daemon on {path})") from None
-    except PermissionError:
-        sock.close()
-        raise CtlError(f"permission denied on {path}") from None
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def request(path: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """Send one request and return the daemon's answer (raises CtlError)."""
-    try:
-        sock = _connect(path, TIMEOUT_S)
-    except TimeoutError:
-        raise CtlError(f"no answer from aiobfd on {path}") from None
-    except OSError as exc:
-        raise CtlError(f"cannot talk to aiobfd on {path}: {exc}") from None
-    try:
-        sock.sendall(json.dumps(payload).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    except TimeoutError:
-        raise CtlError(f"no answer from aiobfd on {path}") from None
-    except OSError as exc:
-        raise CtlError(f"cannot talk to aiobfd on {path}: {exc}") from None
-    finally:
-        sock.close()
-    try:
-        answer = json.loads(buf)
-    except json.JSONDecodeError:
-        raise CtlError(f"garbled answer from aiobfd on {path}") from None
-    if not answer.get("ok"):
-        raise CtlError(str(answer.get("error", "request failed")))
-    return dict(answer)
-
-
-def watch(path: str) -> Iterator[dict[str, Any]]:
-    """Session events from the daemon: a snapshot per session, then each change.
-
-    Ends when the daemon closes the stream (it stopped); raises CtlError when it
-    cannot be reached.
-    """
-    sock = _connect(path, None)
-    try:
-        sock.sendall(b'{"command": "watch"}\n')
-        stream = sock.makefile("rb")
-        first = json.loads(stream.readline() or b"{}")
-        if not first.get("ok"):
-            raise CtlError(str(first.get("error", "watch refused")))
-        for line in stream:
-            record = json.loads(line)
-            if record.get("ok") is False:
-                raise CtlError(str(record.get("error")))
-            yield dict(record)
-    finally:
-        sock.close()
+CtlError = ClientError
+"""The client's error under the name callers of this module know (one line, exit 1)."""
 
 
 def _fmt_ms(value: float) -> str:
@@ -303,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 if as_json
                 else format_detail(answer["session"])
             )
-    except CtlError as exc:
+    except ClientError as exc:
         print(f"aiobfdctl: {exc}", file=sys.stderr)
         return 1
     print(out)

@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import random
@@ -52,7 +51,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from . import client
 from .argparsing import OneLineParser
+from .paths import default_socket_path
 
 log = logging.getLogger("aiobfd.exabgp")
 
@@ -62,16 +63,10 @@ MIN_BACKOFF_S = 0.1
 HANDSHAKE_TIMEOUT_S = 5.0
 #: Quiet time that ends the snapshot when the chosen peers are not named.
 SNAPSHOT_SETTLE_S = 0.1
-#: A line from the daemon longer than this is a protocol error (reconnect).
-MAX_LINE = 1 << 20
 STATES = ("admin_down", "down", "init", "up")
 
 Key = tuple[str, str, str]
 """A session: (remote, local, interface)."""
-
-
-class WatchError(Exception):
-    """The watch stream broke or was refused; the helper reconnects."""
 
 
 class OutputClosed(Exception):
@@ -247,75 +242,24 @@ class Announcer:
 
 # -- the watch stream --------------------------------------------------------------------
 
-
-class _Lines:
-    """Splits a byte stream into lines, a chunk at a time, with a bounded buffer."""
-
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self.reader = reader
-        self.partial = b""
-
-    async def batch(self, timeout: float | None) -> list[bytes]:
-        """The complete lines of the next chunk; [] on timeout; WatchError at EOF."""
-        while True:
-            try:
-                async with asyncio.timeout(timeout):  # not wait_for: see run()
-                    chunk = await self.reader.read(65536)
-            except TimeoutError:
-                return []
-            if not chunk:
-                raise WatchError("aiobfd closed the watch stream")
-            data = self.partial + chunk
-            *lines, self.partial = data.split(b"\n")
-            if len(self.partial) > MAX_LINE:
-                raise WatchError("line from aiobfd too long")
-            if lines:
-                return lines
-
-
 #: Malformed lines logged per connection; the rest are counted, not logged.
 BAD_LINES_LOGGED = 5
 
 
-def _parse(line: bytes) -> tuple[dict[str, Any] | None, str]:
-    """The JSON object on a line, or None and why not ('' for a blank line)."""
-    line = line.strip()
-    if not line:
-        return None, ""
-    try:
-        record = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None, "not JSON"
-    if not isinstance(record, dict):
-        return None, "not a JSON object"
-    return record, ""
-
-
 async def follow(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    stream: client.AsyncWatch,
     selection: Selection,
     announcer: Announcer,
     on_watching: Callable[[], None] = lambda: None,
 ) -> NoReturn:
-    """Ask for the watch stream and act on it until it breaks (raises WatchError)."""
-    writer.write(b'{"command": "watch"}\n')
-    await writer.drain()
-    lines = _Lines(reader)
-    handshake = await lines.batch(HANDSHAKE_TIMEOUT_S)
-    if not handshake:
-        raise WatchError("no answer to watch")
-    first, _ = _parse(handshake[0])
-    if first is None or first.get("ok") is not True:
-        error = first.get("error") if first else None
-        raise WatchError(f"watch refused: {error or handshake[0][:200]!r}")
+    """Act on an open watch stream until it breaks (raises client.ClientError)."""
     on_watching()
     selection.clear()
     settled = False
     # Newer daemons say how many snapshot lines follow; older ones do not.
-    expected = first.get("sessions")
+    expected = stream.answer.get("sessions")
     snapshots = 0
-    pending = handshake[1:]
+    pending = stream.early
     bad = 0
 
     def skip(why: str, raw: bytes) -> None:
@@ -328,13 +272,13 @@ async def follow(
 
     while True:
         for raw in pending:
-            record, why = _parse(raw)
-            if record is None:
-                if why:
-                    skip(why, raw)
+            try:
+                record = client.watch_record(raw)
+            except client.Garbled as exc:
+                skip(exc.why, raw)
                 continue
-            if record.get("ok") is False:
-                raise WatchError(f"aiobfd ended the watch: {record.get('error')}")
+            if record is None:
+                continue
             event = record.get("event")
             if event == "removed":
                 selection.remove(record)
@@ -354,7 +298,7 @@ async def follow(
             settled = True
         if settled:
             announcer.set(selection.wanted(), selection.describe())
-        pending = await lines.batch(SNAPSHOT_SETTLE_S if not settled else announcer.due_in())
+        pending = await stream.batch(SNAPSHOT_SETTLE_S if not settled else announcer.due_in())
         if not pending:
             # Quiet after the snapshot (every session has been listed), or a held-back
             # announce is due: judge again.
@@ -390,32 +334,21 @@ async def run(options: Options, write: Callable[[str], None]) -> NoReturn:
         last_error = ""
 
     while True:
-        opened: list[asyncio.StreamWriter] = []
         try:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a
-            # cancellation that comes as the connect finishes (it returns the
-            # connect's result), and this loop would then never end.
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-                reader, writer = await asyncio.open_unix_connection(options.socket, limit=MAX_LINE)
-            opened.append(writer)
-            await follow(reader, writer, selection, announcer, watching)
-        except (OSError, WatchError, TimeoutError, ValueError) as exc:
-            error = str(exc) or type(exc).__name__
-            if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
-                error = f"aiobfd is not running (no daemon on {options.socket})"
-            elif isinstance(exc, PermissionError):
-                error = (
-                    f"permission denied on {options.socket} (mode 0600: run ExaBGP"
-                    " as the user aiobfd runs as, or as root)"
-                )
+            stream = await client.AsyncWatch.open(options.socket, HANDSHAKE_TIMEOUT_S)
+            try:
+                await follow(stream, selection, announcer, watching)
+            finally:
+                stream.close()
+        except client.ClientError as exc:
+            error = str(exc)
+            if isinstance(exc, client.AccessDenied):
+                error += " (mode 0600: run ExaBGP as the user aiobfd runs as, or as root)"
             if error != last_error:
                 log.warning("%s; retrying", error)
                 last_error = error
             selection.clear()
             announcer.set(False, error)
-        finally:
-            for writer in opened:
-                writer.close()
         await asyncio.sleep(backoff * random.uniform(0.8, 1.0))
         backoff = min(backoff * 2, options.max_backoff_s)
 
@@ -511,8 +444,6 @@ def _seconds(low: float) -> Callable[[str], float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .control import default_socket_path
-
     parser = OneLineParser(
         prog="aiobfd-exabgp",
         description="ExaBGP process: announce routes while aiobfd's BFD sessions are Up, "
