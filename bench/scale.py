@@ -50,23 +50,22 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from aiobfd.lab import LabError, cleanup_stale, frr_version, wait_until
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
 
 from scalelab import (
+    NAMING,
     Frr,
-    LabError,
     ScaleLab,
-    cleanup_stale,
     cpu_busy,
     cpu_stat,
     ctl_request,
-    frr_version,
     proc_rss_kb,
     proc_sched,
     proc_times,
     softnet_drops,
     udp_errors,
-    wait_for,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +233,7 @@ class Ours(Daemon):
         env = None
         if self.core_site is not None:
             env = {**os.environ, "PYTHONPATH": str(self.core_site)}
-        self.proc = self.lab.popen(self.ns, self.argv(), cpu=self.cpu, log=self.log, env=env)
+        self.proc = self.lab.popen(self.ns, *self.argv(), cpu=self.cpu, log=self.log, env=env)
 
         def ready() -> bool:
             self.check_alive()
@@ -244,7 +243,9 @@ class Ours(Daemon):
                 return False
             return True
 
-        wait_for(ready, 30 + self.spec.sessions / 50, f"{self.kind} ({self.role}) control socket")
+        wait_until(
+            ready, 30 + self.spec.sessions / 50, f"{self.kind} ({self.role}) control socket", 0.1
+        )
 
     def sessions(self) -> list[dict[str, Any]]:
         timeout = 30 + self.spec.sessions / 20
@@ -366,9 +367,9 @@ class Aiobfd02(Daemon):
         # aiobfd 0.2 picks each source port at random without retrying: with
         # 100 sessions two collide about one start in four.  Start it again.
         for attempt in range(1, 9):
-            self.proc = self.lab.popen(self.ns, argv, cpu=self.cpu, log=self.log)
+            self.proc = self.lab.popen(self.ns, *argv, cpu=self.cpu, log=self.log)
             try:
-                wait_for(ready, 30 + self.spec.sessions / 10, "aiobfd 0.2 to start")
+                wait_until(ready, 30 + self.spec.sessions / 10, "aiobfd 0.2 to start", 0.1)
                 return
             except LabError:
                 text = self.log.read_text(errors="replace")
@@ -1333,7 +1334,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("scale.py: needs root (network namespaces)", file=sys.stderr)
         return 2
-    stale = cleanup_stale()
+    stale = cleanup_stale(NAMING)
     if stale:
         log(f"removed stale namespaces: {', '.join(stale)}")
     if opts.command == "cleanup":

@@ -37,9 +37,10 @@ hold time 9 s, routes announced statically by ExaBGP): the BGP-only baseline.
     sudo .venv/bin/python examples/anycast/lab.py --no-bfd -n 5    # the BGP-only figure
     sudo .venv/bin/python examples/anycast/lab.py --modes link -n 3 --keep /tmp/anycast-logs
 
-Needs iproute2, FRR (/usr/lib/frr/{zebra,bgpd,bfdd}, vtysh), exabgp and nft.
-Namespaces are named ``abfdx-<tag><role>``; everything is removed on exit, also
-on failure, and namespaces left behind by a crashed run are removed at start.
+Needs iproute2, FRR (/usr/lib/frr/{zebra,bgpd,bfdd}, vtysh), exabgp and nft, and
+aiobfd installed (the lab is built with ``aiobfd.lab``). Namespaces are named
+``abfdx-<tag><role>``; everything is removed on exit, also on failure, and
+namespaces left behind by a crashed run are removed at start.
 """
 
 from __future__ import annotations
@@ -61,23 +62,28 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # run as a script: make tests.integration importable
-    sys.path.insert(0, str(ROOT))
-
-from tests.integration import netns  # noqa: E402 - after the sys.path fix above
-from tests.integration.netns import (  # noqa: E402
+from aiobfd.lab import (
+    BFDD,
+    BGPD,
+    ZEBRA,
     CommandError,
+    FrrInstance,
+    LabError,
+    Naming,
+    NetnsLab,
+    aiobfd_command,
     cleanup_stale,
-    list_namespaces,
+    daemon_env,
     log_tail,
+    missing_tools,
     wait_until,
 )
 
-PREFIX = "abfdx-"
-"""Namespaces of this lab: PREFIX + 6 hex digits + one of 'rsabc'."""
+NAMING = Naming("abfdx-", "x")
+"""Namespaces of this lab: 'abfdx-' + 6 hex digits + one of 'rsabc'; links 'x' + the
+same 6 hex digits + two of 'rsabc' (this namespace, the other end's)."""
 
 ANYCAST = "192.0.2.53"
 ROUTE = f"{ANYCAST}/32"
@@ -87,33 +93,9 @@ HOSTS = {"a": "198.51.100.11", "b": "198.51.100.12"}
 ROUTER_AS, HOSTS_AS = 65000, 65001
 MODES = ("link", "stop", "drop")
 
-FRR_DIR = Path("/usr/lib/frr")
-ZEBRA, BGPD, BFDD = FRR_DIR / "zebra", FRR_DIR / "bgpd", FRR_DIR / "bfdd"
 TOOLS: tuple[str | Path, ...] = ("ip", "vtysh", "exabgp", "nft", ZEBRA, BGPD, BFDD)
 
 T = TypeVar("T")
-
-
-class LabError(RuntimeError):
-    """The lab could not be built or did not reach the state it waited for."""
-
-
-def missing_tools() -> list[str]:
-    """The tools the lab needs that are not installed."""
-    return [
-        str(t)
-        for t in TOOLS
-        if (shutil.which(t) is None if isinstance(t, str) else not Path(t).is_file())
-    ]
-
-
-def _run(*cmd: str, timeout: float = 10.0, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
-    if check and proc.returncode != 0:
-        raise CommandError(cmd, proc.returncode, proc.stdout, proc.stderr)
-    return proc
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -343,7 +325,7 @@ class Results:
         }
 
 
-class AnycastLab:
+class AnycastLab(NetnsLab):
     """The five namespaces, FRR on the router, ExaBGP (+ aiobfd) on the hosts.
 
     A context manager: `close()` stops every process (SIGCONT first, a frozen one
@@ -363,6 +345,7 @@ class AnycastLab:
         log: Callable[[str], None] = lambda s: None,
         verbose: bool = False,
     ) -> None:
+        super().__init__(NAMING)
         self.bfd = bfd
         self.interval_ms = interval_ms
         self.multiplier = multiplier
@@ -371,85 +354,43 @@ class AnycastLab:
         self.workdir = workdir
         self.say = log
         self.verbose = verbose
-        self.tag = ""
-        self.rundir = Path()
-        self.ns: dict[str, str] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._files: list[IO[bytes]] = []
+        """The processes by name, watched for an early death by every wait."""
         self.monitor: RouteMonitor | None = None
-        self._open = False
         self._failed: dict[str, str] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def __enter__(self) -> AnycastLab:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        self.close(raise_errors=exc_type is None)
-
     def start(self, timeout: float = 60.0) -> None:
-        if self._open:
-            raise LabError("lab already started")
-        self._open = True
+        removed = cleanup_stale(NAMING)
+        if removed:
+            self.say(f"removed stale lab leftovers: {removed}")
+        super().start()  # the network; the rest is undone by close() if it fails
         try:
-            removed = cleanup_stale(PREFIX)
-            if removed:
-                self.say(f"removed stale lab leftovers: {removed}")
-            self._make_rundir()
-            self._build_network()
             self._start_router()
             for host in HOSTS:
                 self._start_host(host)
-            self.monitor = RouteMonitor(self.ns["r"], ROUTE, self.rundir / "monitor.log")
+            self.monitor = RouteMonitor(self.netns("r"), ROUTE, self.rundir / "monitor.log")
             self.wait_steady(timeout)
         except BaseException:
             self.close(raise_errors=False)
             raise
 
-    def _make_rundir(self) -> None:
-        import secrets
-        import tempfile
-
-        for _ in range(16):
-            self.tag = secrets.token_hex(3)
-            path = Path(tempfile.gettempdir(), f"{PREFIX}{self.tag}")
-            try:
-                path.mkdir(mode=0o755)
-            except FileExistsError:
-                continue
-            path.chmod(0o755)
-            self.rundir = path
-            return
-        raise LabError("no free lab tag")
-
-    def close(self, raise_errors: bool = True) -> None:
-        """Stop everything, remove namespaces and the scratch directory. Idempotent.
+    def close(self, raise_errors: bool = False) -> None:
+        """Stop everything, keep the logs (with `workdir`), remove namespaces and the
+        scratch directory. Idempotent.
 
         Raises LabError if a namespace could not be removed (unless not `raise_errors`,
         so that the error that made us close is the one reported).
         """
-        if not self._open:
-            return
-        self._open = False
         if self.monitor is not None:
             self.monitor.close()
-        for name, proc in reversed(list(self.procs.items())):
-            with contextlib.suppress(Exception):
-                self._stop(name, proc)
-        for f in self._files:
-            f.close()
-        for ns in self.ns.values():
-            netns._delete_ns(ns)
-            netns._LIVE.discard(ns)
-        if self.workdir is not None and self.rundir != Path():
+            self.monitor = None
+        self.stop_processes()
+        self.procs.clear()
+        if self.workdir is not None and self.rundir.is_dir():
             self._keep(self.workdir)
-        if self.rundir != Path():
-            shutil.rmtree(self.rundir, ignore_errors=True)
-        left = [ns for ns in self.ns.values() if ns in list_namespaces(PREFIX)]
-        if left and raise_errors:
-            raise LabError(f"namespaces left behind: {left}")
+        super().close(raise_errors)
 
     def _keep(self, workdir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -460,96 +401,59 @@ class AnycastLab:
                 with contextlib.suppress(OSError):
                     shutil.copy(path, dest)
 
-    def _stop(self, name: str, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGCONT)
-        proc.terminate()
-        try:
-            proc.wait(3)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(3)
-
     # -- building ------------------------------------------------------------------------
 
-    def ip(self, role: str, args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return _run("ip", "-n", self.ns[role], *args.split(), check=check)
-
-    def nsexec(self, role: str, *cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return _run("ip", "netns", "exec", self.ns[role], *cmd, **kw)
-
-    def _sysctl(self, role: str, key: str, value: int) -> None:
-        path = "/proc/sys/" + key.replace(".", "/")
-        self.nsexec(role, "sh", "-c", f"echo {value} > {path}")
-
-    def ifname(self, role: str, peer: str) -> str:
+    def link(self, role: str, peer: str) -> str:
         """The interface in namespace `role` that leads to `peer` (15 chars at most)."""
-        return f"x{self.tag}{role}{peer}"
+        return self.ifname(f"{role}{peer}")
 
-    def _build_network(self) -> None:
+    def _build(self) -> None:
         for role in "rsabc":
-            ns = self.ns[role] = f"{PREFIX}{self.tag}{role}"
-            _run("ip", "netns", "add", ns)
-            netns._LIVE.add(ns)
-            owner = netns._OWNER_ALIAS.format(pid=os.getpid())  # for cleanup_stale()
-            _run("ip", "-n", ns, "link", "set", "lo", "alias", owner)
-            self.ip(role, "link set lo up")
-            self._sysctl(role, "net.ipv6.conf.all.disable_ipv6", 1)
+            self.add_namespace(role, role)
+            self.sysctl(role, "net.ipv6.conf.all.disable_ipv6", 1)
         # The switch: a bridge with a port toward the router and one per host.
         self.ip("s", "link add br0 type bridge")
         self.ip("s", "link set br0 up")
         for role in ("r", "a", "b"):
-            here, there = self.ifname(role, "s"), self.ifname("s", role)
-            _run("ip", "link", "add", here, "netns", self.ns[role], "type", "veth",
-                 "peer", "name", there, "netns", self.ns["s"])  # fmt: skip
+            here, there = self.link(role, "s"), self.link("s", role)
+            self.add_veth(role, here, "s", there)
             self.ip("s", f"link set {there} master br0")
             self.ip("s", f"link set {there} up")
         # Router <-> client.
-        rc, cr = self.ifname("r", "c"), self.ifname("c", "r")
-        _run("ip", "link", "add", rc, "netns", self.ns["r"], "type", "veth",
-             "peer", "name", cr, "netns", self.ns["c"])  # fmt: skip
-        self.ip("r", f"addr add {ROUTER_LAN}/24 dev {self.ifname('r', 's')}")
+        rc, cr = self.link("r", "c"), self.link("c", "r")
+        self.add_veth("r", rc, "c", cr)
+        self.ip("r", f"addr add {ROUTER_LAN}/24 dev {self.link('r', 's')}")
         self.ip("r", f"addr add {CLIENT_LAN}/24 dev {rc}")
-        self.ip("r", f"link set {self.ifname('r', 's')} up")
+        self.ip("r", f"link set {self.link('r', 's')} up")
         self.ip("r", f"link set {rc} up")
-        self._sysctl("r", "net.ipv4.ip_forward", 1)
+        self.sysctl("r", "net.ipv4.ip_forward", 1)
         self.ip("c", f"addr add {CLIENT}/24 dev {cr}")
         self.ip("c", f"link set {cr} up")
         self.ip("c", f"route add default via {CLIENT_LAN}")
         for host, addr in HOSTS.items():
-            dev = self.ifname(host, "s")
+            dev = self.link(host, "s")
             self.ip(host, f"addr add {addr}/24 dev {dev}")
             self.ip(host, f"addr add {ANYCAST}/32 dev lo")
             self.ip(host, f"link set {dev} up")
             self.ip(host, f"route add default via {ROUTER_LAN}")
 
-    def popen(self, role: str, name: str, *cmd: str, env: dict[str, str] | None = None) -> None:
-        out = (self.rundir / f"{name}.out").open("ab")
-        self._files.append(out)
-        self.procs[name] = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns[role], *cmd],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, **(env or {})},
-        )  # fmt: skip
+    def spawn(self, role: str, name: str, *cmd: str, env: dict[str, str] | None = None) -> None:
+        """Start `cmd` in namespace `role` as `name`; its output goes to <name>.out."""
+        self.procs[name] = self.popen(role, *cmd, log=self.rundir / f"{name}.out", extra_env=env)
 
     # -- the router ----------------------------------------------------------------------
 
     @property
-    def frr_dir(self) -> Path:
-        return self.rundir / "frr"
+    def frr(self) -> FrrInstance:
+        """zebra, bfdd and bgpd on the router; their logs have milliseconds (`log file`
+        in their configurations: `--log file:` ignores the precision)."""
+        return FrrInstance(self, "r", self.rundir / "frr", log_file=False)
 
-    def _frr_args(self, name: str) -> list[str]:
-        d = self.frr_dir
-        return [
-            f"-N{d.name}{self.tag}", f"-f{d / name}.conf", f"-i{d / name}.pid",
-            f"--vty_socket={d}", f"-z{d / 'zserv.api'}", "-P0",
-        ]  # fmt: skip
+    @property
+    def frr_dir(self) -> Path:
+        return self.frr.rundir
 
     def _frr_log(self, name: str) -> list[str]:
-        """Log to a file with milliseconds (`--log file:` ignores the precision)."""
         return ["log timestamp precision 3", f"log file {self.frr_dir / name}.log debugging"]
 
     def bgpd_conf(self) -> str:
@@ -602,30 +506,18 @@ class AnycastLab:
         )
 
     def _start_router(self) -> None:
-        d = self.frr_dir
-        d.mkdir()
-        (d / "zebra.conf").write_text("\n".join(["hostname router", *self._frr_log("zebra"), ""]))
-        (d / "bgpd.conf").write_text(self.bgpd_conf())
-        (d / "bfdd.conf").write_text(self.bfdd_conf())
-        for path in (d, *d.iterdir()):
-            shutil.chown(path, "frr", "frr")
-        self.popen("r", "zebra", str(ZEBRA), *self._frr_args("zebra"))
-        self._wait(lambda: (d / "zserv.api").exists(), 10, "zebra's socket")
-        self.popen("r", "bfdd", str(BFDD), *self._frr_args("bfdd"), f"--bfdctl={d / 'bfdd.sock'}")
+        frr = self.frr
+        zebra = "\n".join(["hostname router", *self._frr_log("zebra"), ""])
+        frr.write_configs({"zebra": zebra, "bgpd": self.bgpd_conf(), "bfdd": self.bfdd_conf()})
+        self.procs["zebra"] = frr.spawn("zebra")
+        self._wait(frr.zebra_ready, 10, "zebra's socket")
+        self.procs["bfdd"] = frr.spawn("bfdd")
         self._wait(lambda: self.vtysh("bfdd", "show bfd peers json", check=False), 10, "bfdd")
-        self.popen("r", "bgpd", str(BGPD), *self._frr_args("bgpd"))
+        self.procs["bgpd"] = frr.spawn("bgpd")
         self._wait(lambda: self.vtysh("bgpd", "show bgp summary json", check=False), 10, "bgpd")
 
     def vtysh(self, daemon: str, *commands: str, check: bool = True) -> str:
-        argv = ["vtysh", f"--vty_socket={self.frr_dir}", "-d", daemon]
-        for command in commands:
-            argv += ["-c", command]
-        proc = _run(*argv, check=False)
-        if proc.returncode != 0:
-            if check:
-                raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
-            return ""
-        return proc.stdout
+        return self.frr.vtysh(daemon, *commands, check=check)
 
     def bgp_neighbors(self) -> dict[str, Any]:
         out = self.vtysh("bgpd", "show bgp neighbors json", check=False)
@@ -709,7 +601,7 @@ class AnycastLab:
             "exabgp_api_cli": "false",
             "exabgp_api_ack": "false",
             "exabgp_tcp_bind": "",  # listening is per neighbor (`listen 179`)
-            "PYTHONPATH": str(ROOT / "src"),
+            **daemon_env(),  # the helper is the aiobfd this lab is built with
         }
 
     def _start_host(self, host: str) -> None:
@@ -721,17 +613,17 @@ class AnycastLab:
         )
         if self.bfd:
             self.start_aiobfd(host)
-        self.popen(host, f"exabgp-{host}", "exabgp", str(conf), env=env)
-        self.popen(host, f"service-{host}", sys.executable, "-c", _SERVE, ANYCAST, host)
+        self.spawn(host, f"exabgp-{host}", "exabgp", str(conf), env=env)
+        self.spawn(host, f"service-{host}", sys.executable, "-c", _SERVE, ANYCAST, host)
 
     def start_aiobfd(self, host: str) -> None:
         """aiobfd on `host`: one session toward the router."""
         ms = str(self.interval_ms)
-        self.popen(
-            host, f"aiobfd-{host}", sys.executable, "-m", "aiobfd", HOSTS[host], ROUTER_LAN,
+        self.spawn(
+            host, f"aiobfd-{host}", *aiobfd_command(HOSTS[host], ROUTER_LAN,
             "-r", ms, "-t", ms, "-m", str(self.multiplier),
-            "--control-socket", str(self.control_socket(host)), "--metrics-port", "0",
-            env={"PYTHONPATH": str(ROOT / "src")},
+            "--control-socket", str(self.control_socket(host)), "--metrics-port", "0"),
+            env=daemon_env(),
         )  # fmt: skip
 
     def kill_aiobfd(self, host: str) -> None:
@@ -792,11 +684,11 @@ class AnycastLab:
         action that makes the failure: the first is the reference for failover times.
         """
         if mode == "link":
-            argv = ["ip", "-n", self.ns["s"], "link", "set", self.ifname("s", host), "down"]
+            argv = ["ip", "-n", self.netns("s"), "link", "set", self.link("s", host), "down"]
             rules = None
         elif mode == "drop":
-            dev = self.ifname(host, "s")
-            argv = ["ip", "netns", "exec", self.ns[host], "nft", "-f", "-"]
+            dev = self.link(host, "s")
+            argv = ["ip", "netns", "exec", self.netns(host), "nft", "-f", "-"]
             rules = (
                 "table inet abfdx_drop {\n"
                 f'  chain in {{ type filter hook input priority -300; iifname "{dev}" drop; }}\n'
@@ -804,7 +696,7 @@ class AnycastLab:
                 "}\n"
             )
         elif mode == "stop":
-            pids = netns._ns_pids(self.ns[host])
+            pids = self.pids(host)
             start = time.time()
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
@@ -825,17 +717,17 @@ class AnycastLab:
         """Undo `fail(host, ...)`."""
         mode = self._failed.pop(host, None)
         if mode == "link":
-            self.ip("s", f"link set {self.ifname('s', host)} up")
+            self.ip("s", f"link set {self.link('s', host)} up")
         elif mode == "stop":
-            for pid in netns._ns_pids(self.ns[host]):
+            for pid in self.pids(host):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
         elif mode == "drop":
-            self.nsexec(host, "nft", "delete", "table", "inet", "abfdx_drop")
+            self.run(host, "nft", "delete", "table", "inet", "abfdx_drop")
 
     def ask_anycast(self, timeout: float = 1.0) -> str | None:
         """Which host answers the client at the anycast address ('a', 'b'), or None."""
-        proc = self.nsexec(
+        proc = self.run(
             "c", sys.executable, "-c", _ASK, ANYCAST, str(timeout), check=False,
             timeout=timeout + 10,
         )  # fmt: skip
@@ -978,7 +870,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown mode(s) {bad}; choose from {', '.join(MODES)}")
     if os.geteuid() != 0:
         parser.error("run as root (network namespaces)")
-    if missing := missing_tools():
+    if missing := missing_tools(*TOOLS):
         parser.error(f"missing {', '.join(missing)} (apt-get install frr exabgp nftables)")
     runs = [(True, args.trials or 20), (False, args.trials_no_bfd)] if args.both else [
         (args.bfd, args.trials or (20 if args.bfd else 5))

@@ -18,6 +18,8 @@ from types import ModuleType
 
 import pytest
 
+from aiobfd.lab import list_namespaces, wait_until
+
 from .conftest import require
 
 pytestmark = pytest.mark.interop
@@ -49,7 +51,7 @@ def test_failover_with_bfd_within_a_second_and_route_returns(
     lab = anycast.AnycastLab(bfd=True, interval_ms=100, multiplier=3, workdir=tmp_path / "lab")
     served_while_failed: list[str | None] = []
     with lab:
-        namespaces = list(lab.ns.values())
+        namespaces = list(lab.namespaces.values())
         assert lab.fib() == {host_a, host_b}  # ECMP over both hosts
         assert lab.ask_anycast() in ("a", "b")
         trials = [
@@ -73,7 +75,7 @@ def test_failover_with_bfd_within_a_second_and_route_returns(
         lab.kill_aiobfd("a")
         gone = lab.monitor.wait(mark, lambda e: not e.points_at(host_a), 5)
         assert gone is not None and gone.time - killed < 1.0, gone
-        anycast.wait_until(lambda: host_a in lab.established(), 15, "BGP with host a again")
+        wait_until(lambda: host_a in lab.established(), 15, "BGP with host a again")
         time.sleep(1.0)
         assert lab.fib() == {host_b}
         lab.start_aiobfd("a")
@@ -93,4 +95,4 @@ def test_failover_with_bfd_within_a_second_and_route_returns(
     # And host a's own helper followed its BFD session: withdraw, then announce again.
     assert helper_log.count("aiobfd-exabgp: INFO withdraw") >= TRIALS
     assert helper_log.count("aiobfd-exabgp: INFO announce") >= TRIALS + 1
-    assert not set(namespaces) & set(anycast.list_namespaces(anycast.PREFIX))
+    assert not set(namespaces) & set(list_namespaces(anycast.NAMING.ns_prefix))

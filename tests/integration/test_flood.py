@@ -8,11 +8,9 @@ import time
 from pathlib import Path
 
 from aiobfd.ctl import CtlError, request
+from aiobfd.lab import Lab
 
-from .conftest import FrrFactory
-from .netns import Lab
-from .ours import OurDaemon
-from .peers import FrrSession
+from .conftest import ThreePeers
 
 FLOOD = Path(__file__).with_name("flood.py")
 SECONDS = 10
@@ -25,21 +23,8 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_flood_does_not_flap_sessions_or_grow_memory(lab: Lab, frr_peer: FrrFactory) -> None:
-    ours_ip = lab.host.ipv4
-    remotes = ["198.51.100.3", "198.51.100.4", "198.51.100.5"]
-    ifnames = [lab.add_macvlan("peer", f"m{i}", a) for i, a in enumerate(remotes)]
-    frr = frr_peer(
-        "peer",
-        [
-            FrrSession(ours_ip, a, rx_ms=100, tx_ms=100, multiplier=3, interface=i)
-            for a, i in zip(remotes, ifnames, strict=True)
-        ],
-    )
-    ours = OurDaemon(lab, "host", ours_ip, remotes, "-r", "100", "-t", "100").start()
-    for remote in remotes:
-        ours.wait_state(remote, "up")
-        frr.wait_status(ours_ip, "up", local=remote)
+def test_flood_does_not_flap_sessions_or_grow_memory(lab: Lab, three_frr_peers: ThreePeers) -> None:
+    ours, frr, ours_ip, remotes, _ = three_frr_peers
     time.sleep(1.0)
     assert ours.proc is not None
     rss_before = rss_kib(ours.proc.pid)

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from aiobfd.lab import BirdNeighbor, Lab, OurDaemon
+
 from .conftest import BirdFactory
-from .netns import Lab
-from .ours import OurDaemon
-from .peers import BirdNeighbor
 
 #: (our --auth-type, BIRD's `authentication` keyword)
 TYPES = [

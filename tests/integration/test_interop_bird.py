@@ -6,10 +6,9 @@ import time
 
 import pytest
 
+from aiobfd.lab import BirdNeighbor, Lab, OurDaemon
+
 from .conftest import BirdFactory
-from .netns import Lab
-from .ours import OurDaemon
-from .peers import BirdNeighbor
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])

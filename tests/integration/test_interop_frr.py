@@ -6,10 +6,9 @@ import time
 
 import pytest
 
-from .conftest import FrrFactory
-from .netns import Lab
-from .ours import OurDaemon
-from .peers import FrrSession
+from aiobfd.lab import FrrSession, Lab, OurDaemon
+
+from .conftest import FrrFactory, ThreePeers
 
 FAMILIES = ["ipv4", "ipv6"]
 
@@ -112,22 +111,9 @@ def test_frr_changes_intervals_while_up(lab: Lab, frr_peer: FrrFactory) -> None:
     assert counters["session-down"] == 0
 
 
-def test_three_peers_from_one_process(lab: Lab, frr_peer: FrrFactory) -> None:
+def test_three_peers_from_one_process(three_frr_peers: ThreePeers) -> None:
     """One aiobfd, three FRR sessions (one macvlan per FRR address: FRR keys by interface)."""
-    ours_ip = lab.host.ipv4
-    remotes = ["198.51.100.3", "198.51.100.4", "198.51.100.5"]
-    ifnames = [lab.add_macvlan("peer", f"m{i}", a) for i, a in enumerate(remotes)]
-    frr = frr_peer(
-        "peer",
-        [
-            FrrSession(ours_ip, a, rx_ms=100, tx_ms=100, multiplier=3, interface=i)
-            for a, i in zip(remotes, ifnames, strict=True)
-        ],
-    )
-    ours = OurDaemon(lab, "host", ours_ip, remotes, "-r", "100", "-t", "100").start()
-    for remote in remotes:
-        ours.wait_state(remote, "up")
-        frr.wait_status(ours_ip, "up", local=remote)
+    ours, frr, ours_ip, remotes, ifnames = three_frr_peers
     sessions = ours.sessions()
     assert len({s["source_port"] for s in sessions}) == 3
     assert len({s["local_discr"] for s in sessions}) == 3

@@ -14,11 +14,9 @@ from typing import Any
 import pytest
 
 from aiobfd.ctl import CtlError
+from aiobfd.lab import FrrPeer, FrrSession, Lab, OurDaemon
 
 from .conftest import FrrFactory
-from .netns import Lab
-from .ours import OurDaemon
-from .peers import FrrPeer, FrrSession
 
 Json = dict[str, Any]
 FAMILIES = ["ipv4", "ipv6"]

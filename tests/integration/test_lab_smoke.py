@@ -6,14 +6,31 @@ a failure here points at the lab, the peers' setup or their parsers, not at aiob
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from aiobfd.lab import (
+    BFDD,
+    BIRD,
+    LAB_NAMING,
+    BirdNeighbor,
+    BirdPeer,
+    FrrPeer,
+    FrrSession,
+    Lab,
+    Naming,
+    cleanup_stale,
+    daemon_env,
+    list_namespaces,
+    parse_bird_sessions,
+    pid_alive,
+)
+
 from .conftest import BirdFactory, FrrFactory, require
-from .netns import Lab, list_namespaces, pid_alive
-from .peers import BFDD, BIRD, BirdNeighbor, BirdPeer, FrrPeer, FrrSession, parse_bird_sessions
 
 
 def fast(remote: str, local: str, interface: str | None = None) -> FrrSession:
@@ -37,7 +54,7 @@ def bird_toward_host(lab: Lab, *, ipv6: bool = True) -> list[BirdNeighbor]:
 
 def test_lab_addresses(lab: Lab) -> None:
     assert len(lab.host.ns) <= 12 and lab.host.ns.startswith("abfd-")
-    assert set(list_namespaces()) >= {lab.host.ns, lab.peer.ns}
+    assert set(list_namespaces(LAB_NAMING.ns_prefix)) >= {lab.host.ns, lab.peer.ns}
     assert lab.host.link_local.startswith("fe80::") and lab.peer.link_local.startswith("fe80::")
     out = lab.run("host", "ip", "-o", "addr", "show", "dev", lab.host.ifname).stdout
     assert "198.51.100.1/24" in out and "2001:db8::1/64" in out and "tentative" not in out
@@ -197,7 +214,64 @@ def test_cleanup_leaves_nothing_even_on_error(tmp_path: Path) -> None:
         names, rundir, veth = {lab.host.ns, lab.peer.ns}, lab.rundir, lab.host.ifname
         raise KeyboardInterrupt  # neither peer is stopped: the lab must do it
     assert len(pids) >= 4
-    assert not names & set(list_namespaces())
+    assert not names & set(list_namespaces(LAB_NAMING.ns_prefix))
     assert not rundir.exists()
     assert subprocess.run(["ip", "link", "show", veth], capture_output=True).returncode != 0
     assert not [p for p in pids if pid_alive(p)]  # zombies awaiting init count as gone
+
+
+KILLED_LAB = """
+import os, signal, sys
+from aiobfd.lab import Lab, Naming
+lab = Lab(Naming(sys.argv[1], sys.argv[2]))
+lab.start()
+print(lab.tag, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: as a crashed run
+"""
+
+
+def _killed_lab(naming: Naming) -> str:
+    """Make a lab of `naming` in a process that then dies at once; return its tag."""
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_LAB, naming.ns_prefix, naming.if_prefix],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **daemon_env()},
+    )
+    assert proc.returncode == -9, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.interop
+def test_cleanup_stale_removes_dead_runs_only_of_its_own_user(_interop_session: None) -> None:
+    """A killed run's namespaces, scratch directory and root-namespace veth are removed;
+    a live lab of the same user, and a dead run of another user, are left alone."""
+    mine, other = Naming("abfdt-", "at"), Naming("abfdu-", "au")
+    dead, dead_other = _killed_lab(mine), _killed_lab(other)
+    stray = [f"at{dead}v", f"at{dead}w"]  # as if a run died before moving its veth
+    subprocess.run(["ip", "link", "add", stray[0], "type", "veth", "peer", "name", stray[1]],
+                   check=True)  # fmt: skip
+    try:
+        with Lab(mine) as live:
+            assert set(list_namespaces("abfdt-")) >= {f"abfdt-{dead}h", f"abfdt-{dead}p"}
+            removed = set(cleanup_stale(mine))
+            assert removed - set(stray) == {
+                f"abfdt-{dead}h", f"abfdt-{dead}p", str(mine.rundir(dead))
+            }  # fmt: skip
+            assert len(removed & set(stray)) == 1  # one end, which takes the other along
+            for veth in stray:
+                assert subprocess.run(["ip", "link", "show", veth], capture_output=True).returncode
+            assert list_namespaces("abfdt-") == sorted([live.host.ns, live.peer.ns])
+            assert live.rundir.is_dir() and not mine.rundir(dead).exists()
+            assert set(list_namespaces("abfdu-")) == {
+                f"abfdu-{dead_other}h",
+                f"abfdu-{dead_other}p",
+            }
+            assert cleanup_stale(mine) == []
+        assert list_namespaces("abfdt-") == []
+    finally:
+        cleanup_stale(mine)
+        removed_other = set(cleanup_stale(other))
+    assert removed_other >= {f"abfdu-{dead_other}h", f"abfdu-{dead_other}p"}
+    assert list_namespaces("abfdu-") == []

@@ -8,47 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import require
-from .ours import OurDaemon
-from .peers import (
-    BFDD,
-    BIRD,
-    VTYSH,
-    ZEBRA,
-    BirdNeighbor,
-    BirdOptions,
-    BirdPeer,
-    FrrPeer,
-    FrrSession,
-)
-from .routed import RoutedLab
+from aiobfd.lab import BirdNeighbor, FrrSession, OurDaemon, RoutedLab
+
+from .conftest import BirdFactory, FrrFactory
 
 FAMILIES = ["ipv4", "ipv6"]
 
 
 @pytest.fixture
-def routed(_interop_session: None) -> Iterator[RoutedLab]:
-    require("ip")
-    with RoutedLab() as lab:
-        yield lab
-
-
-@pytest.fixture
-def far_frr(routed: RoutedLab, tmp_path: Path) -> Iterator[list[FrrPeer]]:
-    require(ZEBRA, BFDD, VTYSH)
-    started: list[FrrPeer] = []
-    yield started
-    for peer in started:
-        peer.stop()
-
-
-@pytest.fixture
-def far_bird(routed: RoutedLab, tmp_path: Path) -> Iterator[list[BirdPeer]]:
-    require(BIRD)
-    started: list[BirdPeer] = []
-    yield started
-    for peer in started:
-        peer.stop()
+def lab(_interop_session: None) -> Iterator[RoutedLab]:
+    """host -- router ('peer') -- far, instead of the two-namespace lab: `frr_peer` and
+    `bird_peer` start their peers in it."""
+    with RoutedLab() as routed:
+        yield routed
 
 
 def addrs(lab: RoutedLab, family: str) -> tuple[str, str]:
@@ -56,21 +28,12 @@ def addrs(lab: RoutedLab, family: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_multihop_with_frr(
-    routed: RoutedLab, far_frr: list[FrrPeer], tmp_path: Path, family: str
-) -> None:
-    ours_ip, far_ip = addrs(routed, family)
-    frr = FrrPeer(
-        routed,
-        "far",
-        tmp_path / "frr",
-        [FrrSession(ours_ip, far_ip, rx_ms=100, tx_ms=100, multiplier=3, multihop=True)],
+def test_multihop_with_frr(lab: RoutedLab, frr_peer: FrrFactory, family: str) -> None:
+    ours_ip, far_ip = addrs(lab, family)
+    frr = frr_peer(
+        "far", [FrrSession(ours_ip, far_ip, rx_ms=100, tx_ms=100, multiplier=3, multihop=True)]
     )
-    far_frr.append(frr)
-    frr.start()
-    ours = OurDaemon(
-        routed, "host", ours_ip, [far_ip], "--multihop", "-r", "100", "-t", "100"
-    ).start()
+    ours = OurDaemon(lab, "host", ours_ip, [far_ip], "--multihop", "-r", "100", "-t", "100").start()
     info = ours.wait_state(far_ip, "up")
     assert info["multihop"] and info["min_rx_ttl"] == 254
     peer = frr.wait_status(ours_ip, "up")
@@ -93,22 +56,16 @@ def test_multihop_with_frr(
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_multihop_with_bird_and_detection(
-    routed: RoutedLab, far_bird: list[BirdPeer], tmp_path: Path, family: str
+    lab: RoutedLab, bird_peer: BirdFactory, family: str
 ) -> None:
-    ours_ip, far_ip = addrs(routed, family)
-    bird = BirdPeer(
-        routed,
-        "far",
-        tmp_path / "bird",
-        [BirdNeighbor(ours_ip, local=far_ip, multihop=True)],
-        BirdOptions(interval_ms=100, multiplier=3),
+    ours_ip, far_ip = addrs(lab, family)
+    bird = bird_peer(
+        "far", [BirdNeighbor(ours_ip, local=far_ip, multihop=True)], interval_ms=100, multiplier=3
     )
-    far_bird.append(bird)
-    bird.start()
     # BIRD sends multihop packets with the system's default TTL (64), not 255:
     # the minimum must allow for that (63 here, one router away).
     ours = OurDaemon(
-        routed, "host", ours_ip, [far_ip], "--multihop", "--min-ttl", "63", "-r", "100", "-t", "100"
+        lab, "host", ours_ip, [far_ip], "--multihop", "--min-ttl", "63", "-r", "100", "-t", "100"
     ).start()
     ours.wait_state(far_ip, "up")
     bird.wait_state(ours_ip, "Up")
@@ -120,23 +77,18 @@ def test_multihop_with_bird_and_detection(
 
 
 def test_multihop_min_ttl_drops_and_single_hop_coexists(
-    routed: RoutedLab, far_frr: list[FrrPeer], tmp_path: Path
+    lab: RoutedLab, frr_peer: FrrFactory
 ) -> None:
     """Minimum TTL 255 for a peer one router away: every packet (TTL 254) is dropped.
 
     Meanwhile a single-hop session toward the router itself and a multihop one toward
     the same router address stay distinct."""
-    ours_ip, far_ip = addrs(routed, "ipv4")
-    frr = FrrPeer(
-        routed,
-        "far",
-        tmp_path / "frr",
-        [FrrSession(ours_ip, far_ip, rx_ms=100, tx_ms=100, multiplier=3, multihop=True)],
+    ours_ip, far_ip = addrs(lab, "ipv4")
+    frr_peer(
+        "far", [FrrSession(ours_ip, far_ip, rx_ms=100, tx_ms=100, multiplier=3, multihop=True)]
     )
-    far_frr.append(frr)
-    frr.start()
     ours = OurDaemon(
-        routed,
+        lab,
         "host",
         ours_ip,
         [far_ip],
@@ -157,21 +109,17 @@ def test_multihop_min_ttl_drops_and_single_hop_coexists(
 
 
 def test_single_hop_and_multihop_to_one_remote_coexist(
-    routed: RoutedLab, far_frr: list[FrrPeer], tmp_path: Path
+    lab: RoutedLab, frr_peer: FrrFactory, tmp_path: Path
 ) -> None:
     """The router runs FRR with a single-hop and a multihop session toward us."""
-    ours_ip, router_ip = routed.host.ipv4, routed.peer.ipv4
-    frr = FrrPeer(
-        routed,
+    ours_ip, router_ip = lab.host.ipv4, lab.peer.ipv4
+    frr_peer(
         "peer",
-        tmp_path / "frr",
         [
             FrrSession(ours_ip, router_ip, rx_ms=100, tx_ms=100, multiplier=3),
             FrrSession(ours_ip, router_ip, rx_ms=200, tx_ms=200, multiplier=3, multihop=True),
         ],
     )
-    far_frr.append(frr)
-    frr.start()
     config = tmp_path / "aiobfd.toml"
     config.write_text(
         "[daemon]\nmetrics_port = 0\n"
@@ -179,7 +127,7 @@ def test_single_hop_and_multihop_to_one_remote_coexist(
         f'[[peers]]\nremote = "{router_ip}"\nlocal = "{ours_ip}"\nmultihop = true\nmin_ttl = 255\n'
         "rx_interval_ms = 200\ntx_interval_ms = 200\n"
     )
-    ours = OurDaemon(routed, "host", "", [], "--config", str(config)).start()
+    ours = OurDaemon(lab, "host", "", [], "--config", str(config)).start()
     # FRR announces its configured interval with a Poll after it is Up, a
     # little after we are: wait for that too (1000 ms is the slow-start rate).
     ours.wait(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .netns import Lab
-from .ours import OurDaemon
+from aiobfd.lab import Lab, OurDaemon
 
 
 def test_unreachable_peer_counts_send_errors(lab: Lab) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
+from aiobfd.lab import FrrSession, Lab, OurDaemon
+
 from .conftest import FrrFactory
-from .netns import Lab
-from .ours import OurDaemon
-from .peers import FrrSession
 
 
 def test_frr_starts_a_session_we_accept(lab: Lab, frr_peer: FrrFactory) -> None:

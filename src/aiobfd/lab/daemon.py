@@ -1,7 +1,9 @@
 """Our daemon as a process inside a lab namespace, observed through its control socket.
 
-The control socket is a filesystem Unix socket, so the test process talks to it
-directly, without entering the namespace.
+For tests and example labs; needs root and iproute2. The daemon is the aiobfd this
+module was imported from (`PYTHONPATH` points at it), run by this interpreter. Its
+control socket is a filesystem Unix socket, so this process talks to it directly,
+without entering the namespace.
 """
 
 from __future__ import annotations
@@ -15,47 +17,72 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aiobfd.ctl import CtlError, request
-
-from .netns import Lab, log_tail
+from ..client import ClientError, request
+from .netns import LabError, NetnsLab, log_tail
 
 Json = dict[str, Any]
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+class DaemonError(LabError):
+    """Our daemon exited, or did not reach a state in time; the message ends with its log."""
+
+
+def pythonpath() -> str:
+    """The directory the running aiobfd package was imported from (``src`` in a checkout)."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+def daemon_env() -> dict[str, str]:
+    """Environment additions that make ``python -m aiobfd`` run this very aiobfd."""
+    return {"PYTHONPATH": pythonpath()}
+
+
+def aiobfd_command(*args: str) -> list[str]:
+    """``python -m aiobfd ARGS...`` with this interpreter; run it with `daemon_env()`."""
+    return [sys.executable, "-m", "aiobfd", *args]
 
 
 class OurDaemon:
     """``python -m aiobfd LOCAL REMOTE... ARGS`` in namespace ``ns``.
 
     With an empty ``local`` and no remotes, ARGS alone say what to run; use
-    :meth:`from_config` for ``--config FILE``.
+    :meth:`from_config` for ``--config FILE``. Its control socket and log are
+    ``<name>.sock`` and ``aiobfd-<name>.log`` in the lab's rundir.
     """
 
+    config: Path | None = None
+    """The configuration file, when started with :meth:`from_config`."""
+
     def __init__(
-        self, lab: Lab, ns: str, local: str, remotes: Sequence[str], *args: str, name: str = "a"
+        self,
+        lab: NetnsLab,
+        ns: str,
+        local: str,
+        remotes: Sequence[str],
+        *args: str,
+        name: str = "a",
+        log_level: str = "DEBUG",
     ) -> None:
         self.lab = lab
         self.ns = ns
         self.socket = lab.rundir / f"{name}.sock"
         self.log = lab.rundir / f"aiobfd-{name}.log"
-        self.argv = [
-            sys.executable,
-            "-m",
-            "aiobfd",
+        self.argv = aiobfd_command(
             *([local] if local else []),
             *remotes,
             *args,
             "--control-socket",
             str(self.socket),
             "-l",
-            "DEBUG",
+            log_level,
             "--metrics-port",
             "0",
-        ]
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def from_config(
-        cls, lab: Lab, ns: str, config: str | os.PathLike[str], *args: str, name: str = "a"
+        cls, lab: NetnsLab, ns: str, config: str | os.PathLike[str], *args: str, name: str = "a"
     ) -> OurDaemon:
         """``python -m aiobfd --config FILE ARGS``; the control socket and metrics
         options on the command line win over the file's [daemon] table."""
@@ -63,45 +90,51 @@ class OurDaemon:
         daemon.config = Path(config)
         return daemon
 
-    config: Path | None = None
-    """The configuration file, when started with :meth:`from_config`."""
-
     def start(self, timeout: float = 10.0) -> OurDaemon:
-        self.proc = self.lab.popen(self.ns, *self.argv, log=self.log, extra_env={"PYTHONPATH": SRC})
+        """Start it and wait until its control socket answers."""
+        self.proc = self.lab.popen(self.ns, *self.argv, log=self.log, extra_env=daemon_env())
         self.wait(lambda: self._try_sessions() is not None, timeout, "control socket")
         return self
 
     def _try_sessions(self) -> list[Json] | None:
         try:
-            return list(request(str(self.socket), {"command": "show sessions"})["sessions"])
-        except CtlError:
+            return self.sessions()
+        except ClientError:
             return None
 
+    def request(self, command: str, **fields: Any) -> Json:
+        """One control request; raises ClientError with the daemon's reason."""
+        return dict(request(str(self.socket), {"command": command, **fields}))
+
     def sessions(self) -> list[Json]:
-        return list(request(str(self.socket), {"command": "show sessions"})["sessions"])
+        return list(self.request("show sessions")["sessions"])
 
     def session(self, remote: str) -> Json:
-        return dict(
-            request(str(self.socket), {"command": "show session", "peer": remote})["session"]
-        )
+        return dict(self.request("show session", peer=remote)["session"])
+
+    def reload(self) -> Json:
+        """``aiobfdctl reload``: the summary of what changed."""
+        return dict(self.request("reload")["reload"])
 
     def wait(self, probe: Callable[[], Any], timeout: float, what: str) -> Any:
+        """Poll `probe` until it returns something truthy (a ClientError counts as "not
+        yet"); raise `DaemonError` with the log's tail if the daemon exits or time runs out."""
         deadline = time.monotonic() + timeout
         last: Any = None
         while True:
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(
+                raise DaemonError(
                     f"aiobfd exited with {self.proc.returncode} while waiting for {what}\n"
                     + log_tail(self.log)
                 )
             try:
                 last = probe()
-            except CtlError as exc:
+            except ClientError as exc:
                 last = exc
-            if last and not isinstance(last, CtlError):
+            if last and not isinstance(last, ClientError):
                 return last
             if time.monotonic() > deadline:
-                raise AssertionError(
+                raise DaemonError(
                     f"timed out after {timeout} s waiting for {what}; last: {last}\n"
                     + log_tail(self.log)
                 )
@@ -114,14 +147,6 @@ class OurDaemon:
 
         return dict(self.wait(probe, timeout, f"{remote} {state}"))
 
-    def reload(self) -> Json:
-        """``aiobfdctl reload``: the summary of what changed."""
-        return dict(request(str(self.socket), {"command": "reload"})["reload"])
-
-    def request(self, command: str, **fields: Any) -> Json:
-        """One control request; raises CtlError with the daemon's reason."""
-        return dict(request(str(self.socket), {"command": command, **fields}))
-
     def ctl(self, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
         """Run ``aiobfdctl -s SOCKET ARGS...`` as a process (the control socket is a
         file, so it runs in the root namespace)."""
@@ -130,7 +155,7 @@ class OurDaemon:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, "PYTHONPATH": SRC},
+            env={**os.environ, **daemon_env()},
         )
 
     def hup(self) -> None:
@@ -144,6 +169,7 @@ class OurDaemon:
         return self.lab.stop_process(self.proc, timeout)
 
     def kill(self) -> None:
+        """SIGKILL: it dies without a word (no AdminDown)."""
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(5)
