@@ -2,48 +2,42 @@
 
 ``aiobfd LOCAL REMOTE [REMOTE ...] -r MS -t MS -m N [-4|-6] [-p]`` and the
 original logging options keep working; ``--config FILE`` runs from a TOML file
-instead (see docs/configuration.md).  Bad input ends with one line on stderr
-and exit status 2; SIGINT / SIGTERM end with AdminDown and status 0; SIGHUP
+instead (see docs/configuration.md).  This module parses the arguments into
+the settings model (:class:`aiobfd.config.Settings`): the session options
+into a :class:`SessionSettings`, the options of the process into
+:class:`Overrides` that win over the file's ``[daemon]``.  Then
+:func:`aiobfd.app.run` runs them.  Bad input ends with one line on stderr and
+exit status 2; SIGINT / SIGTERM end with AdminDown and status 0; SIGHUP
 reloads the configuration file.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import dataclasses
-import gc
-import logging
-import signal
+import functools
 import socket
-import sys
 from typing import Any
 
 from . import __version__, core_build
 from .argparsing import OneLineParser, whole_number
 from .config import (
+    AUTH_TYPES,
+    MAX_INTERVAL_MS,
     ConfigError,
-    Hooks,
-    PeerSpec,
-    UnsolicitedConfig,
-    check_local_address,
-    parse_prefixes,
-    resolve,
+    KeySource,
+    Overrides,
+    SessionSettings,
+    Settings,
+    auth_config,
+    find_default_config,
+    load_config,
     resolve_peers,
+    unsolicited_config,
 )
-from .configfile import AUTH_TYPES, FileConfig, find_default_config, load_config
-from .logs import LEVELS, setup_logging
-from .protocol.auth import AuthConfig, AuthKey
-from .protocol.constants import MAX_DETECT_MULT, MAX_INTERVAL_US, MAX_RECEIVE_HOLDOFF_MS, US_PER_MS
-from .protocol.session import SessionConfig
-from .secret_sources import load_secret_env, load_secret_file
-
-log = logging.getLogger("aiobfd")
-
-#: Largest interval in milliseconds that fits the 32-bit microsecond field.
-MAX_INTERVAL_MS = MAX_INTERVAL_US // US_PER_MS
-
+from .logs import LEVELS
+from .protocol.auth import AuthConfig
+from .protocol.constants import MAX_DETECT_MULT, MAX_RECEIVE_HOLDOFF_MS
 
 _interval = whole_number(1, MAX_INTERVAL_MS, " of milliseconds")
 _multiplier = whole_number(1, MAX_DETECT_MULT)
@@ -299,73 +293,94 @@ def add_metrics_options(group: Any) -> None:
     )
 
 
-def _cli_auth(args: argparse.Namespace) -> AuthConfig | None:
+def _auth(args: argparse.Namespace) -> AuthConfig | None:
+    """--auth-type with its keys, read from --auth-key-file / --auth-key-env."""
     if args.auth_type is None:
         if args.auth_key_id or args.auth_key_file or args.auth_key_env:
             raise ConfigError("--auth-key-* needs --auth-type")
         return None
-    auth_type = AUTH_TYPES[args.auth_type]
-    sources = [("file", p) for p in args.auth_key_file] + [("env", n) for n in args.auth_key_env]
+    places = [(path, None) for path in args.auth_key_file]
+    places += [(None, name) for name in args.auth_key_env]
     ids = args.auth_key_id or [1]
-    if not sources:
+    if not places:
         raise ConfigError("--auth-type needs --auth-key-file PATH or --auth-key-env NAME")
-    if len(ids) != len(sources):
+    if len(ids) != len(places):
         raise ConfigError("give one --auth-key-id per --auth-key-file / --auth-key-env")
-    keys = []
-    for key_id, (kind, where) in zip(ids, sources, strict=True):
-        secret = (
-            load_secret_file(where, auth_type)
-            if kind == "file"
-            else load_secret_env(where, auth_type)
-        )
-        keys.append(AuthKey(key_id, secret))
-    transmit = args.auth_transmit_key_id if args.auth_transmit_key_id is not None else ids[0]
-    return AuthConfig(auth_type, tuple(keys), transmit)
+    sources = [
+        KeySource(key_id, file=path, env=name)
+        for key_id, (path, name) in zip(ids, places, strict=True)
+    ]
+    return auth_config(args.auth_type, sources, args.auth_transmit_key_id)
 
 
-def _cli_peers(args: argparse.Namespace) -> list[PeerSpec]:
-    session = SessionConfig(
-        desired_min_tx_us=args.tx_interval * US_PER_MS,
-        required_min_rx_us=args.rx_interval * US_PER_MS,
+def _session(args: argparse.Namespace) -> SessionSettings:
+    """The session options, as a file's [defaults] would give them."""
+    return SessionSettings(
+        rx_interval_ms=args.rx_interval,
+        tx_interval_ms=args.tx_interval,
         detect_mult=args.detect_mult,
         passive=args.passive,
-        auth=_cli_auth(args),
         min_ttl=args.min_ttl,
         multihop=args.multihop,
+        auth=_auth(args),
+        on_up=args.on_up,
+        on_down=args.on_down,
+        on_change=args.on_change,
+        hook_timeout_s=args.hook_timeout,
     )
-    hooks = Hooks(args.on_up, args.on_down, args.on_change, args.hook_timeout)
-    specs = resolve_peers(args.local, args.remote, session, args.family)
-    return [dataclasses.replace(spec, hooks=hooks) for spec in specs]
 
 
-def _cli_unsolicited(args: argparse.Namespace) -> UnsolicitedConfig | None:
-    if not args.unsolicited:
-        return None
-    if args.unsolicited_down_timeout <= 0:
+def _command_line(args: argparse.Namespace) -> Settings:
+    """LOCAL REMOTE... (and --unsolicited): one peer per REMOTE, the same settings each."""
+    if not args.remote and not args.unsolicited:
+        raise ConfigError("the following arguments are required: remote")
+    if args.unsolicited and args.unsolicited_down_timeout <= 0:
         raise ConfigError("--unsolicited-down-timeout must be positive")
-    session = SessionConfig(
-        desired_min_tx_us=args.tx_interval * US_PER_MS,
-        required_min_rx_us=args.rx_interval * US_PER_MS,
-        detect_mult=args.detect_mult,
-        passive=True,
-        auth=_cli_auth(args),
-        min_ttl=args.min_ttl,
-    )
-    return UnsolicitedConfig(
-        prefixes=parse_prefixes(args.unsolicited),
-        listen=(args.local,),
-        session=session,
-        multihop=args.multihop,
-        max_sessions=args.unsolicited_max,
-        rate_per_s=float(args.unsolicited_rate),
-        burst=max(1, args.unsolicited_rate * 2),
-        down_timeout_s=args.unsolicited_down_timeout,
+    session = _session(args)
+    unsolicited = None
+    if args.unsolicited:
+        unsolicited = unsolicited_config(
+            session,
+            args.unsolicited,
+            (args.local,),
+            multihop=args.multihop,
+            max_sessions=args.unsolicited_max,
+            rate_per_s=float(args.unsolicited_rate),
+            burst=max(1, args.unsolicited_rate * 2),
+            down_timeout_s=args.unsolicited_down_timeout,
+            family=args.family,
+        )
+    peers = []
+    if args.remote:
+        specs = resolve_peers(args.local, args.remote, session.session_config(), args.family)
+        peers = [dataclasses.replace(spec, hooks=session.hooks) for spec in specs]
+    return Settings(tuple(peers), unsolicited=unsolicited)
+
+
+def _overrides(args: argparse.Namespace) -> Overrides:
+    """The options of the process that were given (None: not given)."""
+    return Overrides(
+        log_level=args.log_level,
+        log_format=args.log_format,
+        log_to_stdout=False if args.no_log_to_stdout else None,
+        log_file=args.log_file if args.log_to_file else None,
+        syslog_socket=args.log_sock if args.log_to_syslog else None,
+        control_socket=args.control_socket,
+        metrics_address=args.metrics_address,
+        metrics_port=args.metrics_port,
+        ttl_check=False if args.no_ttl_check else None,
+        receive_holdoff_ms=args.receive_holdoff_ms,
+        event_loop=args.event_loop,
+        dampening=args.dampening,
     )
 
 
-def parse(
-    argv: list[str] | None = None,
-) -> tuple[argparse.Namespace, list[PeerSpec], FileConfig | None]:
+def from_file(path: str, overrides: Overrides) -> Settings:
+    """The file's settings under the command line's options: at start and each reload."""
+    return overrides.apply(load_config(path))
+
+
+def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings, Overrides]:
     """Parse and check the command line (and file); exits with status 2 on any error."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -376,218 +391,23 @@ def parse(
         path = find_default_config()
         if path is None:
             parser.error("give LOCAL and REMOTE, or --config FILE")
+    overrides = _overrides(args)
     try:
-        if path is not None:
-            if args.local is not None:
-                raise ConfigError("give either LOCAL REMOTE... or --config, not both")
-            file_config = load_config(path)
-            return args, list(file_config.peers), file_config
-        if not args.remote and not args.unsolicited:
-            raise ConfigError("the following arguments are required: remote")
-        args.unsolicited_config = _cli_unsolicited(args)
-        if args.unsolicited_config is not None:
-            check_local_address(resolve(args.local, args.family)[0])
-        return args, _cli_peers(args) if args.remote else [], None
+        if path is None:
+            return args, overrides.apply(_command_line(args)), overrides
+        if args.local is not None:
+            raise ConfigError("give either LOCAL REMOTE... or --config, not both")
+        return args, from_file(path, overrides), overrides
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
 
 
-def _setting(
-    args: argparse.Namespace, file_config: FileConfig | None, name: str, default: Any
-) -> Any:
-    """A command-line option, else the file's [daemon] value, else the default."""
-    value = getattr(args, name, None)
-    if value is not None:
-        return value
-    if file_config is not None and name in file_config.daemon:
-        return file_config.daemon[name]
-    return default
-
-
-async def run(
-    args: argparse.Namespace, peers: list[PeerSpec], file_config: FileConfig | None = None
-) -> int:
-    """Run the daemon until SIGINT or SIGTERM."""
-    from .control import ControlError, ControlServer, default_socket_path
-    from .engine import Daemon
-    from .hooks import Dampening, HookRunner
-    from .metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, start_metrics_server
-    from .systemd import Notifier
-
-    ttl_check = not args.no_ttl_check and (
-        file_config is None or bool(file_config.daemon.get("ttl_check", True))
-    )
-    unsolicited = getattr(args, "unsolicited_config", None)
-    if unsolicited is None and file_config is not None:
-        unsolicited = file_config.unsolicited
-    holdoff_ms = _setting(args, file_config, "receive_holdoff_ms", None)
-    daemon = Daemon(
-        peers,
-        ttl_check=ttl_check,
-        unsolicited=unsolicited,
-        rx_holdoff_us=None if holdoff_ms is None else holdoff_ms * 1000,
-    )
-    try:
-        await daemon.start()
-    except OSError as exc:
-        print(f"aiobfd: error: cannot open sockets: {exc}", file=sys.stderr)
-        return 2
-
-    dampening = None
-    if args.dampening:
-        dampening = Dampening()
-    elif file_config is not None and file_config.dampening is not None:
-        dampening = Dampening(**file_config.dampening)
-    hooks = HookRunner(daemon, lambda peer: peer.spec.hooks, dampening=dampening)
-
-    loaded = [file_config]
-    """The file as last applied, to tell which settings a reload cannot change."""
-
-    def reload() -> dict[str, Any]:
-        current = loaded[0]
-        if current is None:
-            raise ControlError("no configuration file to reload (started without --config)")
-        try:
-            new = load_config(current.path)
-        except ConfigError as exc:
-            log.error("reload refused, running configuration kept: %s", exc)
-            raise ControlError(f"reload refused, running configuration kept: {exc}") from None
-        try:
-            summary = daemon.apply_config(list(new.peers))
-        except OSError as exc:
-            log.error("reload incomplete: %s", exc)
-            raise ControlError(f"reload incomplete: {exc}") from None
-        loaded[0] = new
-        log.info(
-            "configuration reloaded: %s",
-            ", ".join(f"{len(v)} {k}" for k, v in summary.items()),
-        )
-        for table in ("daemon", "dampening"):
-            if getattr(new, table) != getattr(current, table):
-                log.warning("reload: changes in [%s] take effect at the next restart", table)
-        return summary
-
-    # Signals first: a SIGHUP or SIGTERM right after start must not kill us.
-    loop = asyncio.get_running_loop()
-    # Start-up objects live as long as the process: keep them out of the
-    # collector's way so its pauses stay short on the packet path.
-    gc.freeze()
-    notifier = Notifier.from_environment()
-
-    def stop() -> None:
-        # systemd: STOPPING=1 as the stop begins, before the AdminDown burst.
-        notifier.stopping()
-        daemon.request_stop()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
-
-    def on_sighup() -> None:
-        if file_config is None:
-            log.warning("SIGHUP ignored: no configuration file (started without --config)")
-            return
-        with contextlib.suppress(ControlError):
-            reload()
-
-    loop.add_signal_handler(signal.SIGHUP, on_sighup)
-
-    control: ControlServer | None = None
-    path = _setting(args, file_config, "control_socket", None) or default_socket_path()
-    if path != "none":
-        control = ControlServer(daemon, path, reload if file_config is not None else None)
-        try:
-            await control.start()
-        except OSError as exc:
-            daemon.close()
-            print(f"aiobfd: error: control socket: {exc}", file=sys.stderr)
-            return 2
-
-    metrics = None
-    port = _setting(args, file_config, "metrics_port", DEFAULT_METRICS_PORT)
-    if port:
-        address = _setting(args, file_config, "metrics_address", DEFAULT_METRICS_ADDRESS)
-        try:
-            metrics = await start_metrics_server(daemon, address, port)
-        except OSError as exc:
-            daemon.close()
-            if control is not None:
-                await control.close()
-            print(f"aiobfd: error: metrics endpoint {address}:{port}: {exc}", file=sys.stderr)
-            return 2
-
-    notifier.ready(f"{len(peers)} session(s)")
-    log.info(
-        "aiobfd %s (core: %s) running %d session(s)%s%s",
-        __version__,
-        core_build(),
-        len(peers),
-        f", control socket {path}" if control else "",
-        f", metrics on {metrics.url}" if metrics else "",
-    )
-    try:
-        await daemon.serve_forever()
-    finally:
-        notifier.stopping()
-        await hooks.close()
-        if metrics is not None:
-            await metrics.close()
-        if control is not None:
-            await control.close()
-        daemon.close()
-        notifier.close()
-    log.info("aiobfd stopped")
-    return 0
-
-
-def raise_file_limit() -> None:
-    """Three sockets a session: lift the soft descriptor limit to the hard one."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def run_loop(choice: str, main_coro: Any) -> int:
-    """Run ``main_coro`` on the chosen event loop (uvloop when asked or available)."""
-    if choice != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            if choice == "uvloop":
-                main_coro.close()
-                print(
-                    "aiobfd: error: --event-loop uvloop: uvloop is not installed "
-                    "(pip install 'aiobfd[uvloop]')",
-                    file=sys.stderr,
-                )
-                return 2
-        else:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                return int(runner.run(main_coro))
-    return int(asyncio.run(main_coro))
-
-
 def main(argv: list[str] | None = None) -> int:
-    args, peers, file_config = parse(argv)
-    raise_file_limit()
+    args, settings, overrides = parse(argv)
     if args.check_config:
-        source = file_config.path if file_config else "command line"
-        print(f"{source}: configuration valid, {len(peers)} peer(s)")
+        print(f"{settings.source}: configuration valid, {len(settings.peers)} peer(s)")
         return 0
-    try:
-        setup_logging(
-            level=_setting(args, file_config, "log_level", "INFO").upper(),
-            to_stdout=not args.no_log_to_stdout,
-            log_file=args.log_file if args.log_to_file else None,
-            syslog_socket=args.log_sock if args.log_to_syslog else None,
-            log_format=_setting(args, file_config, "log_format", "text"),
-        )
-    except OSError as exc:
-        print(f"aiobfd: error: cannot set up logging: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return run_loop(args.event_loop, run(args, peers, file_config))
-    except KeyboardInterrupt:
-        return 0
+    from .app import run
+
+    path = settings.path
+    return run(settings, None if path is None else functools.partial(from_file, path, overrides))

@@ -137,3 +137,13 @@ def test_ctl_without_daemon_names_the_socket(tmp_path: Path) -> None:
     result = _ctl(sock, "show", "sessions")
     assert result.returncode == 1
     assert str(sock) in result.stderr and "not running" in result.stderr
+
+
+def test_control_socket_that_cannot_be_made_gives_one_line_and_status_2(tmp_path: Path) -> None:
+    path = tmp_path / "dir.sock"
+    path.mkdir()  # not a socket: refused, not removed
+    result = run("127.0.0.1", "127.0.0.2", "--metrics-port", "0", "--control-socket", str(path))
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aiobfd: error: control socket: "), lines
+    assert path.is_dir()

@@ -6,7 +6,10 @@ its peers B (127.0.0.2) and C (127.0.0.3) run the classic command line.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -503,3 +506,66 @@ def test_reload_without_a_file_is_refused(daemons: Callable[..., Daemon]) -> Non
     b.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "SIGHUP ignored" in b.text(), "the SIGHUP to be ignored")
     assert b.alive()
+
+
+# ------------------------------------------------------------------ the application, in process
+
+
+async def test_application_reload_all_or_nothing_then_stop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What SIGHUP and ``aiobfdctl reload`` call: a refused reload keeps the running
+    configuration; an accepted one replaces it and says which tables wait for a restart."""
+    from aiobfd.app import Application
+    from aiobfd.cli import from_file
+    from aiobfd.config import Overrides
+    from aiobfd.control import ControlError
+
+    path = tmp_path / "aiobfd.toml"
+    path.write_text(config_text("127.0.0.2"))
+    sock = tmp_path / "app.sock"
+    reload_from = functools.partial(from_file, str(path), Overrides(control_socket=str(sock)))
+    first = reload_from()
+    app = Application(first, reload_from)
+    await app.start()
+    try:
+        assert app.control is not None and sock.exists()
+        assert app.metrics is None  # metrics_port = 0 in the file
+        assert [peer.spec.remote for peer in app.daemon.peers.values()] == ["127.0.0.2"]
+
+        path.write_text(config_text("127.0.0.2", "127.0.0.3 detect_mult = 0"))
+        with pytest.raises(ControlError, match=r"^reload refused, running configuration kept: "):
+            app.reload()
+        assert app.settings is first
+        assert list(app.daemon.peers) == [first.peers[0].key]
+
+        path.write_text(config_text("127.0.0.2", "127.0.0.3", extra="\n[dampening]\n"))
+        with caplog.at_level(logging.WARNING, logger="aiobfd"):
+            summary = app.reload()
+        assert summary["added"] == ["127.0.0.3"] and summary["unchanged"] == ["127.0.0.2"]
+        assert [p.remote for p in app.settings.peers] == ["127.0.0.2", "127.0.0.3"]
+        assert len(app.daemon.peers) == 2
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == ["reload: changes in [dampening] take effect at the next restart"]
+    finally:
+        app.stop()
+        await asyncio.wait_for(app.daemon.serve_forever(), 2)
+        await app.close()
+    assert not sock.exists()
+
+
+async def test_application_without_a_file_cannot_reload(tmp_path: Path) -> None:
+    from aiobfd.app import Application
+    from aiobfd.config import DaemonSettings, Settings
+    from aiobfd.control import ControlError
+
+    app = Application(Settings(daemon=DaemonSettings(control_socket="none", metrics_port=0)))
+    await app.start()
+    try:
+        assert app.control is None and app.metrics is None
+        with pytest.raises(ControlError, match="no configuration file to reload"):
+            app.reload()
+    finally:
+        app.stop()
+        await asyncio.wait_for(app.daemon.serve_forever(), 2)
+        await app.close()

@@ -6,14 +6,22 @@ Valid peers use loopback addresses (127.0.0.0/8 is local on Linux), so the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from pathlib import Path
 
 import pytest
 
-from aiobfd.config import ConfigError
-from aiobfd.configfile import BUILTIN_DEFAULTS, DEFAULT_PATH, FileConfig, load_config
+from aiobfd.config import (
+    DEFAULT_PATH,
+    ConfigError,
+    DaemonSettings,
+    DampeningSettings,
+    SessionSettings,
+    Settings,
+    load_config,
+)
 from aiobfd.protocol.packet import AuthType
 
 SECRET = "s3cr3t-Value"
@@ -32,7 +40,7 @@ def write(tmp_path: Path, text: str, name: str = "aiobfd.toml") -> Path:
     return path
 
 
-def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> FileConfig:
+def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Settings:
     return load_config(str(write(tmp_path, text)), {"BFD_KEY": SECRET} if env is None else env)
 
 
@@ -162,6 +170,11 @@ ERRORS: list[tuple[str, str, str]] = [
     ("[profiles.f]\nhook_timeout_s = -1\n", "profiles.f.hook_timeout_s", "positive"),
     # references and addresses
     (peer(profile="fast"), "peers[0].profile", "unknown profile 'fast' (none defined)"),
+    (
+        "[unsolicited]\nprefixes = ['10.0.0.0/8']\nlisten = ['127.0.0.1']\nprofile = ['x']\n",
+        "unsolicited.profile",
+        "unknown profile ['x']",
+    ),
     ("[profiles.slow]\n" + peer(profile="fast"), "peers[0].profile", "'fast' (slow)"),
     (peer(remote=None), "peers[0].remote", "required"),
     (peer(local=None), "peers[0].local", "required"),
@@ -370,7 +383,7 @@ def test_first_error_wins_and_nothing_is_returned(tmp_path: Path) -> None:
 def test_empty_file_is_valid_with_no_peers(tmp_path: Path) -> None:
     config = load(tmp_path, "")
     assert config.peers == ()
-    assert config.daemon == {}
+    assert config.daemon == DaemonSettings()
     assert config.dampening is None
     assert config.path == str(tmp_path / "aiobfd.toml")
 
@@ -383,7 +396,7 @@ def test_builtin_defaults(tmp_path: Path) -> None:
     assert s.min_ttl is None  # 255 single hop (with authentication), 254 multihop
     assert s.multihop is False
     assert spec.shutdown is False
-    assert spec.hooks.timeout_s == BUILTIN_DEFAULTS["hook_timeout_s"] == 10.0
+    assert spec.hooks.timeout_s == SessionSettings().hook_timeout_s == 10.0
     assert not spec.hooks
     assert spec.profile == ""
     assert (spec.remote, spec.local, spec.family, spec.scope) == (
@@ -519,20 +532,20 @@ penalty = 500
 half_life_s = 7.5
 """
     config = load(tmp_path, text + PEER)
-    assert config.daemon == {
-        "log_level": "debug",
-        "log_format": "json",
-        "control_socket": "/run/aiobfd/aiobfd.sock",
-        "metrics_address": "127.0.0.1",
-        "metrics_port": 0,
-        "ttl_check": False,
-        "receive_holdoff_ms": 0,
-    }
-    assert config.dampening == {"penalty": 500.0, "half_life_s": 7.5}
+    assert config.daemon == DaemonSettings(
+        log_level="DEBUG",
+        log_format="json",
+        control_socket="/run/aiobfd/aiobfd.sock",
+        metrics_address="127.0.0.1",
+        metrics_port=0,
+        ttl_check=False,
+        receive_holdoff_ms=0,
+    )
+    assert config.dampening == DampeningSettings(penalty=500.0, half_life_s=7.5)
     off = load(tmp_path, "[dampening]\nenabled = false\npenalty = 5\n")
     assert off.dampening is None
     on = load(tmp_path, "[dampening]\n")
-    assert on.dampening == {}
+    assert on.dampening == DampeningSettings()
 
 
 # ------------------------------------------------------------------ secrets
@@ -643,7 +656,8 @@ def test_example_config_is_valid_and_shows_the_real_defaults(tmp_path: Path) -> 
     from aiobfd.metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT
 
     data = tomllib.loads(EXAMPLE.read_text())
-    assert data["defaults"] == {k: v for k, v in BUILTIN_DEFAULTS.items() if v is not None}
+    builtin = dataclasses.asdict(SessionSettings())
+    assert data["defaults"] == {k: v for k, v in builtin.items() if v not in (None, "")}
     assert data["daemon"]["metrics_port"] == DEFAULT_METRICS_PORT
     assert data["daemon"]["metrics_address"] == DEFAULT_METRICS_ADDRESS
     assert data["daemon"]["log_level"] == "INFO" and data["daemon"]["log_format"] == "text"
@@ -660,6 +674,7 @@ def test_example_config_is_valid_and_shows_the_real_defaults(tmp_path: Path) -> 
         k: getattr(Dampening(), k)
         for k in ("penalty", "suppress", "reuse", "half_life_s", "max_hold_s")
     }
+    assert dataclasses.asdict(DampeningSettings()) == shown  # the settings' defaults are the hooks'
 
     text = EXAMPLE.read_text()
     for n, peer in enumerate(data["peers"]):
@@ -682,3 +697,134 @@ def test_example_config_is_valid_and_shows_the_real_defaults(tmp_path: Path) -> 
     assert signed.session.min_ttl == 254
     assert off.shutdown
     assert config.dampening is None
+
+
+# ------------------------------------------------------------------ one model, two sources
+
+
+def test_session_keys_are_the_fields_of_session_settings() -> None:
+    keys = {f.name for f in dataclasses.fields(SessionSettings)}
+    assert keys == {
+        "rx_interval_ms",
+        "tx_interval_ms",
+        "detect_mult",
+        "passive",
+        "min_ttl",
+        "multihop",
+        "auth",
+        "on_up",
+        "on_down",
+        "on_change",
+        "hook_timeout_s",
+    }
+
+
+def test_the_command_line_means_the_same_as_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LOCAL REMOTE... with options gives the peers of a file with the options as
+    [defaults] and one [[peers]] table per REMOTE (docs/configuration.md)."""
+    from aiobfd.cli import parse
+
+    monkeypatch.setenv("BFD_KEY", SECRET)
+    key_file(tmp_path)
+    _, cli, _ = parse(
+        [
+            *("127.0.0.1", "127.0.0.2", "127.0.0.3", "-r", "50", "-t", "60", "-m", "4", "-p"),
+            *("--min-ttl", "250", "--on-up", "echo up", "--hook-timeout", "3"),
+            *("--auth-type", "keyed-sha1", "--auth-key-id", "5", "--auth-key-id", "6"),
+            *("--auth-key-file", str(tmp_path / "bfd.key"), "--auth-key-env", "BFD_KEY"),
+            *("--auth-transmit-key-id", "6"),
+        ]
+    )
+    text = (
+        "[defaults]\nrx_interval_ms = 50\ntx_interval_ms = 60\ndetect_mult = 4\npassive = true\n"
+        "min_ttl = 250\non_up = 'echo up'\nhook_timeout_s = 3\nauth = {type = 'keyed-sha1', "
+        "keys = [{id = 5, file = 'bfd.key'}, {id = 6, env = 'BFD_KEY'}], transmit_key_id = 6}\n"
+        + PEER
+        + peer(remote="127.0.0.3")
+    )
+    config = load(tmp_path, text)
+    assert cli.peers == config.peers
+    assert cli.path is None and cli.source == "command line"
+    assert cli.peers[0].session.auth is not None
+    assert cli.peers[0].session.auth.transmit_key_id == 6
+
+
+def test_unsolicited_from_either_source_is_the_same(tmp_path: Path) -> None:
+    from aiobfd.cli import parse
+
+    _, cli, _ = parse(["127.0.0.1", "--unsolicited", "198.51.100.0/24", "-r", "50", "-t", "50"])
+    config = load(
+        tmp_path,
+        "[defaults]\nrx_interval_ms = 50\ntx_interval_ms = 50\n"
+        "[unsolicited]\nprefixes = ['198.51.100.0/24']\nlisten = ['127.0.0.1']\n",
+    )
+    assert cli.unsolicited is not None and cli.unsolicited == config.unsolicited
+    assert cli.unsolicited.session.passive and cli.unsolicited.session.desired_min_tx_us == 50_000
+    assert cli.peers == config.peers == ()
+
+
+def test_command_line_options_win_over_the_file_field_by_field(tmp_path: Path) -> None:
+    from aiobfd.cli import parse
+
+    text = (
+        "[daemon]\nlog_level = 'debug'\nlog_format = 'json'\nmetrics_port = 0\n"
+        "control_socket = '/run/x.sock'\nreceive_holdoff_ms = 5\n[dampening]\npenalty = 5\n"
+    )
+    path = write(tmp_path, text + PEER)
+    _, untouched, _ = parse(["--config", str(path)])
+    assert untouched.daemon == DaemonSettings(
+        log_level="DEBUG",
+        log_format="json",
+        metrics_port=0,
+        control_socket="/run/x.sock",
+        receive_holdoff_ms=5,
+    )
+    assert untouched.dampening == DampeningSettings(penalty=5.0)
+    _, settings, overrides = parse(
+        [
+            *("--config", str(path), "-l", "error", "--metrics-port", "9000", "--no-ttl-check"),
+            *("--metrics-address", "::1", "--receive-holdoff", "0", "--dampening", "-o", "-f"),
+            *("--event-loop", "asyncio"),
+        ]
+    )
+    assert settings.daemon == DaemonSettings(
+        log_level="ERROR",
+        log_format="json",  # from the file
+        log_to_stdout=False,
+        log_file="/var/log/aiobfd.log",
+        control_socket="/run/x.sock",  # from the file
+        metrics_address="::1",
+        metrics_port=9000,
+        ttl_check=False,
+        receive_holdoff_ms=0,
+        event_loop="asyncio",
+    )
+    assert settings.dampening == DampeningSettings()  # --dampening: the built-in values
+    assert settings.peers == untouched.peers
+    assert overrides.apply(load_config(str(path))) == settings  # as a reload reads it again
+
+
+def test_auth_errors_of_the_command_line_are_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aiobfd.cli import parse
+
+    key_file(tmp_path)
+    key = str(tmp_path / "bfd.key")
+    for args, words in (
+        (["--auth-key-id", "1"], "--auth-key-* needs --auth-type"),
+        (["--auth-type", "simple"], "needs --auth-key-file PATH or --auth-key-env NAME"),
+        (["--auth-type", "simple", "--auth-key-id", "1", "--auth-key-id", "2", "--auth-key-file", key],
+         "give one --auth-key-id per"),
+        (["--auth-type", "simple", "--auth-key-file", str(tmp_path / "nope.key")],
+         "nope.key: cannot read it"),
+        (["--auth-type", "simple", "--auth-key-file", key, "--auth-transmit-key-id", "9"],
+         "key id 9 is not among the keys (1)"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            parse(["127.0.0.1", "127.0.0.2", *args])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("aiobfd: error: ") and words in err and err.count("\n") == 1, err

@@ -1,8 +1,12 @@
-"""What to run: peer specifications and the address rules they must satisfy.
+"""Addresses: resolving names and literals, and the rules a peer's pair must satisfy.
 
-The command line (and later the config file) resolve into a list of
-:class:`PeerSpec`; :func:`resolve_peers` checks them and raises
-:class:`ConfigError` with one clear sentence when something is wrong.
+:func:`resolve` turns ``192.0.2.1``, ``fe80::1%eth0`` or a host name into
+:class:`Address` values; :func:`check_local_address` makes sure an address is
+one of this host's (by binding a socket to it).  A :class:`Resolver` does both
+for one reading of the configuration, remembering the answers while it lasts
+(a file names the same few local addresses on thousands of peers), and checks
+a local/remote pair into a :class:`PeerSpec`.  Every failure is a
+:class:`ConfigError` of one sentence.
 """
 
 from __future__ import annotations
@@ -11,88 +15,22 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-from .protocol.registry import PeerKey
-from .protocol.session import SessionConfig
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message says why, in one line."""
+from ..protocol.registry import PeerKey
+from ..protocol.session import SessionConfig
+from .model import ConfigError, PeerSpec
 
 
 @dataclass(frozen=True, slots=True)
-class Hooks:
-    """State-change commands for one peer (see :mod:`aiobfd.hooks`); empty: none."""
+class Address:
+    """A resolved address with its family and, for link-local IPv6, scope."""
 
-    on_up: str = ""
-    on_down: str = ""
-    on_change: str = ""
-    timeout_s: float = 10.0
-
-    def __bool__(self) -> bool:
-        return bool(self.on_up or self.on_down or self.on_change)
-
-
-@dataclass(frozen=True, slots=True)
-class PeerSpec:
-    """One configured single-hop session."""
-
-    remote: str
-    """Canonical remote address."""
-    local: str
-    """Canonical local address."""
+    address: str
     family: int
     scope: int = 0
-    """Interface index for IPv6 link-local pairs, else 0."""
     interface: str = ""
-    """Interface name of ``scope``, for display."""
-    session: SessionConfig = field(default_factory=SessionConfig)
-    shutdown: bool = False
-    """Configured administratively down (AdminDown, diag 7)."""
-    hooks: Hooks = field(default_factory=Hooks)
-    profile: str = ""
-    """Name of the profile it came from, for display."""
-
-    @property
-    def multihop(self) -> bool:
-        return self.session.multihop
-
-    @property
-    def key(self) -> PeerKey:
-        return PeerKey(self.remote, self.local, self.scope, self.session.multihop)
-
-    def display_remote(self) -> str:
-        return f"{self.remote}%{self.interface}" if self.interface else self.remote
-
-
-@dataclass(frozen=True, slots=True)
-class UnsolicitedConfig:
-    """RFC 9468 unsolicited BFD: sessions created by the remote's first packet.
-
-    Off unless configured.  A packet with Your Discriminator 0 from an unknown
-    address inside ``prefixes`` (and, for single hop, arriving on one of
-    ``interfaces`` when that list is not empty) creates a passive session with
-    ``session``'s settings.  ``max_sessions`` and the token bucket
-    (``rate_per_s``, ``burst``) bound what a flood can create; a dynamic
-    session that stays down for ``down_timeout_s`` is removed.
-    """
-
-    prefixes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    listen: tuple[str, ...]
-    """Local addresses to accept unsolicited sessions on."""
-    interfaces: tuple[str, ...] = ()
-    session: SessionConfig = field(default_factory=lambda: SessionConfig(passive=True))
-    multihop: bool = False
-    """Also accept multihop (UDP 4784) unsolicited sessions."""
-    max_sessions: int = 100
-    rate_per_s: float = 10.0
-    burst: int = 20
-    down_timeout_s: float = 60.0
-
-    def allows(self, address: str) -> bool:
-        ip = ipaddress.ip_address(address)
-        return any(ip in net for net in self.prefixes)
 
 
 def parse_prefixes(
@@ -105,16 +43,6 @@ def parse_prefixes(
         except ValueError:
             raise ConfigError(f"{value!r} is not a prefix (such as 198.51.100.0/24)") from None
     return tuple(out)
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    """A resolved address with its family and, for link-local IPv6, scope."""
-
-    address: str
-    family: int
-    scope: int = 0
-    interface: str = ""
 
 
 def resolve(host: str, family: int = socket.AF_UNSPEC) -> list[Address]:
@@ -181,26 +109,69 @@ def check_local_address(addr: Address) -> None:
         sock.close()
 
 
+class Resolver:
+    """Resolves and checks addresses for one reading of the configuration.
+
+    Answers (and local addresses found good) are kept for the reader's life
+    only, so a reload sees the host as it is then.
+    """
+
+    def __init__(self) -> None:
+        self._resolved: dict[tuple[str, int], list[Address]] = {}
+        self._local: set[Address] = set()
+
+    def resolve(self, host: str, family: int = socket.AF_UNSPEC) -> list[Address]:
+        """:func:`resolve`, once per name and family."""
+        found = self._resolved.get((host, family))
+        if found is None:
+            found = self._resolved[host, family] = resolve(host, family)
+        return found
+
+    def check_local(self, addr: Address) -> None:
+        """:func:`check_local_address`, once per address."""
+        if addr not in self._local:
+            check_local_address(addr)
+            self._local.add(addr)
+
+    def peer(
+        self,
+        local: str,
+        remote: str,
+        session: SessionConfig,
+        family: int = socket.AF_UNSPEC,
+        **extra: Any,
+    ) -> PeerSpec:
+        """One checked peer spec from a local and a remote address or name.
+
+        ``extra``: the other fields of the :class:`PeerSpec` (``shutdown``,
+        ``hooks``, ``profile``).
+        """
+        loc, rem = _pick_pair(
+            local, self.resolve(local, family), remote, self.resolve(remote, family)
+        )
+        if session.multihop and (_link_local(rem) or _link_local(loc)):
+            raise ConfigError(f"multihop needs routable addresses, not link-local ({remote})")
+        if rem.scope and loc.scope and rem.scope != loc.scope:
+            raise ConfigError(f"{remote} and {local} are on different interfaces")
+        link_local = _link_local(rem)
+        spec = PeerSpec(
+            rem.address,
+            loc.address,
+            rem.family,
+            (rem.scope or loc.scope) if link_local else 0,
+            (rem.interface or loc.interface) if link_local else "",
+            session,
+            **extra,
+        )
+        self.check_local(Address(loc.address, loc.family, loc.scope))
+        return spec
+
+
 def resolve_peer(
     local: str, remote: str, session: SessionConfig, family: int = socket.AF_UNSPEC
 ) -> PeerSpec:
     """One checked peer spec from a local and a remote address or name."""
-    loc, rem = _pick_pair(local, resolve(local, family), remote, resolve(remote, family))
-    if session.multihop and (_link_local(rem) or _link_local(loc)):
-        raise ConfigError(f"multihop needs routable addresses, not link-local ({remote})")
-    if rem.scope and loc.scope and rem.scope != loc.scope:
-        raise ConfigError(f"{remote} and {local} are on different interfaces")
-    link_local = _link_local(rem)
-    spec = PeerSpec(
-        rem.address,
-        loc.address,
-        rem.family,
-        (rem.scope or loc.scope) if link_local else 0,
-        (rem.interface or loc.interface) if link_local else "",
-        session,
-    )
-    check_local_address(Address(loc.address, loc.family, loc.scope))
-    return spec
+    return Resolver().peer(local, remote, session, family)
 
 
 def resolve_peers(
@@ -210,10 +181,11 @@ def resolve_peers(
     family: int = socket.AF_UNSPEC,
 ) -> list[PeerSpec]:
     """Turn the classic ``LOCAL REMOTE...`` form into checked peer specs."""
+    resolver = Resolver()
     specs: list[PeerSpec] = []
     seen: set[PeerKey] = set()
     for remote in remotes:
-        spec = resolve_peer(local, remote, session, family)
+        spec = resolver.peer(local, remote, session, family)
         if spec.key in seen:
             raise ConfigError(f"duplicate remote {remote}")
         seen.add(spec.key)
@@ -234,5 +206,7 @@ def _pick_pair(
 
 
 def _link_local(addr: Address) -> bool:
+    if addr.family != socket.AF_INET6:
+        return False
     ip = ipaddress.ip_address(addr.address)
     return ip.version == 6 and ip.is_link_local

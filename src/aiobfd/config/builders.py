@@ -1,0 +1,133 @@
+"""What the command line and the file build alike: authentication and unsolicited sessions.
+
+Each source checks its own syntax (argparse types, TOML keys) and hands the
+values to these builders, so the rules are written once:
+
+* :func:`auth_config` reads every key's secret from its file or environment
+  variable (:mod:`aiobfd.secret_sources`) into an :class:`AuthConfig`;
+* :func:`unsolicited_config` checks the prefixes and the listen addresses of
+  RFC 9468 unsolicited sessions into an :class:`UnsolicitedConfig`.
+
+Session timers are :meth:`SessionSettings.session_config`.  Errors are
+:class:`SettingError` naming the key within the table (``keys[1].id``), which
+the file prefixes with the table's place and the command line leaves out.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ..protocol.auth import AuthConfig, AuthKey
+from ..protocol.packet import AuthType
+from ..secret_sources import load_secret_env, load_secret_file
+from .addresses import Resolver, parse_prefixes
+from .model import ConfigError, SessionSettings, SettingError, UnsolicitedConfig
+
+#: Names of the authentication types in files and on the command line.
+AUTH_TYPES: dict[str, AuthType] = {
+    "simple": AuthType.SIMPLE_PASSWORD,
+    "keyed-md5": AuthType.KEYED_MD5,
+    "meticulous-keyed-md5": AuthType.METICULOUS_KEYED_MD5,
+    "keyed-sha1": AuthType.KEYED_SHA1,
+    "meticulous-keyed-sha1": AuthType.METICULOUS_KEYED_SHA1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class KeySource:
+    """Where one key's secret is: exactly one of a file and an environment variable."""
+
+    key_id: int
+    """Auth Key ID, 0 to 255."""
+    file: str | None = None
+    """A file holding the secret (relative: to ``base_dir`` of :func:`auth_config`)."""
+    env: str | None = None
+    """An environment variable holding the secret."""
+    key: str = ""
+    """Where the key is written, for errors (``keys[0]``)."""
+
+
+def auth_config(
+    type_name: str,
+    sources: Iterable[KeySource],
+    transmit_key_id: int | None = None,
+    *,
+    base_dir: str = "",
+    environ: Mapping[str, str] | None = None,
+) -> AuthConfig:
+    """Read the secrets of ``sources`` (in order) into an :class:`AuthConfig`.
+
+    ``sources`` may be a generator that checks each entry as it is reached,
+    so errors come in the order they are written.  The transmit key is
+    ``transmit_key_id``, else the first key.
+    """
+    auth_type = AUTH_TYPES[type_name]
+    keys: list[AuthKey] = []
+    for source in sources:
+        if any(k.key_id == source.key_id for k in keys):
+            raise SettingError(f"{source.key}.id", f"key id {source.key_id} is given twice")
+        where = f"{source.key}.file" if source.file is not None else f"{source.key}.env"
+        try:
+            if source.file is not None:
+                path = os.path.join(base_dir, source.file) if base_dir else source.file
+                secret = load_secret_file(path, auth_type)
+            else:
+                secret = load_secret_env(source.env or "", auth_type, environ)
+        except ValueError as exc:
+            raise SettingError(where, str(exc)) from None
+        keys.append(AuthKey(source.key_id, secret))
+    if not keys:
+        raise SettingError("keys", "needs at least one key")
+    transmit = keys[0].key_id if transmit_key_id is None else transmit_key_id
+    if not any(k.key_id == transmit for k in keys):
+        ids = ", ".join(str(k.key_id) for k in keys)
+        raise SettingError("transmit_key_id", f"key id {transmit} is not among the keys ({ids})")
+    try:
+        return AuthConfig(auth_type, tuple(keys), transmit)
+    except ValueError as exc:
+        raise SettingError("", str(exc)) from None
+
+
+def unsolicited_config(
+    session: SessionSettings,
+    prefixes: Sequence[str],
+    listen: Sequence[str],
+    *,
+    interfaces: Sequence[str] = (),
+    multihop: bool = False,
+    max_sessions: int = 100,
+    rate_per_s: float = 10.0,
+    burst: int = 20,
+    down_timeout_s: float = 60.0,
+    family: int = socket.AF_UNSPEC,
+    resolver: Resolver | None = None,
+) -> UnsolicitedConfig:
+    """RFC 9468 unsolicited sessions: passive, with ``session``'s timers and keys.
+
+    Checks that ``prefixes`` are prefixes and that every ``listen`` address
+    is one of this host's.
+    """
+    try:
+        networks = parse_prefixes(prefixes)
+    except ConfigError as exc:
+        raise SettingError("prefixes", str(exc)) from None
+    resolver = resolver or Resolver()
+    for i, address in enumerate(listen):
+        try:
+            resolver.check_local(resolver.resolve(address, family)[0])
+        except ConfigError as exc:
+            raise SettingError(f"listen[{i}]", str(exc)) from None
+    return UnsolicitedConfig(
+        prefixes=networks,
+        listen=tuple(listen),
+        interfaces=tuple(interfaces),
+        session=session.session_config(passive=True, multihop=multihop),
+        multihop=multihop,
+        max_sessions=max_sessions,
+        rate_per_s=rate_per_s,
+        burst=burst,
+        down_timeout_s=down_timeout_s,
+    )
