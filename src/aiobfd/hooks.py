@@ -2,15 +2,43 @@
 
 A :class:`HookRunner` listens to a daemon's events and runs shell commands
 (``on_up``, ``on_down``, ``on_change``) in child processes, never blocking the
-event loop: detection and transmission go on while a hook runs.
+event loop: detection and transmission go on while a hook runs, whatever the
+hook does.
 
-* Environment: ``BFD_LOCAL``, ``BFD_REMOTE``, ``BFD_INTERFACE``, ``BFD_STATE``,
-  ``BFD_OLD_STATE``, ``BFD_DIAG``, ``BFD_DIAG_NAME``, ``BFD_REMOTE_DIAG``.
-* At most one hook runs per peer.  A change that happens meanwhile waits; if
-  several do, only the latest is delivered, so the last hook a peer runs always
-  reports its current state.
-* A hook that outlives its timeout is killed (its whole process group).
-* Exit status and (bounded) output are logged.
+* Environment: a hook gets only ``BFD_LOCAL``, ``BFD_REMOTE``,
+  ``BFD_INTERFACE``, ``BFD_STATE``, ``BFD_OLD_STATE``, ``BFD_DIAG``,
+  ``BFD_DIAG_NAME``, ``BFD_REMOTE_DIAG``; ``PATH`` set to :data:`HOOK_PATH`
+  (``/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin``); ``LANG``,
+  ``LC_ALL`` and ``TZ`` when the daemon has them; and the variables the
+  operator names in ``pass_env`` (``--hook-pass-env``), with the daemon's
+  values as the runner is made (a name the daemon lacks is left out; a passed
+  ``PATH`` replaces the default; the ``BFD_*`` values win over passed ones).
+  Nothing else of the daemon's environment reaches a hook: not a key named by
+  ``--auth-key-env``, not systemd's ``NOTIFY_SOCKET`` or credentials, not
+  ``HOME``.
+* At most one hook runs per peer, in the order of the changes.  A change that
+  happens meanwhile waits; if several do, only the latest is delivered, so the
+  last hook a peer runs always reports its current state.  At most
+  ``max_running`` hooks (default :data:`MAX_RUNNING`) run at once over all
+  peers; the others wait their turn, at most one waiting per peer (a hook's
+  timeout counts from its start, not from its wait).
+* A hook runs until it has exited and closed its output, at most its
+  timeout.  Each hook leads a session and process group of its own; at the
+  timeout the group gets SIGTERM and, once the hook has exited and closed its
+  output or after ``kill_grace_s`` (default :data:`KILL_GRACE_S`), SIGKILL, so
+  the children and grandchildren it left in the group end with it.  The run is
+  then over, at most :data:`REAP_WAIT_S` later: the hook's pipes are closed,
+  whoever still holds them.  Limit: a process that leaves the group on purpose
+  (``setsid``, ``setpgid``, a shell's ``set -m``: daemons do) is not killed,
+  only no longer read.  Only a cgroup contains those, and a cgroup per hook
+  needs a delegated cgroup tree the daemon does not have (systemd's
+  ``Delegate=``); run as a systemd service, the daemon's own cgroup ends them
+  when the service stops (``KillMode=control-group``).
+* Output: the first :data:`OUTPUT_LIMIT` bytes of stdout and of stderr are kept
+  for the log line with the exit status; the rest is dropped as the event
+  loop's pipe reads bring it (a pipe's buffer, 64 KiB by default, a read),
+  counted, and the log line says how much.  Memory stays bounded whatever a
+  hook writes, and so does the work of a loop turn.
 * Optional dampening, in the manner of BGP route-flap dampening (RFC 2439): each
   Up -> Down costs a penalty that halves every ``half_life``; while the penalty
   is above ``suppress``, an Up is reported to hooks only once the session has
@@ -27,18 +55,29 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .config import Hooks
 from .engine import Daemon, Peer
-from .protocol.events import Event, StateChanged
+from .protocol.events import Event, SessionRemoved, StateChanged
 from .protocol.packet import State
 
 log = logging.getLogger("aiobfd.hooks")
 
-#: Output kept from a hook for the log, per stream.
+#: Output kept from a hook for the log, per stream; the rest is dropped.
 OUTPUT_LIMIT = 4096
+#: Hooks running at once over all peers (``HookRunner(max_running=...)``).
+MAX_RUNNING = 8
+#: From SIGTERM to SIGKILL of a timed-out hook's group (``kill_grace_s``).
+KILL_GRACE_S = 0.5
+#: After SIGKILL, the longest wait for the hook's exit before its pipes are
+#: closed anyway (a process in uninterruptible sleep).
+REAP_WAIT_S = 0.5
+#: A hook's PATH (systemd's default) unless PATH is passed (``pass_env``).
+HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: Passed on to hooks when the daemon has them: harmless, and they shape output.
+INHERITED = ("LANG", "LC_ALL", "TZ")
 
 
 def commands_for(hooks: Hooks, ev: StateChanged) -> list[str]:
@@ -85,13 +124,22 @@ class _PeerHooks:
     penalty_at: float = 0.0
     held_up: asyncio.TimerHandle | None = None
     reported_state: State | None = None
+    removed: bool = False
+    """The session is gone: forget this once its hooks have run."""
 
 
 HookLookup = Callable[[Peer], Hooks]
 
 
 class HookRunner:
-    """Runs hooks for a daemon's session events; see the module docstring."""
+    """Runs hooks for a daemon's session events; see the module docstring.
+
+    ``pass_env`` names the variables of the daemon's environment hooks get
+    besides their own (ValueError for a name no variable can have);
+    ``max_running`` caps the hooks running at once over all peers;
+    ``kill_grace_s`` is the time between SIGTERM and SIGKILL of a timed-out
+    hook's process group (0: SIGKILL at once).
+    """
 
     def __init__(
         self,
@@ -100,23 +148,39 @@ class HookRunner:
         *,
         dampening: Dampening | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pass_env: Sequence[str] = (),
+        max_running: int = MAX_RUNNING,
+        kill_grace_s: float = KILL_GRACE_S,
     ) -> None:
+        if max_running < 1:
+            raise ValueError("max_running must be at least 1")
         self._hooks_for = hooks_for
         self._dampening = dampening
         self._clock = clock
         self._peers: dict[object, _PeerHooks] = {}
+        self._env = base_environment(pass_env)
+        self._slots = asyncio.Semaphore(max_running)
+        self._kill_grace_s = kill_grace_s
         self.runs = 0
         self.timeouts = 0
         self.failures = 0
+        self.running = 0
+        """Hook processes running now (at most ``max_running``)."""
+        self.output_dropped = 0
+        """Bytes of hook output read and dropped (beyond :data:`OUTPUT_LIMIT`)."""
         daemon.add_listener(self._on_event)
 
     def _state(self, peer: Peer) -> _PeerHooks:
         st = self._peers.get(peer.spec.key)
         if st is None:
             st = self._peers[peer.spec.key] = _PeerHooks()
+        st.removed = False
         return st
 
     def _on_event(self, peer: Peer, event: Event) -> None:
+        if isinstance(event, SessionRemoved):
+            self._forget(peer.spec.key)
+            return
         if not isinstance(event, StateChanged):
             return
         hooks = self._hooks_for(peer)
@@ -176,65 +240,113 @@ class HookRunner:
             for command in commands_for(hooks, next_ev):
                 await self._run(peer, next_ev, command, hooks.timeout_s)
             next_ev, st.pending = st.pending, None
+        if st.removed and self._peers.get(peer.spec.key) is st:
+            del self._peers[peer.spec.key]
+
+    def _forget(self, key: object) -> None:
+        """A session was removed: drop its state (after its running hooks),
+        so that sessions coming and going leave nothing behind."""
+        st = self._peers.get(key)
+        if st is None:
+            return
+        if st.held_up is not None:
+            st.held_up.cancel()
+            st.held_up = None
+        if st.running is None or st.running.done():
+            del self._peers[key]
+        else:
+            st.removed = True
 
     async def _run(self, peer: Peer, ev: StateChanged, command: str, timeout_s: float) -> None:
-        env = dict(os.environ)
-        env.update(hook_environment(peer, ev))
+        async with self._slots:
+            self.running += 1
+            try:
+                await self._run_one(peer, ev, command, timeout_s)
+            finally:
+                self.running -= 1
+
+    async def _run_one(self, peer: Peer, ev: StateChanged, command: str, timeout_s: float) -> None:
+        env = {**self._env, **hook_environment(peer, ev)}
         remote = peer.spec.display_remote()
         self.runs += 1
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_shell(
+            transport, out = await loop.subprocess_shell(
+                _Output,
                 command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
-                start_new_session=True,
+                start_new_session=True,  # its own group: see _end
             )
         except OSError as exc:
             self.failures += 1
             log.error("hook for %s could not start: %s", remote, exc)
             return
+        pgid = transport.get_pid()
         try:
-            # asyncio.timeout, not wait_for, which on Python 3.11 may drop a
-            # cancellation that comes as the hook ends.
-            async with asyncio.timeout(timeout_s):
-                out, err = await proc.communicate()
-        except TimeoutError:
-            self.timeouts += 1
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 5)
-            log.error("hook for %s killed after %.1f s: %s", remote, timeout_s, command)
-            return
+            # asyncio.wait, not wait_for: it neither cancels the futures nor,
+            # on Python 3.11, drops a cancellation that comes as the hook ends.
+            _, pending = await asyncio.wait((out.exited, out.closed), timeout=timeout_s)
+            if pending:
+                await self._end(pgid, out)
         except asyncio.CancelledError:
             # The daemon is stopping and cannot wait any longer: no orphans.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            _signal_group(pgid, signal.SIGKILL)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 1)
+                await asyncio.wait((out.exited,), timeout=REAP_WAIT_S)
             raise
-        status = proc.returncode
+        finally:
+            transport.close()  # the pipes, even if a process outside the group holds them
+            self.output_dropped += out.dropped
+        status = transport.get_returncode()
+        fields = {
+            "remote": remote,
+            "local": peer.spec.local,
+            "hook": command,
+            "exit_status": status,
+            "new_state": ev.new_state.label,
+            "output_dropped_bytes": out.dropped,
+        }
+        if pending:
+            self.timeouts += 1
+            log.error(
+                "hook for %s killed after %.1f s: %s%s",
+                remote,
+                timeout_s,
+                command,
+                out.summary(),
+                extra=fields,
+            )
+            return
         if status != 0:
             self.failures += 1
-        level = logging.INFO if status == 0 else logging.WARNING
         log.log(
-            level,
-            "hook for %s (%s) exited with status %s%s%s",
+            logging.INFO if status == 0 else logging.WARNING,
+            "hook for %s (%s) exited with status %s%s",
             remote,
             ev.new_state.label,
             status,
-            _excerpt(" stdout: ", out),
-            _excerpt(" stderr: ", err),
-            extra={
-                "remote": remote,
-                "local": peer.spec.local,
-                "hook": command,
-                "exit_status": status,
-                "new_state": ev.new_state.label,
-            },
+            out.summary(),
+            extra=fields,
         )
+
+    async def _end(self, pgid: int, out: _Output) -> None:
+        """End a timed-out hook: SIGTERM to its group, SIGKILL after the grace.
+
+        The grace ends early once the hook has exited and its output is
+        closed.  SIGKILL goes to the group whatever happened: a child that
+        ignored SIGTERM, or outlived the hook, is in it.  (The group's number
+        cannot be reused while a member lives; once none does, SIGKILL finds
+        no one unless the number was taken again within these milliseconds.)
+        At most ``kill_grace_s`` + :data:`REAP_WAIT_S`.
+        """
+        if self._kill_grace_s > 0:
+            _signal_group(pgid, signal.SIGTERM)
+            await asyncio.wait((out.exited, out.closed), timeout=self._kill_grace_s)
+        _signal_group(pgid, signal.SIGKILL)
+        await asyncio.wait((out.exited,), timeout=REAP_WAIT_S)
 
     async def close(self, timeout_s: float = 2.0) -> None:
         """Wait briefly for running hooks (e.g. the Down hooks of a shutdown),
@@ -266,8 +378,69 @@ def hook_environment(peer: Peer, ev: StateChanged) -> dict[str, str]:
     }
 
 
-def _excerpt(label: str, data: bytes | None) -> str:
-    if not data:
-        return ""
-    text = data[:OUTPUT_LIMIT].decode(errors="replace").strip()
+def base_environment(
+    pass_env: Sequence[str] = (), environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """What every hook's environment starts from (see the module docstring):
+    PATH, the :data:`INHERITED` variables and those named in ``pass_env``,
+    from ``environ`` where it has them (ValueError for a name that cannot be
+    a variable's)."""
+    env = {"PATH": HOOK_PATH}
+    for name in pass_env:
+        if not name or "=" in name or "\0" in name:
+            raise ValueError(f"not an environment variable name: {name!r}")
+    for name in (*INHERITED, *pass_env):
+        value = environ.get(name)
+        if value is not None:
+            env[name] = value
+    return env
+
+
+class _Output(asyncio.SubprocessProtocol):
+    """A hook's side of its pipes: keeps the first :data:`OUTPUT_LIMIT` bytes
+    of stdout and stderr, drops (and counts) the rest as each read brings it."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.heads = {1: bytearray(), 2: bytearray()}
+        self.dropped = 0
+        self.exited: asyncio.Future[None] = loop.create_future()
+        """Done when the hook (the shell) has exited."""
+        self.closed: asyncio.Future[None] = loop.create_future()
+        """Done when stdout and stderr are both closed (at the hook's end, or ours)."""
+        self._open = {1, 2}
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        head = self.heads.get(fd)
+        if head is None:
+            return
+        room = OUTPUT_LIMIT - len(head)
+        if room > 0:
+            head += data[:room] if isinstance(data, bytes) else data[:room].encode()
+        self.dropped += max(0, len(data) - max(room, 0))
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._open.discard(fd)
+        if not self._open and not self.closed.done():
+            self.closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def summary(self) -> str:
+        """The log line's tail: both excerpts, and what was dropped."""
+        text = _excerpt(" stdout: ", self.heads[1]) + _excerpt(" stderr: ", self.heads[2])
+        if self.dropped:
+            text += f" ({self.dropped} more bytes of output dropped)"
+        return text
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _excerpt(label: str, data: bytes | bytearray) -> str:
+    text = bytes(data).decode(errors="replace").strip()
     return f"{label}{text!r}" if text else ""

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import pytest
 
 from aiobfd.config import PeerSpec
 from aiobfd.engine import Daemon, Peer
-from aiobfd.hooks import Dampening, HookRunner, Hooks
+from aiobfd.hooks import HOOK_PATH, Dampening, HookRunner, Hooks
+from aiobfd.protocol.events import Event, StateChanged
 from aiobfd.protocol.packet import State
 from aiobfd.protocol.session import SessionConfig
 
@@ -163,3 +169,201 @@ async def test_dampening_holds_back_up_after_flaps(tmp_path: Path) -> None:
         await runner.close()
         a.close()
         b.close()
+
+
+# ---------------------------------------------------------------- misbehaving hooks
+# An established pair at 50 ms x 3; the hook is on_up, so it runs as the session
+# comes Up, and the session must stay Up (no Down on either side) while it runs.
+
+PAIR = SessionConfig(desired_min_tx_us=50 * MS, required_min_rx_us=50 * MS, detect_mult=3)
+SHELL_ADDED = {"PWD", "OLDPWD", "SHLVL", "_", "LC_CTYPE"}  # sh, and Python's locale coercion
+
+
+def vm_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its reaper is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def group_members(pgid: int) -> list[int]:
+    """Living processes of a process group."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
+class Pair:
+    """127.0.0.1 (running the hooks) and 127.0.0.2, with every Down counted."""
+
+    def __init__(self, hooks: Hooks, **runner: object) -> None:
+        self.a = Daemon([PeerSpec("127.0.0.2", "127.0.0.1", socket.AF_INET, session=PAIR)])
+        self.b = Daemon([PeerSpec("127.0.0.1", "127.0.0.2", socket.AF_INET, session=PAIR)])
+        self.runner = HookRunner(self.a, lambda peer: hooks, **runner)  # type: ignore[arg-type]
+        self.downs: list[StateChanged] = []
+        for d in (self.a, self.b):
+            d.add_listener(self._count)
+
+    def _count(self, peer: Peer, ev: Event) -> None:
+        if isinstance(ev, StateChanged) and ev.old_state is State.UP:
+            self.downs.append(ev)
+
+    @property
+    def up(self) -> bool:
+        return all(p.session.state is State.UP for d in (self.a, self.b) for p in d.peers.values())
+
+    async def __aenter__(self) -> Pair:
+        await self.a.start()
+        await self.b.start()
+        await wait_until(lambda: self.up)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.close(0.5)
+        self.a.close()
+        self.b.close()
+
+
+async def output_flood(tmp_path: Path) -> None:
+    """A hook writing 300 MB: memory stays flat, the session stays Up."""
+    size = 300_000_000
+    hooks = Hooks(on_up=f"head -c {size} /dev/zero; echo done >&2", timeout_s=20)
+    base = vm_kb("VmRSS")
+    try:  # reset the peak RSS (VmHWM) to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+        exact = True
+    except OSError:
+        exact = False
+    peak = base
+    async with Pair(hooks) as pair:
+        await wait_until(lambda: pair.runner.runs == 1)
+        while pair.runner.running:  # sample too, in case VmHWM could not be reset
+            peak = max(peak, vm_kb("VmRSS"))
+            await asyncio.sleep(0.01)
+        if exact:
+            peak = max(peak, vm_kb("VmHWM"))
+        await asyncio.sleep(0.3)  # any late effect of the flood on the session
+        assert pair.up and pair.downs == []
+        assert pair.runner.failures == pair.runner.timeouts == 0
+        assert pair.runner.output_dropped >= size - 4096
+    assert (peak - base) / 1024 < 30, f"RSS grew by {(peak - base) / 1024:.0f} MB"
+
+
+async def test_a_hook_writing_hundreds_of_mb_costs_no_memory_and_no_flap(tmp_path: Path) -> None:
+    await output_flood(tmp_path)
+
+
+async def test_hooks_see_only_their_variables_and_the_passed_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIOBFD_TEST_AUTH_KEY", "s3cret")  # as for --auth-key-env
+    monkeypatch.setenv("AIOBFD_TEST_PASSED", "passed value")
+    monkeypatch.delenv("AIOBFD_TEST_UNSET", raising=False)
+    dump = tmp_path / "env.json"
+    hooks = Hooks(
+        on_up=f"{sys.executable} -c 'import json,os,sys; json.dump(dict(os.environ), "
+        f'open(sys.argv[1], "w"))\' {dump}'
+    )
+    passed = ("AIOBFD_TEST_PASSED", "AIOBFD_TEST_UNSET")
+    async with Pair(hooks, pass_env=passed) as pair:
+        await wait_until(lambda: pair.runner.runs == 1 and not pair.runner.running)
+        assert pair.runner.failures == 0
+    env = json.loads(dump.read_text())
+    assert "AIOBFD_TEST_AUTH_KEY" not in env
+    assert env["AIOBFD_TEST_PASSED"] == "passed value"
+    assert "AIOBFD_TEST_UNSET" not in env
+    assert env["PATH"] == HOOK_PATH
+    assert env["BFD_STATE"] == "up" and env["BFD_REMOTE"] == "127.0.0.2"
+    allowed = {"PATH", "LANG", "LC_ALL", "TZ", "AIOBFD_TEST_PASSED"} | SHELL_ADDED
+    assert {k for k in env if not k.startswith("BFD_")} <= allowed
+
+
+async def group_kill(tmp_path: Path) -> None:
+    """A hook leaving `sleep 30 &` behind and sleeping past its timeout: both
+    end, with the hook's whole process group, and the run is over at once."""
+    pids = tmp_path / "pids"
+    timeout = 1.0
+    hooks = Hooks(on_up=f'sleep 30 & echo "$$ $!" > {pids}; sleep 30', timeout_s=timeout)
+    loop = asyncio.get_running_loop()
+    async with Pair(hooks) as pair:
+        await wait_until(lambda: pids.exists() and pids.read_text().endswith("\n"))
+        started = loop.time()
+        shell, child = map(int, pids.read_text().split())
+        assert alive(shell) and alive(child)
+        await wait_until(lambda: pair.runner.timeouts == 1 and not pair.runner.running, 5)
+        took = loop.time() - started
+        assert timeout - 0.1 < took <= timeout + 1.0
+        assert not alive(shell) and not alive(child)
+        assert group_members(shell) == []
+        assert pair.up and pair.downs == []
+
+
+async def test_a_timed_out_hook_ends_with_its_group_and_at_once(tmp_path: Path) -> None:
+    await group_kill(tmp_path)
+
+
+async def test_a_child_that_left_the_group_does_not_hold_up_the_run(tmp_path: Path) -> None:
+    """setsid takes a child out of the hook's group (the documented limit: it
+    is not killed); it still holds the pipes, but the run ends all the same."""
+    pid_file = tmp_path / "pid"
+    timeout = 1.0
+    hooks = Hooks(on_up=f"setsid sleep 30 & echo $! > {pid_file}; sleep 30", timeout_s=timeout)
+    loop = asyncio.get_running_loop()
+    escaped = 0
+    try:
+        async with Pair(hooks) as pair:
+            await wait_until(lambda: pid_file.exists() and pid_file.read_text().endswith("\n"))
+            started = loop.time()
+            escaped = int(pid_file.read_text())
+            await wait_until(lambda: pair.runner.timeouts == 1 and not pair.runner.running, 5)
+            assert loop.time() - started <= timeout + 1.0
+            assert pair.up and pair.downs == []
+    finally:
+        if escaped and alive(escaped):
+            os.kill(escaped, signal.SIGKILL)
+
+
+async def test_hooks_running_at_once_are_capped(tmp_path: Path) -> None:
+    remotes = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    hub = Daemon([spec("127.0.0.1", r) for r in remotes])
+    spokes = [Daemon([spec(r, "127.0.0.1")]) for r in remotes]
+    log = tmp_path / "spans"
+    hooks = Hooks(on_up=f'echo "start $BFD_REMOTE" >> {log}; sleep 0.2; echo end >> {log}')
+    runner = HookRunner(hub, lambda peer: hooks, max_running=1)
+    await hub.start()
+    for d in spokes:
+        await d.start()
+    try:
+        await wait_until(lambda: runner.runs == 3 and not runner.running)
+        lines = log.read_text().split("\n")
+        assert [line.split()[0] for line in lines if line] == ["start", "end"] * 3
+        assert {line.split()[1] for line in lines if line.startswith("start")} == set(remotes)
+    finally:
+        await runner.close(0.5)
+        hub.close()
+        for d in spokes:
+            d.close()
+
+
+@pytest.mark.parametrize("scenario", [output_flood, group_kill])
+def test_the_same_under_uvloop(tmp_path: Path, scenario: Callable[[Path], Awaitable[None]]) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario(tmp_path))  # type: ignore[arg-type]
