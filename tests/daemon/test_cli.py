@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,10 +75,11 @@ def _ctl(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _sessions(sock: Path) -> list[dict]:
+def _sessions(sock: Path) -> list[dict[str, Any]]:
     result = _ctl(sock, "--json", "show", "sessions")
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    sessions: list[dict[str, Any]] = json.loads(result.stdout)
+    return sessions
 
 
 def test_two_processes_over_loopback_and_sigterm(tmp_path: Path) -> None:

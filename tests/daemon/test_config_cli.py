@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from aiobfd.ctl import CtlError, request
+from aiobfd.client import ClientError as CtlError
+from aiobfd.client import request
 
 AIOBFD = [sys.executable, "-m", "aiobfd"]
 CTL = [sys.executable, "-m", "aiobfd.ctl"]

@@ -15,6 +15,7 @@ from aiobfd.config import PeerSpec
 from aiobfd.control import SHOW_SLICE, ControlServer
 from aiobfd.engine import Daemon
 from aiobfd.protocol.session import SessionConfig
+from aiobfd.status import session_info
 
 
 async def test_show_sessions_in_slices_is_one_json_line(tmp_path: Path) -> None:
@@ -60,7 +61,7 @@ async def test_watch_snapshot_lets_the_loop_run_between_slices(
         port=0,
     )
     written = [0]
-    real = control.session_info
+    real = session_info
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         written[0] += 1

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from aiobfd.config import PeerSpec
+from aiobfd.config import Hooks, PeerSpec
 from aiobfd.engine import Daemon, Peer
-from aiobfd.hooks import HOOK_PATH, Dampening, HookRunner, Hooks
+from aiobfd.hooks import HOOK_PATH, Dampening, HookRunner
 from aiobfd.protocol.events import Event, StateChanged
 from aiobfd.protocol.packet import State
 from aiobfd.protocol.session import SessionConfig

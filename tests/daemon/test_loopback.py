@@ -64,8 +64,11 @@ def entered(state: State, remote: str | None = None) -> Callable[[Peer, StateCha
     return lambda p, e: e.new_state is state and (remote is None or p.spec.remote == remote)
 
 
+Pair = tuple[Daemon, Daemon, Recorder, Recorder]
+
+
 @pytest.fixture
-async def pair() -> AsyncIterator[tuple[Daemon, Daemon, Recorder, Recorder]]:
+async def pair() -> AsyncIterator[Pair]:
     a = Daemon([spec("127.0.0.1", "127.0.0.2")])
     b = Daemon([spec("127.0.0.2", "127.0.0.1")])
     ra, rb = Recorder(a), Recorder(b)
@@ -78,7 +81,7 @@ async def pair() -> AsyncIterator[tuple[Daemon, Daemon, Recorder, Recorder]]:
         b.close()
 
 
-async def test_two_daemons_come_up_with_configured_timers(pair) -> None:
+async def test_two_daemons_come_up_with_configured_timers(pair: Pair) -> None:
     a, b, ra, rb = pair
     await ra.wait_for(entered(State.UP))
     await rb.wait_for(entered(State.UP))
@@ -94,7 +97,7 @@ async def test_two_daemons_come_up_with_configured_timers(pair) -> None:
         assert 49152 <= peer.source_port <= 65535
 
 
-async def test_silent_peer_is_detected_on_time(pair) -> None:
+async def test_silent_peer_is_detected_on_time(pair: Pair) -> None:
     _a, b, ra, _ = pair
     await ra.wait_for(entered(State.UP))
     await asyncio.sleep(0.3)
@@ -108,7 +111,7 @@ async def test_silent_peer_is_detected_on_time(pair) -> None:
     assert 0 <= lateness <= 10 * MS, lateness
 
 
-async def test_detection_counts_from_the_arrival_of_the_last_packet(pair) -> None:
+async def test_detection_counts_from_the_arrival_of_the_last_packet(pair: Pair) -> None:
     """Packets wait for the next wake-up (receive coalescing) and are first counted
     from when the drain before began; Down still comes one Detection Time after
     the last packet really arrived, not before (nor after)."""
@@ -137,7 +140,7 @@ async def test_detection_counts_from_the_arrival_of_the_last_packet(pair) -> Non
     assert 0 <= lateness <= 10 * MS, lateness
 
 
-async def test_packets_waiting_after_a_stall_keep_the_session_up(pair) -> None:
+async def test_packets_waiting_after_a_stall_keep_the_session_up(pair: Pair) -> None:
     """The daemon stalls longer than the Detection Time while the peer keeps
     sending: whichever of its deadlines comes up first afterwards, the packets
     waiting in the socket are read before the session could be declared down."""
@@ -198,7 +201,7 @@ def send_with_ttl(peer: Peer, ttl: int, data: bytes) -> None:
         peer.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
 
 
-async def test_ttl_drops_on_a_session_socket_are_counted_as_kernel(pair) -> None:
+async def test_ttl_drops_on_a_session_socket_are_counted_as_kernel(pair: Pair) -> None:
     """RFC 5881 §5 on an established session's own socket: the kernel's filter drops
     the packet, and the session's counters (control socket, metrics) say so."""
     a, b, ra, _ = pair
@@ -252,7 +255,7 @@ async def test_a_reload_moves_the_kernel_ttl_check_with_min_ttl() -> None:
         b.close()
 
 
-async def test_a_dropped_last_packet_does_not_extend_detection(pair) -> None:
+async def test_a_dropped_last_packet_does_not_extend_detection(pair: Pair) -> None:
     """The peer's last word is garbage, from its own address and port: the Detection
     Time still runs from the last packet accepted, not from the garbage."""
     _a, b, ra, _ = pair
@@ -275,7 +278,7 @@ async def test_a_dropped_last_packet_does_not_extend_detection(pair) -> None:
     assert ev.at_us - ev.last_rx_us >= ev.detection_time_us
 
 
-async def test_graceful_shutdown_sends_admin_down(pair) -> None:
+async def test_graceful_shutdown_sends_admin_down(pair: Pair) -> None:
     _a, b, ra, _ = pair
     await ra.wait_for(entered(State.UP))
     loop = asyncio.get_running_loop()
@@ -314,7 +317,7 @@ async def test_three_peers_from_one_process() -> None:
             d.close()
 
 
-async def test_disable_and_enable_at_runtime(pair) -> None:
+async def test_disable_and_enable_at_runtime(pair: Pair) -> None:
     a, _b, ra, rb = pair
     await ra.wait_for(entered(State.UP))
     key = next(iter(a.peers))
@@ -326,7 +329,7 @@ async def test_disable_and_enable_at_runtime(pair) -> None:
     await rb.wait_for(entered(State.UP), timeout=3)
 
 
-async def test_timer_change_while_up_does_not_flap(pair) -> None:
+async def test_timer_change_while_up_does_not_flap(pair: Pair) -> None:
     a, b, ra, rb = pair
     await ra.wait_for(entered(State.UP))
     await asyncio.sleep(0.3)
@@ -345,7 +348,7 @@ async def test_timer_change_while_up_does_not_flap(pair) -> None:
     assert [e.new_state for _, e in rb.changes].count(State.DOWN) == 0
 
 
-async def test_garbage_is_counted_not_fatal(pair) -> None:
+async def test_garbage_is_counted_not_fatal(pair: Pair) -> None:
     a, _b, ra, _ = pair
     await ra.wait_for(entered(State.UP))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -373,7 +376,7 @@ async def signal_down(a: Daemon, b: Daemon, ra: Recorder) -> tuple[StateChanged,
     return ev, sent_at, seen[0]
 
 
-async def test_a_signalled_down_is_read_within_one_receive_interval(pair) -> None:
+async def test_a_signalled_down_is_read_within_one_receive_interval(pair: Pair) -> None:
     # Packets of established sessions may wait for the daemon's next wake-up
     # (receive coalescing), but no longer than the Required Min RX (50 ms).
     a, b, ra, _ = pair

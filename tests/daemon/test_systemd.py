@@ -237,6 +237,18 @@ async def test_notifier_in_process(systemd: FakeSystemd) -> None:
 
 
 def test_notifier_survives_a_missing_systemd(short_dir: Path) -> None:
-    notifier = Notifier(str(short_dir / "gone"))
-    notifier.ready()  # logs a warning, does not raise
-    notifier.close()
+    """A notification nobody receives does not raise, and does not break the
+    notifier: once systemd listens again, the next one arrives."""
+    address = str(short_dir / "gone")
+    notifier = Notifier(address)
+    try:
+        notifier.ready()  # nothing listens there: no exception
+        systemd = FakeSystemd(address)
+        try:
+            notifier.stopping()
+            got = systemd.receive(timeout=2)
+            assert got is not None and got[1] == {"STOPPING": "1"}
+        finally:
+            systemd.close()
+    finally:
+        notifier.close()

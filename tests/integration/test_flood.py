@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from aiobfd.ctl import CtlError, request
+from aiobfd.client import ClientError, request
 from aiobfd.lab import Lab
 
 from .conftest import ThreePeers
@@ -39,7 +39,7 @@ def test_flood_does_not_flap_sessions_or_grow_memory(lab: Lab, three_frr_peers: 
         started = time.monotonic()
         try:
             sessions = request(str(ours.socket), {"command": "show sessions"})["sessions"]
-        except CtlError as exc:
+        except ClientError as exc:
             raise AssertionError(f"aiobfdctl got no answer during the flood: {exc}") from None
         slowest = max(slowest, time.monotonic() - started)
         assert len(sessions) == 3

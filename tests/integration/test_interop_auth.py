@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -218,14 +219,22 @@ def test_key_rotation_on_our_side_keeps_the_session_up(
     daemon.wait_state(bird_ip, "up")
     bird.wait_state(ours_ip, "Up")
     discr = daemon.session(bird_ip)["local_discr"]
+
     # Both sides accept the new key first, then switch what they send, then
     # drop the old one; at no point may either side refuse the other.
-    steps = [
-        lambda: (write(7, [7, 8]), daemon.reload()),
+    def ours(transmit: int, ids: list[int]) -> Callable[[], None]:
+        def step() -> None:
+            write(transmit, ids)
+            daemon.reload()
+
+        return step
+
+    steps: list[Callable[[], None]] = [
+        ours(7, [7, 8]),
         lambda: bird.reconfigure(extra_passwords=(("n3w-secret", 8),)),
-        lambda: (write(8, [7, 8]), daemon.reload()),
+        ours(8, [7, 8]),
         lambda: bird.reconfigure(password="n3w-secret", password_id=8, extra_passwords=()),
-        lambda: (write(8, [8]), daemon.reload()),
+        ours(8, [8]),
     ]
     for step in steps:
         step()
@@ -236,7 +245,7 @@ def test_key_rotation_on_our_side_keeps_the_session_up(
     assert info["counters"]["session_down"] == 0
     assert info["local_discr"] == discr
     assert info["counters"]["drops"].get("auth_failed", 0) == 0
-    assert bird.session(ours_ip)["state"] == "Up"
+    assert bird.state(ours_ip) == "Up"
 
 
 def test_forged_ttl_254_dropped_255_accepted(lab: Lab, bird_peer: BirdFactory) -> None:

@@ -51,7 +51,8 @@ def test_our_sigterm_takes_bird_down_without_timeout(lab: Lab, bird_peer: BirdFa
     ours = OurDaemon(lab, "host", ours_ip, [bird_ip], "-r", "100", "-t", "100", "-m", "30").start()
     bird.wait_state(ours_ip, "Up")
     time.sleep(0.5)
-    assert bird.session(ours_ip)["timeout"] == pytest.approx(3.0)
+    theirs = bird.session(ours_ip)
+    assert theirs is not None and theirs["timeout"] == pytest.approx(3.0)
     started = time.monotonic()
     assert ours.stop() == 0
     bird.wait_state(ours_ip, "Down", timeout=0.5)
@@ -80,4 +81,4 @@ def test_bird_reconfigures_intervals_while_up(lab: Lab, bird_peer: BirdFactory) 
     time.sleep(1.0)
     after = ours.session(bird_ip)
     assert after["state"] == "up" and after["counters"]["session_down"] == 0
-    assert bird.session(ours_ip)["state"] == "Up"
+    assert bird.state(ours_ip) == "Up"

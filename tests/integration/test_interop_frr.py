@@ -27,7 +27,7 @@ def test_up_with_configured_timers_then_peer_killed(
     ours = OurDaemon(lab, "host", ours_ip, [frr_ip], "-r", "100", "-t", "120", "-m", "3").start()
 
     ours.wait_state(frr_ip, "up")
-    peer = frr.wait_status(ours_ip, "up")
+    frr.wait_status(ours_ip, "up")
     # Let the Poll Sequences after Up finish, then read the timers on both sides.
     time.sleep(0.6)
     peer = frr.peer(ours_ip)

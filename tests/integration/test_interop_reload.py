@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from aiobfd.ctl import CtlError
+from aiobfd.client import ClientError as CtlError
 from aiobfd.lab import FrrPeer, FrrSession, Lab, OurDaemon
 
 from .conftest import FrrFactory
@@ -88,13 +88,17 @@ def test_reload_changes_timers_without_a_flap(
         )
         summary = ours.reload()
         assert summary == {"added": [], "removed": [], "changed": [frr_ip], "unchanged": []}
-        seen = frr.wait_peer(
-            ours_ip,
-            lambda p, tx=tx, rx=rx, mult=mult: (
+
+        def ours_now(p: dict[str, Any], tx: int = tx, rx: int = rx, mult: int = mult) -> bool:
+            return bool(
                 p["remote-transmit-interval"] == tx
                 and p["remote-receive-interval"] == rx
                 and p["remote-detect-multiplier"] == mult
-            ),
+            )
+
+        seen = frr.wait_peer(
+            ours_ip,
+            ours_now,
             timeout=5,
             what=f"our new timers tx {tx} rx {rx} mult {mult}",
         )

@@ -36,7 +36,7 @@ def test_multihop_with_frr(lab: RoutedLab, frr_peer: FrrFactory, family: str) ->
     ours = OurDaemon(lab, "host", ours_ip, [far_ip], "--multihop", "-r", "100", "-t", "100").start()
     info = ours.wait_state(far_ip, "up")
     assert info["multihop"] and info["min_rx_ttl"] == 254
-    peer = frr.wait_status(ours_ip, "up")
+    frr.wait_status(ours_ip, "up")
     time.sleep(0.5)
     peer = frr.peer(ours_ip)
     assert peer is not None and peer["remote-receive-interval"] == 100

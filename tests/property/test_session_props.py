@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -72,7 +74,11 @@ def peer_packets(draw: st.DrawFn, local_discrs: list[int]) -> ControlPacket:
     )
 
 
-def actions(local_discrs: list[int]) -> st.SearchStrategy[list[tuple]]:
+#: One step of a run: ("rx", wait, packet), ("wait", us), ("admin", bool), ...
+Step = tuple[Any, ...]
+
+
+def actions(local_discrs: list[int]) -> st.SearchStrategy[list[Step]]:
     return st.lists(
         st.one_of(
             st.tuples(st.just("rx"), st.integers(0, 2 * SECOND), peer_packets(local_discrs)),
@@ -146,7 +152,12 @@ class Watcher:
             assert s.detect_deadline_us is None
 
 
-def run(session: Session, watcher: Watcher, steps: list[tuple], deliver) -> None:
+def run(
+    session: Session,
+    watcher: Watcher,
+    steps: list[Step],
+    deliver: Callable[[ControlPacket, int], None],
+) -> None:
     now = 0
     for step in steps:
         kind = step[0]
@@ -196,7 +207,7 @@ HANDSHAKE = [
 @settings(SETTINGS, max_examples=300)
 @given(configs, st.integers(0, 2**32), st.booleans(), actions([LOCAL_DISCR]))
 def test_session_survives_anything(
-    config: SessionConfig, seed: int, handshake: bool, steps: list[tuple]
+    config: SessionConfig, seed: int, handshake: bool, steps: list[Step]
 ) -> None:
     session = Session(config, LOCAL_DISCR, now=0, rng=random.Random(seed))
     watcher = Watcher(session)
@@ -249,7 +260,9 @@ LOCALS = ["10.0.0.254", "10.0.0.253"]
     ),
     st.data(),
 )
-def test_table_keeps_no_state_for_strangers(seed: int, arrivals: list, data: st.DataObject) -> None:
+def test_table_keeps_no_state_for_strangers(
+    seed: int, arrivals: list[Any], data: st.DataObject
+) -> None:
     table = SessionTable(random.Random(seed))
     keys = [PeerKey("10.0.0.1", "10.0.0.254"), PeerKey("10.0.0.2", "10.0.0.254")]
     sessions = [table.add(k, SessionConfig(300_000, 300_000, 3), now=0) for k in keys]

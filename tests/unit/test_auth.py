@@ -565,7 +565,7 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError, match="not supported"):
         AuthConfig(AuthType.RESERVED, (key,), 1)
     with pytest.raises(ValueError, match="not known"):
-        AuthConfig(9, (key,), 1)  # type: ignore[arg-type]
+        AuthConfig(9, (key,), 1)
     with pytest.raises(ValueError, match="between 0 and 255"):
         AuthKey(256, b"x")
     with pytest.raises(ValueError, match="between 0 and 255"):
@@ -574,7 +574,7 @@ def test_config_validation() -> None:
         AuthKey(1, "text")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty"):
         AuthConfig.single(AuthType.KEYED_MD5, 1, b"")
-    assert AuthConfig(4, [key], 1).auth_type is AuthType.KEYED_SHA1  # type: ignore[arg-type]
+    assert AuthConfig(4, [key], 1).auth_type is AuthType.KEYED_SHA1
 
 
 @pytest.mark.parametrize(

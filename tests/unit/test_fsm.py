@@ -8,8 +8,7 @@ from aiobfd.protocol import fsm
 from aiobfd.protocol.errors import DropReason, PacketError
 from aiobfd.protocol.packet import Diag, State
 from aiobfd.protocol.session import Session, SessionConfig
-
-from .util import LOCAL, MS, deliver, drain, make_session, pkt, state_changes, up_session
+from tests.helpers import LOCAL, MS, deliver, drain, make_session, pkt, state_changes, up_session
 
 D, A, I, U = State.DOWN, State.ADMIN_DOWN, State.INIT, State.UP  # noqa: E741
 NODIAG = Diag.NO_DIAGNOSTIC

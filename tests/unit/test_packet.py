@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 
@@ -353,7 +354,7 @@ def test_unknown_auth_type_is_framed_not_judged(auth_type: int) -> None:
 scapy_bfd = pytest.importorskip("scapy.contrib.bfd")
 
 
-def assert_scapy_agrees(pkt: ControlPacket, data: bytes) -> object:
+def assert_scapy_agrees(pkt: ControlPacket, data: bytes) -> Any:
     theirs = scapy_bfd.BFD(data)
     assert theirs.version == 1
     assert theirs.diag == pkt.diag

@@ -8,8 +8,7 @@ from aiobfd.protocol.packet import State
 from aiobfd.protocol.schedule import Schedule
 from aiobfd.protocol.session import Session, SessionConfig
 from aiobfd.protocol.timers import jitter_bounds
-
-from .util import MS, SECOND, fire_until, gaps, pkt, up_session
+from tests.helpers import MS, SECOND, fire_until, gaps, pkt, up_session
 
 
 def test_instants_come_out_in_order_with_their_items() -> None:

@@ -23,15 +23,15 @@ from aiobfd.protocol.packet import (
 )
 from aiobfd.protocol.session import Session, SessionConfig
 from aiobfd.protocol.timers import tx_grid
-from tests.helpers import SessionPair
-
-from .util import (
+from tests.helpers import (
     LOCAL,
     MS,
     REMOTE,
     SECOND,
+    SessionPair,
     deliver,
     drain,
+    due,
     events,
     fire_until,
     gaps,
@@ -107,8 +107,9 @@ def test_detection_expiry_in_up_exactly_at_deadline() -> None:
     # Not a microsecond early, however often the timer is run.
     fire_until(s, 1_000_000 + dt - 1, start=1_000_000)
     assert s.state is State.UP
-    assert s.get_timer() is not None
-    assert s.get_timer() <= 1_000_000 + dt
+    timer = s.get_timer()
+    assert timer is not None
+    assert timer <= 1_000_000 + dt
     # Run the timer at the deadline: Down, diag 1.
     sent = fire_until(s, 1_000_000 + dt, start=1_000_000 + dt - 1)
     assert s.state is State.DOWN
@@ -158,6 +159,7 @@ def test_detection_expiry_in_down_forgets_remote() -> None:
     deliver(s, pkt(State.UP), 0)  # remote Up, we Down: no transition
     assert s.state is State.DOWN
     assert s.remote_discr == REMOTE
+    assert s.detect_deadline_us is not None
     fire_until(s, s.detect_deadline_us)
     assert s.state is State.DOWN
     assert s.local_diag is Diag.NO_DIAGNOSTIC
@@ -203,6 +205,7 @@ def test_pair_detects_cut_link_at_last_rx_plus_detection_time() -> None:
     assert name == "a"
     assert ev.diag is Diag.CONTROL_DETECTION_TIME_EXPIRED
     assert ev.detection_time_us == 3 * 50 * MS
+    assert ev.last_rx_us is not None
     assert ev.at_us == ev.last_rx_us + ev.detection_time_us
     # b hears a's Down (diag 1) and follows with diag 3.
     assert ("b", Diag.NEIGHBOR_SIGNALED_SESSION_DOWN) in [(n, e.diag) for n, e in downs]
@@ -527,7 +530,7 @@ def test_poll_survives_in_pair_with_loss() -> None:
     pair.run_for(3 * SECOND)
     pair.events.clear()
     # Lose b's first three Finals: a keeps polling until one gets through.
-    lost = []
+    lost: list[ControlPacket] = []
 
     def drop_finals(name: str, p: ControlPacket) -> bool:
         if name == "b" and p.final and len(lost) < 3:
@@ -736,10 +739,12 @@ def test_remote_changes_its_intervals_while_up(remote_rx: int, expected: int) ->
 
 def test_remote_slowing_down_reschedules_pending_packet() -> None:
     s = up_session()
-    s.handle_timer(s.get_timer())
+    s.handle_timer(due(s))
     drain(s)
     last = s.last_tx_us
+    assert last is not None
     deliver(s, pkt(State.UP, rx=5 * SECOND), last + 1)
+    assert s.next_tx_us is not None
     assert s.next_tx_us >= last + 3_750 * MS
 
 
@@ -761,7 +766,7 @@ def test_set_timers_keeps_other_values() -> None:
     s = up_session()
     s.set_timers(0, detect_mult=7)
     assert s.config == SessionConfig(300 * MS, 300 * MS, 7)
-    s.handle_timer(s.get_timer())
+    s.handle_timer(due(s))
     assert all(p.detect_mult == 7 for p in drain(s))
 
 
@@ -825,7 +830,7 @@ def test_counters_and_gap() -> None:
     assert s.counters.packets_in == before_in + 5
     assert s.max_rx_gap_us == 200 * MS
     assert s.last_rx_us == SECOND
-    s.handle_timer(s.get_timer())
+    s.handle_timer(due(s))
     n = len(drain(s))
     assert n >= 1
     assert s.counters.packets_out >= n

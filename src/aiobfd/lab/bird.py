@@ -175,6 +175,11 @@ class BirdPeer(Peer):
                 return s
         return None
 
+    def state(self, remote: str) -> str | None:
+        """The state BIRD shows for the session toward `remote` ("Up", ...), or None."""
+        session = self.session(remote)
+        return None if session is None else str(session["state"])
+
     def wait_session(
         self, remote: str, check: Check, timeout: float = 10.0, what: str = "a condition"
     ) -> Json:
