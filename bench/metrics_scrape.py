@@ -18,7 +18,7 @@ Target (issue 4): a scrape under 100 ms.  Run: ``.venv/bin/python bench/metrics_
 (needs about 4,100 file descriptors; it raises the soft limit if it can).
 ``--threaded`` serves with ``prometheus_client.start_http_server`` instead, to
 show why the daemon does not: its scrape thread holds the GIL for hundreds of
-milliseconds and the event loop's timers wait (see ``aiobfd.metrics``).
+milliseconds and the event loop's timers wait (see ``aiobfd.metrics.http``).
 
 Both daemons share one event loop, so the loop does twice the work of a real
 hub; on a busy machine the lateness figures are noisy.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import resource
@@ -119,6 +120,13 @@ class GcWatch:
         return f"GC runs by generation {self.runs}, longest pause {self.longest_ms:.1f} ms"
 
 
+def reset_timing(daemon: Daemon) -> None:
+    """Zero the daemon's timing stats in place (``Daemon.timing`` is read-only)."""
+    fresh = TimingStats()
+    for f in dataclasses.fields(TimingStats):
+        setattr(daemon.timing, f.name, getattr(fresh, f.name))
+
+
 def quantile(hist: LatencyHistogram, q: float) -> float:
     """Upper bound (ms) of the bucket holding quantile q; inf past the last bound."""
     if not hist.total:
@@ -202,12 +210,12 @@ async def main(sessions: int, scrapes: int, interval_ms: int, threaded: bool) ->
         # 3. Timer lateness: no scrapes, a scrape a second, scrapes back to back.
         window = 5.0
         watch = GcWatch()
-        hub.timing = TimingStats()
+        reset_timing(hub)
         await asyncio.sleep(window)
         print(f"TX lateness, no scrapes:               {describe(hub.timing.tx_lateness)}")
         print(f"    {watch}")
         for label, pause in (("a scrape a second", 1.0), ("back to back", 0.0)):
-            hub.timing = TimingStats()
+            reset_timing(hub)
             watch.reset()
             done = await fetch(url, seconds=window, pause=pause)
             title = f"{len(done)} scrapes, {label}:"

@@ -38,9 +38,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# The same checks as .pre-commit-config.yaml.
 echo "== ruff"
 .venv/bin/ruff check src tests bench examples setup.py build_backend
-echo "== mypy"
+.venv/bin/ruff format --check src tests bench examples setup.py build_backend
+echo "== mypy (src and tests)"
 .venv/bin/mypy
 echo "== pytest"
 AIOBFD_EXPECT_CORE=python .venv/bin/python -m pytest -q "$@"

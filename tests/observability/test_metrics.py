@@ -34,6 +34,7 @@ from aiobfd import __version__, core_build
 from aiobfd.config import PeerSpec
 from aiobfd.engine import Daemon, Peer
 from aiobfd.metrics import BfdCollector, MetricsServer, start_metrics_server
+from aiobfd.metrics.exposition import SLICE
 from aiobfd.protocol.packet import ControlPacket, Diag, State, encode
 from aiobfd.protocol.session import Session, SessionConfig
 from aiobfd.protocol.stats import TimingStats
@@ -158,7 +159,7 @@ async def test_drops_by_reason(served: tuple[Daemon, Daemon, MetricsServer]) -> 
             (A, 3784),
         )
         s.sendto(b"\x20\x00", (A, 3784))  # too short: dropped before any session
-    await wait_until(lambda: session.counters.drops and a.table.drops)
+    await wait_until(lambda: bool(session.counters.drops and a.table.drops))
     got = samples(await scrape(server))
     per_session = {
         dict(k[1])["reason"]: v
@@ -181,11 +182,12 @@ async def test_fast_renderer_matches_prometheus_client(
     # Both without yielding to the event loop: the same state is read twice.
     ours = server.collector.render()
     theirs = generate_latest(registry).decode()
-    openmetrics = generate_openmetrics(registry).decode()
+    openmetrics = generate_openmetrics(registry).decode()  # type: ignore[no-untyped-call]
     assert samples(ours) == samples(theirs)
     helps = set(re.findall(r"^# (?:HELP|TYPE) .*$", ours, re.M))
     assert helps == set(re.findall(r"^# (?:HELP|TYPE) .*$", theirs, re.M))
-    assert sum(len(f.samples) for f in parse_openmetrics(openmetrics)) > 30
+    parsed = parse_openmetrics(openmetrics)  # type: ignore[no-untyped-call]
+    assert sum(len(f.samples) for f in parsed) > 30
 
 
 async def test_http_details(served: tuple[Daemon, Daemon, MetricsServer]) -> None:
@@ -246,13 +248,49 @@ def test_link_local_sessions_differ_by_interface() -> None:
     assert 'remote="fe80::1",interface="eth0"' in text
 
 
+def test_both_renderings_come_from_the_one_family_list() -> None:
+    """Each family of the list, and nothing else, in both renderings, once."""
+    fake = _FakeDaemon([PeerSpec("192.0.2.1", "192.0.2.100", socket.AF_INET)])
+    collector = BfdCollector(fake)  # type: ignore[arg-type]
+    listed = [f.name for f in (*collector.families.daemon, *collector.families.session)]
+    assert len(set(listed)) == len(listed)
+    ours = re.findall(r"^# TYPE (\S+) ", collector.render(), re.M)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    theirs = re.findall(r"^# TYPE (\S+) ", generate_latest(registry).decode(), re.M)
+    assert sorted(ours) == sorted(theirs) == sorted(listed)
+
+
+def test_renderer_yields_between_slices() -> None:
+    """1,000 sessions: the step-wise renderer never writes much more than a
+    slice of samples between two yields to the event loop."""
+    specs = [
+        PeerSpec(f"10.0.{i // 250}.{i % 250 + 1}", "10.1.0.1", socket.AF_INET) for i in range(1000)
+    ]
+    fake = _FakeDaemon(specs)
+    for i, peer in enumerate(fake.peers.values()):
+        if i % 3 == 0:
+            peer.session.counters.drops["ttl"] = i
+    collector = BfdCollector(fake)  # type: ignore[arg-type]
+    out: list[str] = []
+    slices = []
+    for _ in collector.render_steps(out):
+        slices.append(sum(1 for line in "".join(out).splitlines() if not line.startswith("#")))
+        out.clear()
+    text = collector.render()
+    total = sum(1 for line in text.splitlines() if not line.startswith("#"))
+    assert total > 15_000
+    assert max(slices) <= 2 * SLICE
+    assert len(slices) >= total // (2 * SLICE)
+
+
 def test_promtool_accepts_the_exposition_and_the_rules(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     specs = [PeerSpec(f"192.0.2.{i}", "192.0.2.100", socket.AF_INET) for i in range(1, 4)]
     specs.append(PeerSpec("fe80::1", "fe80::2", socket.AF_INET6, scope=2, interface="eth0"))
     fake = _FakeDaemon(specs)
     peers = list(fake.peers.values())
-    peers[0].session.counters.drops["ttl"] = 2  # type: ignore[index]
+    peers[0].session.counters.drops["ttl"] = 2
     peers[1].send_errors["ENETUNREACH"] = 5
     fake.table.drops["short"] = 1
     fake.timing.tx_lateness.record(300)
