@@ -17,13 +17,20 @@ import argparse
 import dataclasses
 import functools
 import socket
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from . import __version__, core_build
 from .argparsing import OneLineParser, whole_number
 from .config import (
     AUTH_TYPES,
+    MAX_DOWN_TIMEOUT_S,
+    MAX_HOOK_TIMEOUT_S,
+    MAX_HOOKS_RUNNING,
     MAX_INTERVAL_MS,
+    MAX_UNSOLICITED,
+    REALTIME_PRIORITIES,
     ConfigError,
     KeySource,
     Overrides,
@@ -32,8 +39,10 @@ from .config import (
     auth_config,
     find_default_config,
     load_config,
+    positive_number,
     resolve_peers,
     unsolicited_config,
+    variable_name_error,
 )
 from .logs import LEVELS
 from .protocol.auth import AuthConfig
@@ -41,6 +50,32 @@ from .protocol.constants import MAX_DETECT_MULT, MAX_RECEIVE_HOLDOFF_MS
 
 _interval = whole_number(1, MAX_INTERVAL_MS, " of milliseconds")
 _multiplier = whole_number(1, MAX_DETECT_MULT)
+
+
+def seconds(high: float) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number of seconds above 0, at most ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        number = positive_number(value, high)
+        if number is None:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is out of range: more than 0, at most {high:g} seconds"
+            )
+        return number
+
+    return parse
+
+
+def variable_name(text: str) -> str:
+    """An argparse ``type``: a name an environment variable can have."""
+    problem = variable_name_error(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,10 +235,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hooks.add_argument(
         "--hook-timeout",
-        type=float,
+        type=seconds(MAX_HOOK_TIMEOUT_S),
         default=10.0,
         metavar="S",
-        help="kill a hook after this many seconds (default 10)",
+        help=f"kill a hook after this many seconds (default 10, at most {MAX_HOOK_TIMEOUT_S:g})",
+    )
+    hooks.add_argument(
+        "--hook-pass-env",
+        type=variable_name,
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="pass this variable of the daemon's environment on to hooks (repeatable); "
+        "hooks get only BFD_*, PATH, LANG, LC_ALL and TZ otherwise",
+    )
+    hooks.add_argument(
+        "--hook-max-running",
+        type=whole_number(1, MAX_HOOKS_RUNNING),
+        default=None,
+        metavar="N",
+        help="at most N hooks run at once over all peers (default 8)",
     )
     hooks.add_argument(
         "--dampening", action="store_true", help="hold back Up from hooks for flapping sessions"
@@ -220,24 +271,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     uns.add_argument(
         "--unsolicited-max",
-        type=whole_number(1, 100_000),
+        type=whole_number(1, MAX_UNSOLICITED),
         default=100,
         metavar="N",
         help="at most N unsolicited sessions (default 100)",
     )
     uns.add_argument(
         "--unsolicited-rate",
-        type=whole_number(1, 100_000),
+        type=whole_number(1, MAX_UNSOLICITED),
         default=10,
         metavar="N",
         help="create at most N unsolicited sessions a second (default 10)",
     )
     uns.add_argument(
         "--unsolicited-down-timeout",
-        type=float,
+        type=seconds(MAX_DOWN_TIMEOUT_S),
         default=60.0,
         metavar="S",
-        help="remove an unsolicited session down for S seconds (default 60)",
+        help="remove an unsolicited session down for S seconds "
+        f"(default 60, at most {MAX_DOWN_TIMEOUT_S:g})",
     )
 
     ops = parser.add_argument_group("operation")
@@ -269,6 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Unix socket for aiobfdctl ('none' disables it)",
     )
+    low, high = REALTIME_PRIORITIES
+    ops.add_argument(
+        "--realtime-priority",
+        type=whole_number(low, high),
+        default=None,
+        metavar="N",
+        help=f"run the event loop SCHED_FIFO at priority N ({low}-{high}); hooks and "
+        "worker threads stay SCHED_OTHER",
+    )
+    ops.add_argument(
+        "--lock-memory",
+        action="store_true",
+        default=None,
+        help="lock the daemon's memory (mlockall) so that it is never paged out",
+    )
     add_metrics_options(ops)
     add("--version", action="version", version=f"aiobfd {__version__} (core: {core_build()})")
     return parser
@@ -293,7 +360,7 @@ def add_metrics_options(group: Any) -> None:
     )
 
 
-def _auth(args: argparse.Namespace) -> AuthConfig | None:
+def _auth(args: argparse.Namespace, warnings: list[str]) -> AuthConfig | None:
     """--auth-type with its keys, read from --auth-key-file / --auth-key-env."""
     if args.auth_type is None:
         if args.auth_key_id or args.auth_key_file or args.auth_key_env:
@@ -310,10 +377,10 @@ def _auth(args: argparse.Namespace) -> AuthConfig | None:
         KeySource(key_id, file=path, env=name)
         for key_id, (path, name) in zip(ids, places, strict=True)
     ]
-    return auth_config(args.auth_type, sources, args.auth_transmit_key_id)
+    return auth_config(args.auth_type, sources, args.auth_transmit_key_id, warnings=warnings)
 
 
-def _session(args: argparse.Namespace) -> SessionSettings:
+def _session(args: argparse.Namespace, warnings: list[str]) -> SessionSettings:
     """The session options, as a file's [defaults] would give them."""
     return SessionSettings(
         rx_interval_ms=args.rx_interval,
@@ -322,7 +389,7 @@ def _session(args: argparse.Namespace) -> SessionSettings:
         passive=args.passive,
         min_ttl=args.min_ttl,
         multihop=args.multihop,
-        auth=_auth(args),
+        auth=_auth(args, warnings),
         on_up=args.on_up,
         on_down=args.on_down,
         on_change=args.on_change,
@@ -334,9 +401,8 @@ def _command_line(args: argparse.Namespace) -> Settings:
     """LOCAL REMOTE... (and --unsolicited): one peer per REMOTE, the same settings each."""
     if not args.remote and not args.unsolicited:
         raise ConfigError("the following arguments are required: remote")
-    if args.unsolicited and args.unsolicited_down_timeout <= 0:
-        raise ConfigError("--unsolicited-down-timeout must be positive")
-    session = _session(args)
+    warnings: list[str] = []
+    session = _session(args, warnings)
     unsolicited = None
     if args.unsolicited:
         unsolicited = unsolicited_config(
@@ -354,7 +420,12 @@ def _command_line(args: argparse.Namespace) -> Settings:
     if args.remote:
         specs = resolve_peers(args.local, args.remote, session.session_config(), args.family)
         peers = [dataclasses.replace(spec, hooks=session.hooks) for spec in specs]
-    return Settings(tuple(peers), unsolicited=unsolicited)
+    return Settings(
+        tuple(peers),
+        unsolicited=unsolicited,
+        warnings=tuple(dict.fromkeys(warnings)),
+        secret_variables=frozenset(args.auth_key_env),
+    )
 
 
 def _overrides(args: argparse.Namespace) -> Overrides:
@@ -371,6 +442,10 @@ def _overrides(args: argparse.Namespace) -> Overrides:
         ttl_check=False if args.no_ttl_check else None,
         receive_holdoff_ms=args.receive_holdoff_ms,
         event_loop=args.event_loop,
+        hook_pass_env=None if args.hook_pass_env is None else tuple(args.hook_pass_env),
+        hook_max_running=args.hook_max_running,
+        realtime_priority=args.realtime_priority,
+        lock_memory=args.lock_memory,
         dampening=args.dampening,
     )
 
@@ -384,8 +459,6 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings, 
     """Parse and check the command line (and file); exits with status 2 on any error."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.hook_timeout <= 0:
-        parser.error("--hook-timeout must be positive")
     path = args.config
     if path is None and args.local is None:
         path = find_default_config()
@@ -405,6 +478,8 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings, 
 def main(argv: list[str] | None = None) -> int:
     args, settings, overrides = parse(argv)
     if args.check_config:
+        for warning in settings.warnings:
+            print(f"aiobfd: warning: {warning}", file=sys.stderr)
         print(f"{settings.source}: configuration valid, {len(settings.peers)} peer(s)")
         return 0
     from .app import run

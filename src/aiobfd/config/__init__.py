@@ -11,25 +11,40 @@ Which module holds what:
   :class:`Settings`: :func:`load_config`, every key checked and named in errors.
 * :mod:`.builders` - what the file and the command line build alike:
   authentication from key files and variables, unsolicited sessions.
-* :mod:`.addresses` - resolving addresses and checking peer pairs and local
-  addresses (also used at run time by the engine and the control socket).
+* :mod:`.addresses` - resolving addresses (strict literals, host names with a
+  timeout) and checking peer pairs and local addresses (also used at run time
+  by the engine and the control socket).
+
+Reading a file blocks (files, names, secrets): a running daemon does it off
+its event loop (:meth:`aiobfd.app.Application.reload_async`).
 
 The command line's own syntax is parsed in :mod:`aiobfd.cli`; what runs the
 settings is :class:`aiobfd.app.Application`.
 """
 
 from .addresses import (
+    RESOLVE_TIMEOUT_S,
     Address,
     Resolver,
+    canonical,
     check_local_address,
+    literal,
     parse_prefixes,
     resolve,
     resolve_peer,
     resolve_peers,
+    stuck_lookups,
 )
 from .builders import AUTH_TYPES, KeySource, auth_config, unsolicited_config
 from .model import (
+    MAX_DAMPENING_S,
+    MAX_DOWN_TIMEOUT_S,
+    MAX_HOOK_TIMEOUT_S,
+    MAX_HOOKS_RUNNING,
     MAX_INTERVAL_MS,
+    MAX_PENALTY,
+    MAX_UNSOLICITED,
+    REALTIME_PRIORITIES,
     ConfigError,
     DaemonSettings,
     DampeningSettings,
@@ -40,13 +55,30 @@ from .model import (
     SettingError,
     Settings,
     UnsolicitedConfig,
+    positive_number,
+    variable_name_error,
 )
-from .tomlfile import DEFAULT_PATH, find_default_config, load_config, parse_config
+from .tomlfile import (
+    DEFAULT_PATH,
+    MAX_CONFIG_BYTES,
+    find_default_config,
+    load_config,
+    parse_config,
+)
 
 __all__ = [
     "AUTH_TYPES",
     "DEFAULT_PATH",
+    "MAX_CONFIG_BYTES",
+    "MAX_DAMPENING_S",
+    "MAX_DOWN_TIMEOUT_S",
+    "MAX_HOOKS_RUNNING",
+    "MAX_HOOK_TIMEOUT_S",
     "MAX_INTERVAL_MS",
+    "MAX_PENALTY",
+    "MAX_UNSOLICITED",
+    "REALTIME_PRIORITIES",
+    "RESOLVE_TIMEOUT_S",
     "Address",
     "ConfigError",
     "DaemonSettings",
@@ -61,13 +93,18 @@ __all__ = [
     "Settings",
     "UnsolicitedConfig",
     "auth_config",
+    "canonical",
     "check_local_address",
     "find_default_config",
+    "literal",
     "load_config",
     "parse_config",
     "parse_prefixes",
+    "positive_number",
     "resolve",
     "resolve_peer",
     "resolve_peers",
+    "stuck_lookups",
     "unsolicited_config",
+    "variable_name_error",
 ]

@@ -7,6 +7,18 @@ for one reading of the configuration, remembering the answers while it lasts
 (a file names the same few local addresses on thousands of peers), and checks
 a local/remote pair into a :class:`PeerSpec`.  Every failure is a
 :class:`ConfigError` of one sentence.
+
+Address literals are strict: what :mod:`ipaddress` accepts.  A string that
+looks like an IPv4 address in one of the old ``inet_aton`` forms (``010.0.0.1``,
+octal: 8.0.0.1; ``127.1``; ``0x7f.1``) or that ends in a number is an error,
+never a host name handed to the resolver (which would read it the ``inet_aton``
+way); a string with a colon must be an IPv6 address.
+
+A host name is resolved by ``getaddrinfo`` in a thread of its own, waited for
+at most :data:`RESOLVE_TIMEOUT_S`: a resolver that never answers makes the
+configuration fail with a reason instead of hanging whoever reads it.  The
+lookup that timed out keeps its thread until the resolver gives up; while
+:data:`MAX_STUCK_LOOKUPS` of them wait, no new lookup is started.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -45,13 +58,62 @@ def parse_prefixes(
     return tuple(out)
 
 
-def resolve(host: str, family: int = socket.AF_UNSPEC) -> list[Address]:
-    """Resolve an address literal (``fe80::1%eth0`` allowed) or a host name."""
-    text, _, zone = host.partition("%")
+#: Seconds a host name may take to resolve before the configuration is refused.
+RESOLVE_TIMEOUT_S = 5.0
+#: Lookups still waiting for the resolver after their timeout; at this many,
+#: no new one is started (each holds a thread until the resolver answers).
+MAX_STUCK_LOOKUPS = 4
+#: The longest host name (RFC 1035: 253 characters, and a final dot).
+MAX_NAME = 254
+
+
+def literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``text`` is written as, or None for a host name.
+
+    Raises :class:`ConfigError` for what looks like an address but is not one
+    :mod:`ipaddress` accepts: these are never resolved (see the module docstring).
+    """
     try:
-        ip = ipaddress.ip_address(text)
+        return ipaddress.ip_address(text)
     except ValueError:
-        ip = None
+        pass
+    if ":" in text:
+        raise ConfigError(f"{text} is not a valid IPv6 address")
+    labels = text.split(".")
+    if len(labels) > 1 and labels[-1] == "":
+        labels.pop()  # a final dot
+    last = labels[-1].lower()
+    numeric = last.isdigit() or (
+        last.startswith("0x") and all(c in "0123456789abcdef" for c in last[2:])
+    )
+    if numeric and last.isascii():
+        raise ConfigError(
+            f"{text} is not a valid IPv4 address (four decimal numbers 0-255 without "
+            "leading zeros; a host name cannot end in a number)"
+        )
+    return None
+
+
+def check_host_name(host: str) -> None:
+    """ConfigError unless ``host`` can be a host name (length, no blanks or control characters)."""
+    if not host or len(host) > MAX_NAME:
+        raise ConfigError(f"{host[:64]}...: too long for a host name" if host else "empty name")
+    if any(c.isspace() or not c.isprintable() or c in "/\\" for c in host):
+        raise ConfigError(f"{host!r} is not a host name")
+
+
+def resolve(
+    host: str, family: int = socket.AF_UNSPEC, timeout_s: float | None = None
+) -> list[Address]:
+    """Resolve an address literal (``fe80::1%eth0`` allowed) or a host name.
+
+    A host name must resolve within ``timeout_s`` (None: :data:`RESOLVE_TIMEOUT_S`;
+    see the module docstring).
+    """
+    if len(host) > MAX_NAME + 16:  # a name, or an address and an interface name
+        raise ConfigError(f"{host[:64]}...: too long for an address or host name")
+    text, _, zone = host.partition("%")
+    ip = literal(text)
     if ip is not None:
         fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         if family not in (socket.AF_UNSPEC, fam):
@@ -60,10 +122,8 @@ def resolve(host: str, family: int = socket.AF_UNSPEC) -> list[Address]:
         return [_address(ip, fam, zone, host)]
     if zone:
         raise ConfigError(f"{host}: a scope (%{zone}) needs an IPv6 address")
-    try:
-        infos = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise ConfigError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    check_host_name(host)
+    infos = _Lookup(host, family).wait(RESOLVE_TIMEOUT_S if timeout_s is None else timeout_s)
     seen: list[Address] = []
     for fam, _, _, _, sockaddr in infos:
         ip = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
@@ -74,6 +134,73 @@ def resolve(host: str, family: int = socket.AF_UNSPEC) -> list[Address]:
     if not seen:
         raise ConfigError(f"cannot resolve {host!r}")
     return seen
+
+
+_stuck_lock = threading.Lock()
+_stuck = 0
+"""Lookups abandoned after their timeout whose thread still waits for the resolver."""
+
+
+class _Lookup:
+    """One ``getaddrinfo`` in a daemon thread, waited for with a timeout."""
+
+    def __init__(self, host: str, family: int) -> None:
+        self.host = host
+        self.family = family
+        self.done = threading.Event()
+        self.infos: list[Any] = []
+        self.error: Exception | None = None
+        self.abandoned = False
+
+    def wait(self, timeout_s: float) -> list[Any]:
+        """The answers; ConfigError on a resolver error, a timeout or too many stuck lookups."""
+        global _stuck
+        with _stuck_lock:
+            if _stuck >= MAX_STUCK_LOOKUPS:
+                raise ConfigError(
+                    f"cannot resolve {self.host!r}: the resolver has not answered "
+                    f"{_stuck} earlier lookups"
+                )
+        threading.Thread(target=self._run, name="aiobfd-resolve", daemon=True).start()
+        if not self.done.wait(timeout_s):
+            with _stuck_lock:
+                if not self.done.is_set():
+                    self.abandoned = True
+                    _stuck += 1
+                    raise ConfigError(
+                        f"cannot resolve {self.host!r}: no answer from the resolver "
+                        f"within {timeout_s:g} s"
+                    )
+        error = self.error
+        if isinstance(error, socket.gaierror):
+            raise ConfigError(f"cannot resolve {self.host!r}: {error.strerror}")
+        if isinstance(error, UnicodeError | ValueError):
+            raise ConfigError(f"{self.host!r} is not a host name ({error})")
+        if error is not None:
+            raise ConfigError(f"cannot resolve {self.host!r}: {error}")
+        return self.infos
+
+    def _run(self) -> None:
+        global _stuck
+        try:
+            self.infos = socket.getaddrinfo(self.host, None, self.family, socket.SOCK_DGRAM)
+        except Exception as exc:  # reported by wait(), in the reader's thread
+            self.error = exc
+        finally:
+            with _stuck_lock:
+                self.done.set()
+                if self.abandoned:
+                    _stuck -= 1
+
+
+def stuck_lookups() -> int:
+    """Lookups abandoned after their timeout that still wait for the resolver."""
+    return _stuck
+
+
+def canonical(addr: Address) -> str:
+    """``addr`` as text that :func:`resolve` reads back without a lookup."""
+    return f"{addr.address}%{addr.interface}" if addr.scope else addr.address
 
 
 def _address(

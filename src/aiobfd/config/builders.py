@@ -6,7 +6,8 @@ values to these builders, so the rules are written once:
 * :func:`auth_config` reads every key's secret from its file or environment
   variable (:mod:`aiobfd.secret_sources`) into an :class:`AuthConfig`;
 * :func:`unsolicited_config` checks the prefixes and the listen addresses of
-  RFC 9468 unsolicited sessions into an :class:`UnsolicitedConfig`.
+  RFC 9468 unsolicited sessions into an :class:`UnsolicitedConfig` (listen
+  addresses resolved: the engine binds them without a lookup).
 
 Session timers are :meth:`SessionSettings.session_config`.  Errors are
 :class:`SettingError` naming the key within the table (``keys[1].id``), which
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from ..protocol.auth import AuthConfig, AuthKey
 from ..protocol.packet import AuthType
 from ..secret_sources import load_secret_env, load_secret_file
-from .addresses import Resolver, parse_prefixes
+from .addresses import Resolver, canonical, parse_prefixes
 from .model import ConfigError, SessionSettings, SettingError, UnsolicitedConfig
 
 #: Names of the authentication types in files and on the command line.
@@ -57,12 +58,14 @@ def auth_config(
     *,
     base_dir: str = "",
     environ: Mapping[str, str] | None = None,
+    warnings: list[str] | None = None,
 ) -> AuthConfig:
     """Read the secrets of ``sources`` (in order) into an :class:`AuthConfig`.
 
     ``sources`` may be a generator that checks each entry as it is reached,
     so errors come in the order they are written.  The transmit key is
-    ``transmit_key_id``, else the first key.
+    ``transmit_key_id``, else the first key.  Key files that others may read
+    add a line to ``warnings``.
     """
     auth_type = AUTH_TYPES[type_name]
     keys: list[AuthKey] = []
@@ -73,7 +76,7 @@ def auth_config(
         try:
             if source.file is not None:
                 path = os.path.join(base_dir, source.file) if base_dir else source.file
-                secret = load_secret_file(path, auth_type)
+                secret = load_secret_file(path, auth_type, warnings)
             else:
                 secret = load_secret_env(source.env or "", auth_type, environ)
         except ValueError as exc:
@@ -115,14 +118,17 @@ def unsolicited_config(
     except ConfigError as exc:
         raise SettingError("prefixes", str(exc)) from None
     resolver = resolver or Resolver()
+    addresses: list[str] = []
     for i, address in enumerate(listen):
         try:
-            resolver.check_local(resolver.resolve(address, family)[0])
+            addr = resolver.resolve(address, family)[0]
+            resolver.check_local(addr)
         except ConfigError as exc:
             raise SettingError(f"listen[{i}]", str(exc)) from None
+        addresses.append(canonical(addr))
     return UnsolicitedConfig(
         prefixes=networks,
-        listen=tuple(listen),
+        listen=tuple(addresses),
         interfaces=tuple(interfaces),
         session=session.session_config(passive=True, multihop=multihop),
         multihop=multihop,

@@ -18,6 +18,7 @@ win over the file's values field by field (:meth:`Overrides.apply`).
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -30,6 +31,45 @@ _T = TypeVar("_T")
 
 #: The longest interval in whole milliseconds: the 32-bit microsecond field.
 MAX_INTERVAL_MS = MAX_INTERVAL_US // US_PER_MS
+
+# Bounds of the other numbers: finite, above 0, and no larger than makes sense
+# (nan, inf or 1e300 seconds would reach timers and token buckets otherwise).
+#: ``hook_timeout_s``, ``--hook-timeout``: an hour.
+MAX_HOOK_TIMEOUT_S = 3600.0
+#: ``[unsolicited] down_timeout_s``, ``--unsolicited-down-timeout``: a day.
+MAX_DOWN_TIMEOUT_S = 86400.0
+#: ``[unsolicited] max_sessions``, ``burst``, ``rate_per_s`` and their options.
+MAX_UNSOLICITED = 100_000
+#: ``[dampening]`` ``penalty``, ``suppress``, ``reuse``.
+MAX_PENALTY = 1_000_000.0
+#: ``[dampening]`` ``half_life_s``, ``max_hold_s``: a day.
+MAX_DAMPENING_S = 86400.0
+#: ``hook_max_running``, ``--hook-max-running``.
+MAX_HOOKS_RUNNING = 1000
+#: ``realtime_priority``, ``--realtime-priority``: SCHED_FIFO's range on Linux.
+REALTIME_PRIORITIES = (1, 99)
+
+
+def positive_number(value: object, high: float) -> float | None:
+    """``value`` as a float if it is a finite number above 0 and at most ``high``, else None.
+
+    Booleans are not numbers here (TOML's ``true`` is Python's ``1``).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    if not math.isfinite(number) or not 0 < number <= high:
+        return None
+    return number
+
+
+def variable_name_error(name: object) -> str | None:
+    """Why ``name`` cannot be an environment variable's name, or None."""
+    if not isinstance(name, str) or not name:
+        return "must be an environment variable name"
+    if "=" in name or "\0" in name:
+        return f"{name!r} cannot be an environment variable name (no '=' or NUL)"
+    return None
 
 
 class ConfigError(ValueError):
@@ -241,6 +281,14 @@ class DaemonSettings:
     """Receive coalescing, 0 to 1000 ms; None: automatic; 0: read every packet at once."""
     event_loop: str = "auto"
     """``auto`` (uvloop when installed), ``asyncio`` or ``uvloop``."""
+    hook_pass_env: tuple[str, ...] = ()
+    """Variables of the daemon's environment passed on to hooks (never a secret's)."""
+    hook_max_running: int | None = None
+    """Hooks running at once over all peers; None: ``aiobfd.hooks.MAX_RUNNING``."""
+    realtime_priority: int | None = None
+    """Run the event loop's thread SCHED_FIFO at this priority, 1-99; None: no."""
+    lock_memory: bool = False
+    """Lock the process's memory (``mlockall``) at start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +305,11 @@ class Settings:
     """RFC 9468 unsolicited sessions; None: off."""
     path: str | None = None
     """The configuration file read; None: the command line (nothing to reload)."""
+    warnings: tuple[str, ...] = ()
+    """What is worth telling the operator but does not make the settings unusable
+    (a key file others may read), one line each."""
+    secret_variables: frozenset[str] = frozenset()
+    """Environment variables that hold authentication secrets: never passed to hooks."""
 
     @property
     def source(self) -> str:
@@ -295,11 +348,23 @@ class Overrides:
     """``--receive-holdoff``, in ms."""
     event_loop: str | None = None
     """``--event-loop``."""
+    hook_pass_env: tuple[str, ...] | None = None
+    """``--hook-pass-env`` (all of them, replacing the file's list)."""
+    hook_max_running: int | None = None
+    """``--hook-max-running``."""
+    realtime_priority: int | None = None
+    """``--realtime-priority``."""
+    lock_memory: bool | None = None
+    """True with ``--lock-memory``."""
     dampening: bool = False
     """``--dampening``."""
 
     def apply(self, settings: Settings) -> Settings:
-        """``settings`` with these options in place of its own values."""
+        """``settings`` with these options in place of its own values.
+
+        Raises :class:`ConfigError` when a variable passed to hooks holds an
+        authentication secret.
+        """
         d = settings.daemon
         daemon = DaemonSettings(
             log_level=_given(self.log_level, d.log_level),
@@ -313,7 +378,21 @@ class Overrides:
             ttl_check=_given(self.ttl_check, d.ttl_check),
             receive_holdoff_ms=_given(self.receive_holdoff_ms, d.receive_holdoff_ms),
             event_loop=_given(self.event_loop, d.event_loop),
+            hook_pass_env=_given(self.hook_pass_env, d.hook_pass_env),
+            hook_max_running=_given(self.hook_max_running, d.hook_max_running),
+            realtime_priority=_given(self.realtime_priority, d.realtime_priority),
+            lock_memory=_given(self.lock_memory, d.lock_memory),
         )
+        for name in daemon.hook_pass_env:
+            if name in settings.secret_variables:
+                where = (
+                    "--hook-pass-env"
+                    if self.hook_pass_env is not None or settings.path is None
+                    else f"{settings.path}: daemon.hook_pass_env"
+                )
+                raise ConfigError(
+                    f"{where}: {name} holds an authentication key (hooks never get a secret)"
+                )
         dampening = DampeningSettings() if self.dampening else settings.dampening
         return replace(settings, daemon=daemon, dampening=dampening)
 

@@ -3,6 +3,9 @@
 See ``docs/configuration.md`` for the format.  :func:`load_config` reads and
 checks a file as a whole and raises :class:`ConfigError` naming the file, the
 key and what is wrong; nothing is applied from a file with any error.  The
+file must be a regular file of at most :data:`MAX_CONFIG_BYTES` (opened
+without blocking: a FIFO is refused, not waited on), and TOML nested too
+deeply for the parser is an error like any other.  The
 session keys are the fields of :class:`SessionSettings`; what both sources
 build alike (authentication, unsolicited sessions) is in
 :mod:`aiobfd.config.builders`, addresses in :mod:`aiobfd.config.addresses`.
@@ -12,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import math
 import os
+import reprlib
 import socket
 import tomllib
 from collections.abc import Iterator
@@ -22,10 +25,18 @@ from typing import Any
 from ..logs import LEVELS
 from ..protocol.auth import AuthConfig
 from ..protocol.constants import MAX_DETECT_MULT, MAX_RECEIVE_HOLDOFF_MS
+from ..secret_sources import read_regular_file
 from .addresses import Resolver
 from .builders import AUTH_TYPES, KeySource, auth_config, unsolicited_config
 from .model import (
+    MAX_DAMPENING_S,
+    MAX_DOWN_TIMEOUT_S,
+    MAX_HOOK_TIMEOUT_S,
+    MAX_HOOKS_RUNNING,
     MAX_INTERVAL_MS,
+    MAX_PENALTY,
+    MAX_UNSOLICITED,
+    REALTIME_PRIORITIES,
     ConfigError,
     DaemonSettings,
     DampeningSettings,
@@ -34,9 +45,13 @@ from .model import (
     SettingError,
     Settings,
     UnsolicitedConfig,
+    positive_number,
+    variable_name_error,
 )
 
 DEFAULT_PATH = "/etc/aiobfd/aiobfd.toml"
+#: A configuration file larger than this is refused unread (5,000 peers take 300 KiB).
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 #: Session keys allowed in [defaults], [profiles.NAME] and [[peers]].
 SESSION_KEYS = {f.name for f in dataclasses.fields(SessionSettings)}
@@ -49,6 +64,10 @@ DAEMON_KEYS = {
     "metrics_port",
     "ttl_check",
     "receive_holdoff_ms",
+    "hook_pass_env",
+    "hook_max_running",
+    "realtime_priority",
+    "lock_memory",
 }
 DAMPENING_KEYS = {"enabled", *(f.name for f in dataclasses.fields(DampeningSettings))}
 TOP_KEYS = {"daemon", "defaults", "profiles", "peers", "dampening", "unsolicited"}
@@ -86,20 +105,29 @@ def find_default_config() -> str | None:
 
 
 def load_config(path: str, environ: dict[str, str] | None = None) -> Settings:
-    """Read, check and resolve a configuration file."""
+    """Read, check and resolve a configuration file.
+
+    This blocks (files, names): a running daemon calls it off its event loop.
+    """
     where = _Where(path)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        raw, _ = read_regular_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise where.error("", "no such file") from None
     except OSError as exc:
-        raise where.error("", f"cannot read it: {exc.strerror}") from None
+        raise where.error("", f"cannot read it: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode())
     except tomllib.TOMLDecodeError as exc:
         raise where.error("", f"not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise where.error("", f"not valid TOML: not UTF-8 (byte {exc.start})") from None
-    return parse_config(data, path, environ)
+    except RecursionError:
+        raise where.error("", "not valid TOML: nested too deeply") from None
+    try:
+        return parse_config(data, path, environ)
+    except RecursionError:  # a value nested just below tomllib's limit, met again
+        raise where.error("", "values nested too deeply") from None
 
 
 def parse_config(
@@ -140,7 +168,9 @@ def parse_config(
         if profile_name is not None:
             if not isinstance(profile_name, str) or profile_name not in profiles:
                 known = ", ".join(sorted(profiles)) or "none defined"
-                raise where.error(f"{key}.profile", f"unknown profile {profile_name!r} ({known})")
+                raise where.error(
+                    f"{key}.profile", f"unknown profile {_brief(profile_name)} ({known})"
+                )
             merged.update(profiles[profile_name])
         merged.update(reader.session_values(key, peer))
         spec = reader.peer(key, peer, SessionSettings(**merged))
@@ -149,7 +179,15 @@ def parse_config(
         seen[spec.key] = key
         specs.append(spec)
     unsolicited = reader.unsolicited(data.get("unsolicited"), defaults, profiles)
-    return Settings(tuple(specs), daemon, dampening, unsolicited, path)
+    return Settings(
+        tuple(specs),
+        daemon,
+        dampening,
+        unsolicited,
+        path,
+        warnings=tuple(dict.fromkeys(reader.warnings)),
+        secret_variables=frozenset(reader.secret_variables),
+    )
 
 
 class _Reader:
@@ -161,6 +199,10 @@ class _Reader:
         self.base_dir = os.path.dirname(os.path.abspath(path))
         """Relative secret files are taken from here."""
         self.resolver = Resolver()
+        self.warnings: list[str] = []
+        """Key files others may read, and the like (see Settings.warnings)."""
+        self.secret_variables: set[str] = set()
+        """Environment variables named by ``keys[n].env``."""
 
     def session_values(self, prefix: str, table: dict[str, Any]) -> dict[str, Any]:
         """Check the session keys of one table ([defaults], a profile, a peer).
@@ -183,12 +225,9 @@ class _Reader:
         if "multihop" in table:
             out["multihop"] = _bool(where, f"{prefix}.multihop", table["multihop"])
         if "hook_timeout_s" in table:
-            timeout = table["hook_timeout_s"]
-            if not _positive(timeout):
-                raise where.error(
-                    f"{prefix}.hook_timeout_s", "must be a positive number of seconds"
-                )
-            out["hook_timeout_s"] = float(timeout)
+            out["hook_timeout_s"] = _number(
+                where, f"{prefix}.hook_timeout_s", table["hook_timeout_s"], MAX_HOOK_TIMEOUT_S, " s"
+            )
         for name in ("on_up", "on_down", "on_change"):
             if name in table:
                 if not isinstance(table[name], str):
@@ -222,6 +261,7 @@ class _Reader:
                 transmit,
                 base_dir=self.base_dir,
                 environ=self.environ,
+                warnings=self.warnings,
             )
         except SettingError as exc:
             raise where.within(key, exc) from None
@@ -243,6 +283,8 @@ class _Reader:
             if not isinstance(value, str) or not value:
                 what = "a file name" if source == "file" else "an environment variable name"
                 raise where.error(f"{kkey}.{source}", f"must be {what}")
+            if source == "env":
+                self.secret_variables.add(value)
             yield KeySource(
                 key_id,
                 file=value if source == "file" else None,
@@ -317,20 +359,10 @@ class _Reader:
         profile_name = table.get("profile")
         if profile_name is not None:
             if not isinstance(profile_name, str) or profile_name not in profiles:
-                raise where.error("unsolicited.profile", f"unknown profile {profile_name!r}")
+                raise where.error("unsolicited.profile", f"unknown profile {_brief(profile_name)}")
             merged.update(profiles[profile_name])
         multihop = _bool(where, "unsolicited.multihop", table.get("multihop", False))
-        numbers: dict[str, float] = {}
-        for name, default, low in (
-            ("max_sessions", 100, 1),
-            ("rate_per_s", 10.0, 0.001),
-            ("burst", 20, 1),
-            ("down_timeout_s", 60.0, 0.001),
-        ):
-            value = table.get(name, default)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value < low:
-                raise where.error(f"unsolicited.{name}", f"must be a number of at least {low}")
-            numbers[name] = value
+        key = "unsolicited."
         try:
             return unsolicited_config(
                 SessionSettings(**merged),
@@ -338,10 +370,20 @@ class _Reader:
                 lists["listen"],
                 interfaces=lists["interfaces"],
                 multihop=multihop,
-                max_sessions=int(numbers["max_sessions"]),
-                rate_per_s=float(numbers["rate_per_s"]),
-                burst=int(numbers["burst"]),
-                down_timeout_s=float(numbers["down_timeout_s"]),
+                max_sessions=_int(
+                    where, key + "max_sessions", table.get("max_sessions", 100), 1, MAX_UNSOLICITED
+                ),
+                rate_per_s=_number(
+                    where, key + "rate_per_s", table.get("rate_per_s", 10.0), MAX_UNSOLICITED, "/s"
+                ),
+                burst=_int(where, key + "burst", table.get("burst", 20), 1, MAX_UNSOLICITED),
+                down_timeout_s=_number(
+                    where,
+                    key + "down_timeout_s",
+                    table.get("down_timeout_s", 60.0),
+                    MAX_DOWN_TIMEOUT_S,
+                    " s",
+                ),
                 resolver=self.resolver,
             )
         except SettingError as exc:
@@ -375,6 +417,21 @@ def _daemon(where: _Where, raw: Any) -> DaemonSettings:
             raise where.error(
                 "daemon.receive_holdoff_ms", f"must be a whole number 0-{MAX_RECEIVE_HOLDOFF_MS}"
             )
+    pass_env = daemon.get("hook_pass_env", [])
+    if not isinstance(pass_env, list):
+        raise where.error("daemon.hook_pass_env", "must be a list of environment variable names")
+    for i, name in enumerate(pass_env):
+        problem = variable_name_error(name)
+        if problem is not None:
+            raise where.error(f"daemon.hook_pass_env[{i}]", problem)
+    for key, (low, high) in (
+        ("hook_max_running", (1, MAX_HOOKS_RUNNING)),
+        ("realtime_priority", REALTIME_PRIORITIES),
+    ):
+        if key in daemon:
+            _int(where, f"daemon.{key}", daemon[key], low, high)
+    if "lock_memory" in daemon:
+        _bool(where, "daemon.lock_memory", daemon["lock_memory"])
     builtin = DaemonSettings()
     return DaemonSettings(
         log_level=str(daemon.get("log_level", builtin.log_level)).upper(),
@@ -384,6 +441,10 @@ def _daemon(where: _Where, raw: Any) -> DaemonSettings:
         metrics_port=daemon.get("metrics_port", builtin.metrics_port),
         ttl_check=daemon.get("ttl_check", builtin.ttl_check),
         receive_holdoff_ms=daemon.get("receive_holdoff_ms", builtin.receive_holdoff_ms),
+        hook_pass_env=tuple(pass_env),
+        hook_max_running=daemon.get("hook_max_running", builtin.hook_max_running),
+        realtime_priority=daemon.get("realtime_priority", builtin.realtime_priority),
+        lock_memory=daemon.get("lock_memory", builtin.lock_memory),
     )
 
 
@@ -392,15 +453,17 @@ def _dampening(where: _Where, raw: Any) -> DampeningSettings | None:
         return None
     table = _table(where, "dampening", raw)
     _unknown(where, "dampening", table, DAMPENING_KEYS)
+    values: dict[str, float] = {}
     for name, value in table.items():
         if name == "enabled":
-            if not isinstance(value, bool):
-                raise where.error("dampening.enabled", "must be true or false")
-        elif not _positive(value):
-            raise where.error(f"dampening.{name}", "must be a positive number")
+            _bool(where, "dampening.enabled", value)
+        elif name.endswith("_s"):
+            values[name] = _number(where, f"dampening.{name}", value, MAX_DAMPENING_S, " s")
+        else:
+            values[name] = _number(where, f"dampening.{name}", value, MAX_PENALTY)
     if not table.get("enabled", True):
         return None
-    return DampeningSettings(**{k: float(v) for k, v in table.items() if k != "enabled"})
+    return DampeningSettings(**values)
 
 
 def _table(where: _Where, key: str, value: Any) -> dict[str, Any]:
@@ -422,14 +485,17 @@ def _int(where: _Where, key: str, value: Any, low: int, high: int, unit: str = "
     return value
 
 
-def _positive(value: Any) -> bool:
-    """A finite number above 0 (TOML also has inf and nan)."""
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+def _number(where: _Where, key: str, value: Any, high: float, unit: str = "") -> float:
+    """A finite number above 0 and at most ``high`` (TOML also has inf and nan)."""
+    number = positive_number(value, high)
+    if number is None:
+        raise where.error(key, f"must be a positive number, at most {high:g}{unit}")
+    return number
+
+
+def _brief(value: Any) -> str:
+    """``value`` for a message: short, whatever the file holds there."""
+    return reprlib.repr(value)
 
 
 def _bool(where: _Where, key: str, value: Any) -> bool:
