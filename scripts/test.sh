@@ -64,3 +64,11 @@ if [ $# -eq 0 ] && [ "${AIOBFD_TEST_COMPILED:-1}" = 1 ]; then
     AIOBFD_EXPECT_CORE=mypyc PYTHONPATH="$build/site" .venv/bin/python -m pytest -q -p no:cacheprovider \
         tests/unit tests/property tests/daemon tests/observability "${interop[@]}"
 fi
+
+# As root, the release artifacts as operators get them: the wheel (twine,
+# pipx) and the Debian package (lintian, install, the unit, purge).  About two
+# minutes; AIOBFD_TEST_PACKAGE=0 skips it.
+if [ $# -eq 0 ] && [ "$(id -u)" = 0 ] && [ "${AIOBFD_TEST_PACKAGE:-1}" = 1 ]; then
+    echo "== package"
+    ./scripts/package-test.sh
+fi

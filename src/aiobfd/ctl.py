@@ -135,15 +135,28 @@ def format_reload(summary: dict[str, list[str]]) -> str:
     return "reloaded: " + ", ".join(parts)
 
 
+#: Shell-completion hints, read by shtab when scripts/gen-man-completions.py
+#: writes completions/ (aiobfdctl does not import shtab): a PEER completes the
+#: peers of the running daemon (the shell functions are in that script), the
+#: socket file names.
+PEER_COMPLETION = {"bash": "_aiobfdctl_peers", "zsh": "_aiobfdctl_peers"}
+PATH_COMPLETION = {"bash": "_shtab_compgen_files", "zsh": "_files"}
+
+
+def _complete(action: argparse.Action, hint: dict[str, str]) -> None:
+    action.complete = hint  # type: ignore[attr-defined]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="aiobfdctl", description="Show and control a running aiobfd.")
-    parser.add_argument(
+    socket_option = parser.add_argument(
         "-s",
         "--socket",
         default=None,
         metavar="PATH",
         help=f"control socket (default {default_socket_path()})",
     )
+    _complete(socket_option, PATH_COMPLETION)
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--version", action="version", version=f"aiobfdctl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -152,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     sessions = show_sub.add_parser("sessions", help="one line per session")
     sessions.add_argument("--json", action="store_true", dest="json_sub", help="print JSON")
     one = show_sub.add_parser("session", help="every detail of one session")
-    one.add_argument("peer", help="remote address (fe80::1%%eth0 for link-local)")
+    _complete(
+        one.add_argument("peer", help="remote address (fe80::1%%eth0 for link-local)"),
+        PEER_COMPLETION,
+    )
     one.add_argument("--json", action="store_true", dest="json_sub", help="print JSON")
     sub.add_parser("reload", help="re-read the configuration file (as SIGHUP)")
     sub.add_parser("watch", help="print session state changes as they happen (JSON lines)")
@@ -171,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("shutdown", "take the session administratively down (AdminDown, diag 7)"),
         ("enable", "bring an administratively down session back"),
     ):
-        peer_sub.add_parser(action, help=text).add_argument("peer", help="remote address")
+        _complete(
+            peer_sub.add_parser(action, help=text).add_argument("peer", help="remote address"),
+            PEER_COMPLETION,
+        )
     return parser
 
 
