@@ -175,7 +175,7 @@ class Application:
         path = daemon.control_socket or default_socket_path()
         if path != "none":
             control = ControlServer(
-                self.daemon, path, self.reload if self._reload_from is not None else None
+                self.daemon, path, self.reload_async if self._reload_from is not None else None
             )
             try:
                 await control.start()

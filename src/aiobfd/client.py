@@ -11,6 +11,13 @@ top of that:
 * asyncio, for ``aiobfd-exabgp``: :class:`AsyncWatch` (the watch stream in
   batches, with timeouts).
 
+Before a request is written, the daemon is checked: the process listening on
+the socket (``SO_PEERCRED`` of the connected socket) must run as root or as
+this user - or, for root, as the user who owns the socket's directory when
+nobody else may write in it (``/run/aiobfd`` of the systemd unit, owned by
+``User=aiobfd``) - or the client refuses in one line (:class:`NotOurDaemon`):
+another user could have put a socket where the client looks.
+
 ``aiobfdctl`` has to start fast: this module imports neither the server, the
 engine nor asyncio (the asyncio entry imports it when it runs; a test checks).
 """
@@ -19,15 +26,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import struct
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from .paths import private_to
 
 if TYPE_CHECKING:
     import asyncio
 
 #: Seconds to connect, and for a request to be answered.
 TIMEOUT_S = 5.0
+#: Seconds between two tries to connect while the daemon's backlog is full.
+CONNECT_RETRY_S = 0.01
 #: A line of the watch stream longer than this ends the stream (bounded memory).
 MAX_LINE = 1 << 20
 READ_SIZE = 65536
@@ -40,6 +54,10 @@ class ClientError(Exception):
 
 class AccessDenied(ClientError):
     """The socket's mode (0600) keeps this user out."""
+
+
+class NotOurDaemon(ClientError):
+    """The socket is served by a process of another user: not talked to."""
 
 
 class Garbled(ClientError):
@@ -58,6 +76,8 @@ def _failure(path: str, exc: OSError | ValueError) -> ClientError:
         return AccessDenied(f"permission denied on {path}")
     if isinstance(exc, TimeoutError):
         return ClientError(f"no answer from aiobfd on {path}")
+    if isinstance(exc, BlockingIOError):  # connect: the daemon's backlog is full
+        return ClientError(f"aiobfd on {path} is busy (too many clients); try again")
     return ClientError(f"cannot talk to aiobfd on {path}: {exc}")
 
 
@@ -68,6 +88,27 @@ def _talking(path: str) -> Iterator[None]:
         yield
     except (OSError, ValueError) as exc:
         raise _failure(path, exc) from None
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected Unix socket (Linux)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def check_daemon(path: str, sock: socket.socket) -> None:
+    """NotOurDaemon unless the process serving `sock` may be trusted (module docstring)."""
+    with _talking(path):
+        uid = peer_uid(sock)
+    me = os.geteuid()
+    if uid in (0, me):
+        return
+    if me == 0 and private_to(os.path.dirname(os.path.abspath(path)), uid):
+        return
+    raise NotOurDaemon(
+        f"refusing to talk to {path}: it is served by uid {uid}, not by root or this user ({me})"
+    )
 
 
 # -- framing and answers (no I/O) ------------------------------------------------------
@@ -133,12 +174,23 @@ def _watch_started(line: bytes) -> dict[str, Any]:
 
 
 def _connect(path: str, timeout: float | None) -> socket.socket:
-    """A connected control socket; ClientError when no daemon is there to answer."""
+    """A connected control socket of our daemon; ClientError when none is there to answer."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         with _talking(path):
-            sock.connect(path)
+            while True:
+                try:
+                    sock.connect(path)
+                    break
+                except BlockingIOError:
+                    # The daemon serves as many clients as it will and its
+                    # backlog is full (docs/control.md): wait for room.
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise  # "aiobfd on PATH is busy"
+                    time.sleep(CONNECT_RETRY_S)
+        check_daemon(path, sock)
     except BaseException:
         sock.close()
         raise
@@ -215,7 +267,8 @@ class AsyncWatch:
     async def open(cls, path: str, timeout: float) -> AsyncWatch:
         """Connect, ask for the stream and wait for the daemon's yes, each within `timeout`.
 
-        Raises ClientError (AccessDenied for the socket's mode).
+        Raises ClientError (AccessDenied for the socket's mode, NotOurDaemon
+        when another user's process serves it).
         """
         import asyncio  # here, not at the top: aiobfdctl never loads asyncio
 
@@ -227,6 +280,10 @@ class AsyncWatch:
                 reader, writer = await asyncio.open_unix_connection(path, limit=MAX_LINE)
         stream = cls(path, reader, writer)
         try:
+            sock = writer.get_extra_info("socket")  # asyncio's and uvloop's both give it
+            if sock is None:
+                raise NotOurDaemon(f"refusing to talk to {path}: cannot tell who serves it")
+            check_daemon(path, sock)
             with _talking(path):
                 writer.write(WATCH_REQUEST)
                 await writer.drain()

@@ -343,7 +343,7 @@ async def run(options: Options, write: Callable[[str], None]) -> NoReturn:
         except client.ClientError as exc:
             error = str(exc)
             if isinstance(exc, client.AccessDenied):
-                error += " (mode 0600: run ExaBGP as the user aiobfd runs as, or as root)"
+                error += " (mode 0600: run ExaBGP as the user aiobfd runs as)"
             if error != last_error:
                 log.warning("%s; retrying", error)
                 last_error = error
