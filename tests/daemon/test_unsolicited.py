@@ -9,6 +9,7 @@ import struct
 
 from aiobfd.config import PeerSpec, UnsolicitedConfig
 from aiobfd.engine import Daemon
+from aiobfd.engine.admission import PrefixSet, RouteLookup
 from aiobfd.protocol.packet import State
 from aiobfd.protocol.session import SessionConfig
 
@@ -107,9 +108,13 @@ async def test_creation_is_rate_limited() -> None:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)  # single hop: RFC 5881 §5
             s.bind((f"127.0.11.{i + 1}", 0))
-            s.sendto(down_packet(i + 1), (B, 3784))
             senders.append(s)
-        await asyncio.sleep(0.3)
+        # Remotes keep sending: what one turn of the loop had no time to create
+        # (busy) is created at their next packet, within the rate.
+        for _ in range(3):
+            for i, s in enumerate(senders):
+                s.sendto(down_packet(i + 1), (B, 3784))
+            await asyncio.sleep(0.1)
         assert 5 <= len(b.peers) <= 6
         assert b.unsolicited_refused.get("rate", 0) >= 40
     finally:
@@ -143,6 +148,82 @@ async def test_dynamic_session_removed_after_staying_down() -> None:
         await asyncio.sleep(0.2)
         assert len(b.peers) == 1  # not yet: it has been down for less than 0.5 s
         await wait_until(lambda: not b.peers, timeout=2)
+        assert b.admission.expired == {"down": 1}
     finally:
         a.close()
         b.close()
+
+
+async def test_a_real_peer_comes_up_and_stays_past_the_never_up_bound() -> None:
+    """The handshake takes milliseconds; only sessions that never come Up go."""
+    a = Daemon([PeerSpec(B, A, socket.AF_INET, session=FAST)])
+    b = Daemon([], unsolicited=unsolicited())
+    b.admission.never_up_s = 0.5
+    await b.start()
+    await a.start()
+    try:
+        await wait_until(lambda: any(p.session.state is State.UP for p in b.peers.values()))
+        await asyncio.sleep(1.0)
+        (peer,) = b.peers.values()
+        assert peer.dynamic and peer.session.state is State.UP
+        assert peer.session.counters.session_down == 0
+        assert b.admission.expired == {} and b.admission.created == 1
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_allowed_interfaces_are_asked_of_the_kernel() -> None:
+    """Single hop with ``interfaces``: the route to the source must leave by one of them."""
+    a = Daemon([PeerSpec(B, A, socket.AF_INET, session=FAST)])
+    b = Daemon([], unsolicited=unsolicited(interfaces=("lo",)))
+    await b.start()
+    await a.start()
+    try:
+        await wait_until(lambda: any(p.session.state is State.UP for p in b.peers.values()))
+        assert "interface" not in b.unsolicited_refused
+    finally:
+        a.close()
+        b.close()
+    a = Daemon([PeerSpec(B, A, socket.AF_INET, session=FAST)])
+    b = Daemon([], unsolicited=unsolicited(interfaces=("eth7",)))
+    await b.start()
+    await a.start()
+    try:
+        await wait_until(lambda: b.unsolicited_refused.get("interface", 0) >= 1)
+        assert not b.peers
+    finally:
+        a.close()
+        b.close()
+
+
+def test_route_lookup_answers_from_the_kernel() -> None:
+    lookup = RouteLookup()
+    try:
+        lo = socket.if_nametoindex("lo")
+        assert lookup.interface_of("127.0.8.1") == lo
+        assert lookup.interface_of("::1") == lo
+        assert lookup.queries == 2
+        assert lookup.interface_of("127.0.8.1") == lo  # kept a while
+        assert lookup.queries == 2
+    finally:
+        lookup.close()
+
+
+def test_prefix_set_agrees_with_the_configuration() -> None:
+    cfg = UnsolicitedConfig(
+        prefixes=(
+            ipaddress.ip_network("198.51.100.0/24"),
+            ipaddress.ip_network("10.0.0.0/8"),
+            ipaddress.ip_network("2001:db8:1::/48"),
+            ipaddress.ip_network("fe80::/10"),
+        ),
+        listen=(B,),
+    )
+    fast = PrefixSet(cfg.prefixes)
+    for address in (
+        "198.51.100.7", "198.51.101.7", "10.255.0.1", "11.0.0.1", "0.0.0.0",
+        "2001:db8:1::5", "2001:db8:2::5", "fe80::1", "::ffff:10.0.0.1", "::1",
+    ):  # fmt: skip
+        assert fast.allows(address) is cfg.allows(address), address
+    assert not PrefixSet(()).allows("10.0.0.1")

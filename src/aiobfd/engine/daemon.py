@@ -176,6 +176,7 @@ class Daemon:
         self.peers.clear()
         self.wakeup.close()
         self.receive.close()
+        self.admission.close()
 
     async def shutdown(self) -> None:
         """RFC 5880 §6.8.16: tell every remote we are going AdminDown, then close.
@@ -241,8 +242,10 @@ class Daemon:
             self.admission.adopt(peer)
         listener.users += 1
         self.peers[key] = peer
-        receive.holdoff_changed()
-        log.info(
+        receive.session_added(peer)
+        # A dynamic session's creation is logged by admission, within its budget.
+        log.log(
+            logging.DEBUG if dynamic else logging.INFO,
             "session %s created: local discriminator %d, source port %d",
             spec.display_remote(),
             session.local_discr,
@@ -296,7 +299,7 @@ class Daemon:
     def _close_peer(self, peer: Peer, *, keep_tx: bool = False) -> None:
         self.admission.forget(peer)
         self.receive.release(peer)
-        self.receive.holdoff_changed()
+        self.receive.session_removed(peer)
         peer.timer_at = None  # its schedule entries are stale now
         if not keep_tx:
             peer.sock.close()

@@ -46,7 +46,7 @@ from ..io.sockets import (
 )
 from ..protocol.constants import MAX_RECEIVE_HOLDOFF_MS, US_PER_SECOND
 from ..protocol.errors import DropReason, PacketError
-from ..protocol.packet import decode
+from ..protocol.packet import State, decode
 from ..protocol.registry import PeerKey, SessionTable
 from .admission import Admission
 from .peer import Listener, Peer
@@ -119,6 +119,8 @@ class Receive:
         self._watch_stale = False
         """A session socket was added outside a wake-up: decide the watch again."""
         self._holdoff_us: int | None = None
+        self._holdoff_count = 0
+        """Sessions whose Required Min RX is the hold-off (when below the cap)."""
         self._drained_at = 0
         """When the last drain of the session sockets began: what it left
         arrived later (a bound on arrival times, whatever the wall clock does)."""
@@ -253,7 +255,9 @@ class Receive:
             return
         if log.isEnabledFor(logging.DEBUG):
             log.debug("received from %s: %s", remote, pkt)
-        if dedicated is None:
+        if dedicated is None and (session.state is State.UP or not peer.dynamic):
+            # An unsolicited session gets its own socket once Up: its source
+            # may be spoofed until then (see admission).
             self._dedicate_socket(peer, addr, now)
         # Most packets change nothing we must act on: no packet to send, no
         # event, the same deadline (the next transmission) as before.
@@ -397,6 +401,39 @@ class Receive:
         """Sessions or their receive intervals changed: recompute the hold-off."""
         self._holdoff_us = None
 
+    def session_added(self, peer: Peer) -> None:
+        """``peer`` is new: the hold-off moves only if it receives faster
+        (O(1): unsolicited sessions come and go by the thousand)."""
+        holdoff = self._holdoff_us
+        if holdoff is None:
+            return
+        rx = peer.session.required_min_rx_us
+        if 0 < rx < holdoff:
+            self._holdoff_us = rx
+            self._holdoff_count = 1
+        elif rx == holdoff:
+            self._holdoff_count += 1
+
+    def session_removed(self, peer: Peer) -> None:
+        """``peer`` is gone: the hold-off is recomputed only if it was the
+        last session receiving at the hold-off's interval."""
+        holdoff = self._holdoff_us
+        if holdoff is None or holdoff == RX_HOLDOFF_MAX_US:
+            return  # removing a session never lowers it
+        rx = peer.session.required_min_rx_us
+        if rx <= 0 or rx > holdoff:
+            return
+        if rx == holdoff:
+            self._holdoff_count -= 1
+            if self._holdoff_count > 0:
+                return
+        self._holdoff_us = None
+
+    @property
+    def holdoff_in_force_us(self) -> int:
+        """How long a packet on a session's socket may wait unread now."""
+        return self._rx_holdoff()
+
     def _rx_holdoff(self) -> int:
         """How long a session packet may wait unread: see RX_HOLDOFF_MAX_US."""
         if self.rx_holdoff_us is not None:
@@ -404,11 +441,16 @@ class Receive:
         holdoff = self._holdoff_us
         if holdoff is None:
             holdoff = RX_HOLDOFF_MAX_US
+            count = 0
             for peer in self._peers.values():
                 rx = peer.session.required_min_rx_us
                 if 0 < rx < holdoff:
                     holdoff = rx
+                    count = 1
+                elif rx == holdoff:
+                    count += 1
             self._holdoff_us = holdoff
+            self._holdoff_count = count
         return holdoff
 
     def wakeup_armed(self, at: int | None) -> None:
