@@ -16,7 +16,8 @@ One room per job:
 * :mod:`.exposition` - the daemon's own renderer of the same list, straight to
   the Prometheus text format, a slice of samples at a time.
 * :mod:`.http` - the endpoint (:class:`MetricsServer`,
-  :func:`start_metrics_server`), served by the daemon's event loop.
+  :func:`start_metrics_server`), served by the daemon's event loop within
+  :class:`HttpLimits` (connections, deadlines, sizes).
 
 Names follow the Prometheus conventions (``aiobfd_`` prefix, base units,
 ``_total`` counters); every per-session series carries ``local``, ``remote``
@@ -26,12 +27,19 @@ and ``interface`` (the interface of an IPv6 link-local pair, else empty).
 from __future__ import annotations
 
 from .collector import BfdCollector
-from .http import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, MetricsServer, start_metrics_server
+from .http import (
+    DEFAULT_METRICS_ADDRESS,
+    DEFAULT_METRICS_PORT,
+    HttpLimits,
+    MetricsServer,
+    start_metrics_server,
+)
 
 __all__ = [
     "DEFAULT_METRICS_ADDRESS",
     "DEFAULT_METRICS_PORT",
     "BfdCollector",
+    "HttpLimits",
     "MetricsServer",
     "start_metrics_server",
 ]
