@@ -435,3 +435,23 @@ async def test_a_refused_send_is_counted_and_the_packet_still_sent(burst: bool) 
         assert peer.send_errors["ECONNREFUSED"] == refused + 1
     finally:
         daemon.close()
+
+
+async def test_a_peer_removed_and_added_again_is_not_taken_down_by_the_old_goodbye(
+    pair: Pair,
+) -> None:
+    """The AdminDown a removed session repeats (twice, 50 ms apart) stops when
+    a session to the same peer is added again: the remote, already on the new
+    session, would take it down again (seen with FRR: an extra session-down)."""
+    a, _b, _ra, rb = pair
+    await rb.wait_for(entered(State.UP))
+    (key,) = a.peers
+    spec_a = a.peers[key].spec
+    a.remove_peer(key)
+    await rb.wait_for(entered(State.DOWN))
+    downs = sum(ev.new_state is State.DOWN for _, ev in rb.changes)
+    ups = [ev for _, ev in rb.changes if ev.new_state is State.UP]
+    a.add_peer(spec_a)
+    await asyncio.sleep(0.3)  # past the old session's last AdminDown
+    assert sum(ev.new_state is State.DOWN for _, ev in rb.changes) == downs
+    await rb.wait_for(lambda _p, e: e.new_state is State.UP and e not in ups, timeout=5)

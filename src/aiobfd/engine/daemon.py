@@ -81,6 +81,8 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._farewells: dict[PeerKey, tuple[asyncio.TimerHandle, Peer]] = {}
+        """Removed sessions still repeating their AdminDown, by peer key."""
         self.started_at_us = 0
         self.reporter = Reporter()
         self.admission = Admission(unsolicited, ttl_check=ttl_check)
@@ -214,6 +216,9 @@ class Daemon:
         key = spec.key
         if key in self.peers:
             raise ValueError(f"a session for {spec.display_remote()} exists already")
+        # A session to the same peer that is saying goodbye says no more: its
+        # AdminDown would take the remote's new session down again.
+        self._end_farewell(key)
         receive = self.receive
         listener = receive.listener_for(spec)
         try:
@@ -275,16 +280,32 @@ class Daemon:
         if self._loop is None or self._loop.is_closed():
             peer.sock.close()
             return
-        self._loop.call_later(SHUTDOWN_GAP_S, self._farewell, peer, SHUTDOWN_REPEATS - 1)
+        self._farewells[key] = (
+            self._loop.call_later(SHUTDOWN_GAP_S, self._farewell, peer, SHUTDOWN_REPEATS - 1),
+            peer,
+        )
 
     def _farewell(self, peer: Peer, remaining: int) -> None:
         peer.session.transmit_now(self._clock())
         datagrams = peer.session.datagrams_to_send()
         if datagrams:
             send(peer, datagrams)
+        key = peer.spec.key
         if remaining > 1 and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_later(SHUTDOWN_GAP_S, self._farewell, peer, remaining - 1)
+            self._farewells[key] = (
+                self._loop.call_later(SHUTDOWN_GAP_S, self._farewell, peer, remaining - 1),
+                peer,
+            )
         else:
+            self._farewells.pop(key, None)
+            peer.sock.close()
+
+    def _end_farewell(self, key: PeerKey) -> None:
+        """Stop the AdminDown repeats of a removed session to ``key``, if any."""
+        pending = self._farewells.pop(key, None)
+        if pending is not None:
+            handle, peer = pending
+            handle.cancel()
             peer.sock.close()
 
     def _expire(self, peer: Peer) -> None:
