@@ -218,7 +218,7 @@ def families(changes: StateChanges) -> Families:
             "aiobfd_unsolicited_refused_total",
             "counter",
             "Unsolicited sessions (RFC 9468) not created, by reason (prefix, ttl, interface, "
-            "limit, rate, multihop, error).",
+            "limit, rate, busy, pending, multihop, error).",
             ("reason",),
             lambda d: list(d.unsolicited_refused.items()),
         ),
