@@ -29,7 +29,9 @@ same bench measures another version, e.g. the commit before a change::
     unshare -n sh -c 'ip link set lo up; python bench/adversarial_control.py flood --src /tmp/ctl-before/src'
 
 Run it in a network namespace of its own (port 3784 on 127.0.0.1 and 127.0.0.2).
-It needs only the standard library itself: the clients are plain sockets.
+The bench asks the daemons through this checkout's ``aiobfd.client`` (the
+control protocol of any version; bench/adversarial_pair.py); the attacking
+clients are plain sockets.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -47,7 +48,19 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+
+from adversarial_pair import (
+    A,
+    B,
+    ClientError,
+    Pinger,
+    Proc,
+    raise_nofile,
+    request,
+    reset_peak,
+    status_kb,
+    wait_for,
+)
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -64,57 +77,7 @@ socket.getaddrinfo = getaddrinfo
 """
 
 
-# -- talking to a daemon (plain sockets: any version) ------------------------------------
-
-
-def ask(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-    """One request, its answer; {"ok": False, "error": ...} when none comes."""
-    deadline = time.monotonic() + timeout
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            while True:  # a full backlog says EAGAIN at once: wait for room, as aiobfdctl does
-                try:
-                    sock.connect(path)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.01)
-            sock.sendall(json.dumps(payload).encode() + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        answer: dict[str, Any] = json.loads(data)
-        return answer
-    except (OSError, ValueError) as exc:
-        return {"ok": False, "error": f"no answer: {exc!r}"}
-
-
-def timed(
-    path: str, payload: dict[str, Any], timeout: float = 10.0
-) -> tuple[float, dict[str, Any]]:
-    started = time.monotonic()
-    answer = ask(path, payload, timeout)
-    return time.monotonic() - started, answer
-
-
-def session(path: str, peer: str, timeout: float = 10.0) -> dict[str, Any] | None:
-    answer = ask(path, {"command": "show session", "peer": peer}, timeout)
-    return answer.get("session") if answer.get("ok") else None
-
-
-def proc_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-class Aiobfd:
+class Aiobfd(Proc):
     """One daemon process, logging JSON lines to a file."""
 
     def __init__(
@@ -126,23 +89,12 @@ class Aiobfd:
         args: argparse.Namespace,
         env: dict[str, str],
     ) -> None:
-        self.path = str(tmp / f"{name}.sock")
-        self.log = tmp / f"{name}.log"
         ms = str(args.interval)
         argv = [
-            sys.executable, "-m", "aiobfd", local, remote, "-r", ms, "-t", ms, "-m", "3",
-            "--control-socket", self.path, "--metrics-port", "0", "--log-format", "json",
-            "--event-loop", args.loop,
+            local, remote, "-r", ms, "-t", ms, "-m", "3", "--metrics-port", "0",
+            "--log-format", "json", "--event-loop", args.loop,
         ]  # fmt: skip
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-
-    def wait_socket(self) -> None:
-        deadline = time.monotonic() + 20
-        while not ask(self.path, {"command": "version"}, 1).get("ok"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"daemon did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
+        super().__init__(tmp, name, argv, env=env)
 
     def downs(self, before: float) -> list[str]:
         """Up -> Down changes logged before `before` (Unix time): not the goodbye (AdminDown)."""
@@ -165,19 +117,6 @@ class Aiobfd:
     def tracebacks(self) -> int:
         return self.log.read_text().count("Traceback")
 
-    def stop(self) -> float:
-        """SIGTERM; seconds until the process is gone (killed after 30 s)."""
-        if self.proc.poll() is not None:
-            return 0.0
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        return time.monotonic() - started
-
 
 def _unix(stamp: str) -> float:
     from datetime import datetime
@@ -193,10 +132,7 @@ def _unix(stamp: str) -> float:
 
 def attacker(path: str, clients: int, requests: int) -> None:
     """Connect `clients` clients, each writes `requests` requests, none reads; hold until stdin closes."""
-    import resource
-
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_nofile()
     threading.stack_size(256 * 1024)
     payload = b'{"command": "show sessions"}\n' * requests
     release = threading.Event()
@@ -243,11 +179,9 @@ def attacker(path: str, clients: int, requests: int) -> None:
 # -- the cases ---------------------------------------------------------------------------
 
 
-def probe_loop(path: str, stop: threading.Event, out: list[tuple[float, bool]]) -> None:
-    while not stop.is_set():
-        took, answer = timed(path, {"command": "version"}, 10)
-        out.append((took, bool(answer.get("ok"))))
-        stop.wait(0.5)
+def prober(a: Proc) -> Pinger:
+    """Another client: ``version`` every 0.5 s, answered within 10 s or not."""
+    return Pinger(a.sock, period=0.5, timeout=10)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -259,40 +193,33 @@ def run(args: argparse.Namespace) -> None:
         stub.mkdir()
         (stub / "sitecustomize.py").write_text(STUB.format(stall=args.stall))
         env_a["PYTHONPATH"] = f"{stub}:{env['PYTHONPATH']}"
-    a = Aiobfd(tmp, "a", "127.0.0.1", "127.0.0.2", args, env_a)
-    b = Aiobfd(tmp, "b", "127.0.0.2", "127.0.0.1", args, env)
+    started: list[Aiobfd] = []
     attack: subprocess.Popen[str] | None = None
     try:
-        a.wait_socket()
-        b.wait_socket()
-        deadline = time.monotonic() + 20
-        while (session(b.path, "127.0.0.1") or {}).get("state") != "up" or (
-            session(a.path, "127.0.0.2") or {}
-        ).get("state") != "up":
-            if time.monotonic() > deadline:
-                raise SystemExit("the session did not come Up")
-            time.sleep(0.05)
+        started.append(Aiobfd(tmp, "a", A, B, args, env_a))
+        started.append(Aiobfd(tmp, "b", B, A, args, env))
+        a, b = started
+        wait_for(
+            lambda: all(
+                d.session_or_empty(r, 10).get("state") == "up" for d, r in ((a, B), (b, A))
+            ),
+            "the session to come Up",
+            20,
+        )
         time.sleep(0.5)
-        pid = a.proc.pid
-        base_rss = proc_kb(pid, "VmRSS")
-        try:
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-            peak_field = "VmHWM"
-        except OSError:
-            peak_field = "VmRSS"
+        pid = a.pid
+        base_rss = status_kb("VmRSS", pid)
+        peak_field = reset_peak(pid)
         print(f"case {args.case}, daemons from {args.src}, loop {args.loop}")
-        probes: list[tuple[float, bool]] = []
-        stop = threading.Event()
-        prober = threading.Thread(target=probe_loop, args=(a.path, stop, probes), daemon=True)
         began = time.monotonic()
         extra: list[str] = []
 
         if args.case == "flood":
             attack = subprocess.Popen(
-                [sys.executable, __file__, "--attacker", a.path, str(args.clients), str(args.requests)],
+                [sys.executable, __file__, "--attacker", str(a.sock), str(args.clients), str(args.requests)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
-            prober.start()
+            pinger = prober(a)
             time.sleep(args.duration)
             assert attack.stdout is not None
             last = ""
@@ -305,16 +232,21 @@ def run(args: argparse.Namespace) -> None:
                     break
             extra.append(f"attacker: {last.strip()}")
         elif args.case == "resolver":
-            prober.start()
-            took, answer = timed(
-                a.path,
-                {"command": "peer add", "remote": "router1.stuck.example", "local": "127.0.0.1"},
-                args.stall + 10,
-            )
+            pinger = prober(a)
+            asked = time.monotonic()
+            try:
+                answer = request(
+                    a.sock,
+                    {"command": "peer add", "remote": "router1.stuck.example", "local": A},
+                    args.stall + 10,
+                )
+            except ClientError as exc:
+                answer = {"ok": False, "error": str(exc)}
+            took = time.monotonic() - asked
             extra.append(f"peer add answered in {took:.2f} s: {json.dumps(answer)[:200]}")
             time.sleep(max(0.0, args.duration - (time.monotonic() - began)))
         else:
-            prober.start()
+            pinger = prober(a)
             sock: socket.socket | None = None
             for name, bad in (
                 ("60,000 [", b"[" * 60_000),
@@ -325,7 +257,7 @@ def run(args: argparse.Namespace) -> None:
                 if sock is None:  # the first, or the daemon closed the last one
                     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                     sock.settimeout(10)
-                    sock.connect(a.path)
+                    sock.connect(str(a.sock))
                     reader = sock.makefile("rb")
                     if name != "60,000 [":
                         name += " (new connection)"
@@ -342,13 +274,13 @@ def run(args: argparse.Namespace) -> None:
                 sock.close()
             time.sleep(max(0.0, args.duration - (time.monotonic() - began)))
 
-        stop.set()
-        prober.join(12)  # the probe under way finishes before the stop
-        peak_rss = proc_kb(pid, peak_field)
-        b_info = session(b.path, "127.0.0.1") or {}
-        a_info = session(a.path, "127.0.0.2", 10) or {}
+        pinger.stop()  # the probe under way finishes before the stop
+        probes = pinger.answers
+        peak_rss = status_kb(peak_field, pid)
+        b_info = b.session_or_empty(A, 10)
+        a_info = a.session_or_empty(B, 10)
         sigterm_at = time.time()
-        exit_s = a.stop()
+        exit_s = a.stop(30)
         if attack is not None:
             with contextlib.suppress(OSError):
                 assert attack.stdin is not None
@@ -385,7 +317,7 @@ def run(args: argparse.Namespace) -> None:
         if attack is not None:
             attack.kill()
             attack.wait()
-        for d in (a, b):
+        for d in started:
             if d.proc.poll() is None:
                 d.proc.kill()
                 d.proc.wait()

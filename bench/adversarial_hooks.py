@@ -36,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from adversarial_pair import alive, reset_peak, status_kb
 from aiobfd.config import PeerSpec
 from aiobfd.engine import Daemon, Peer
 from aiobfd.hooks import HookRunner, Hooks
@@ -44,22 +45,6 @@ from aiobfd.protocol.packet import State
 from aiobfd.protocol.session import SessionConfig
 
 SECRET = "AIOBFD_BENCH_SECRET"
-
-
-def vm(field: str) -> int:
-    """A VmXXX line of /proc/self/status, in kB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 def command(args: argparse.Namespace, tmp: Path) -> str:
@@ -72,14 +57,6 @@ def command(args: argparse.Namespace, tmp: Path) -> str:
     if args.case == "setsid":
         return f"setsid sleep 30 & echo $! > {tmp}/child; sleep 30"
     return f'echo "secret=${{{SECRET}:-absent}}" > {tmp}/env'
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -113,8 +90,8 @@ async def run(args: argparse.Namespace) -> None:
     hooks = Hooks(on_up=command(args, tmp), timeout_s=args.timeout)
     runner = HookRunner(a, lambda peer: hooks)
     tick = loop.create_task(ticker())
-    base_rss = vm("VmRSS")
-    exact = reset_peak()
+    base_rss = status_kb("VmRSS")
+    peak_field = reset_peak()
     await a.start()
     await b.start()
     session = next(iter(a.peers.values())).session
@@ -132,14 +109,14 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.sleep(0.005)
     took = time.monotonic() - started
     cpu = time.process_time() - cpu
-    peak_rss = vm("VmHWM") if exact else vm("VmRSS")
+    peak_rss = status_kb(peak_field)
     await asyncio.sleep(1.0)
     tick.cancel()
     print(f"case {args.case} loop {type(loop).__module__}")
     print(f"hook run took {took:.2f} s (timeout {args.timeout} s)")
     print(f"CPU time of this process during the run {cpu:.2f} s")
     print(f"output dropped {runner.output_dropped} bytes")
-    print(f"RSS growth {(peak_rss - base_rss) / 1024:.1f} MB ({'VmHWM' if exact else 'VmRSS'})")
+    print(f"RSS growth {(peak_rss - base_rss) / 1024:.1f} MB ({peak_field})")
     print(f"longest loop stall {stall * 1000:.1f} ms")
     print(f"Down events (flaps): {len(downs)} {downs}")
     print(f"runs {runner.runs} timeouts {runner.timeouts} failures {runner.failures}")

@@ -43,23 +43,33 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-AIOBFD = [sys.executable, "-m", "aiobfd"]
+from adversarial_pair import (
+    A,
+    B,
+    ClientError,
+    Json,
+    Pinger,
+    Proc,
+    downs,
+    enter_namespace,
+    request,
+    sessions,
+)
+from adversarial_pair import pair as established
+
 CASES = (
     "big-sighup",
     "big-control",
@@ -73,26 +83,12 @@ CASES = (
 HOST_NAME = "bfd-peer.example.net"
 """A name in no /etc/hosts: asked of the DNS server that never answers."""
 
-Json = dict[str, Any]
-
 
 # ------------------------------------------------------------------ namespaces
 
 
-def enter_namespaces() -> None:
-    """Re-run this script in private network and mount namespaces (as root)."""
-    if os.environ.get("AIOBFD_BENCH_NS") == "1":
-        return
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the bench makes a network and a mount namespace")
-    os.environ["AIOBFD_BENCH_NS"] = "1"
-    unshare = shutil.which("unshare") or "unshare"
-    os.execvp(unshare, [unshare, "-n", "-m", "--", sys.executable, *sys.argv])
-
-
 def private_resolver(tmp: Path) -> socket.socket:
-    """Loopback up, and a resolv.conf naming a DNS server that never answers."""
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    """A resolv.conf naming a DNS server that never answers."""
     conf = tmp / "resolv.conf"
     conf.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:1\n")
     subprocess.run(["mount", "--bind", str(conf), "/etc/resolv.conf"], check=True)
@@ -102,6 +98,11 @@ def private_resolver(tmp: Path) -> socket.socket:
 
 
 # ------------------------------------------------------------------ files
+
+
+def peer(remote: str, *settings: str) -> list[str]:
+    """A ``[[peers]]`` table of A's file."""
+    return ["[[peers]]", f'remote = "{remote}"', 'local = "127.0.0.1"', *settings, ""]
 
 
 def config_text(control: Path, extra_peers: int = 0, error: bool = False, tail: str = "") -> str:
@@ -115,131 +116,29 @@ def config_text(control: Path, extra_peers: int = 0, error: bool = False, tail: 
         "tx_interval_ms = 50",
         "detect_mult = 3",
         "",
-        "[[peers]]",
-        'remote = "127.0.0.2"',
-        'local = "127.0.0.1"',
-        "",
+        *peer(B),
     ]
+    slow = ("rx_interval_ms = 1000", "tx_interval_ms = 1000")
     for i in range(extra_peers):
-        lines += [
-            "[[peers]]",
-            f'remote = "127.1.{i // 250}.{i % 250 + 1}"',
-            'local = "127.0.0.1"',
-            "rx_interval_ms = 1000",
-            "tx_interval_ms = 1000",
-            "",
-        ]
+        lines += peer(f"127.1.{i // 250}.{i % 250 + 1}", *slow)
     if error:
-        lines += ["[[peers]]", 'remote = "127.2.0.1"', 'local = "127.0.0.1"', "detect_mult = 0", ""]
+        lines += peer("127.2.0.1", "detect_mult = 0")
     return "\n".join(lines) + tail
-
-
-# ------------------------------------------------------------------ daemons
-
-
-def request(path: Path, payload: Json, timeout: float) -> Json:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        s.sendall(json.dumps(payload).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            buf += chunk
-    answer: Json = json.loads(buf)
-    return answer
-
-
-class Proc:
-    def __init__(self, tmp: Path, name: str, args: list[str], sock: Path) -> None:
-        self.name = name
-        self.sock = sock
-        self.log = tmp / f"{name}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [*AIOBFD, *args, "-l", "INFO"], stdout=out, stderr=subprocess.STDOUT
-            )
-        wait_for(self.answers, f"{name} to answer", 20)
-
-    def answers(self) -> bool:
-        if self.proc.poll() is not None:
-            raise SystemExit(f"{self.name} exited:\n{self.text()}")
-        try:
-            request(self.sock, {"command": "version"}, 1)
-        except OSError:
-            return False
-        return True
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def session(self, remote: str) -> Json:
-        info: Json = request(self.sock, {"command": "show session", "peer": remote}, 60)["session"]
-        return info
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def wait_for(probe: Callable[[], Any], what: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-class Pinger:
-    """Asks A's control socket for its version every 50 ms; the worst answer time."""
-
-    def __init__(self, sock: Path) -> None:
-        self.sock = sock
-        self.worst = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            with contextlib.suppress(OSError, ValueError):
-                request(self.sock, {"command": "version"}, 60)
-            self.worst = max(self.worst, time.monotonic() - started)
-            self._stop.wait(0.05)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join(65)
-        return self.worst
 
 
 # ------------------------------------------------------------------ cases
 
 
-def snapshot(a: Proc, b: Proc) -> tuple[Json, Json]:
-    return a.session("127.0.0.2"), b.session("127.0.0.1")
-
-
 def reload_control(a: Proc, timeout: float) -> str:
     started = time.monotonic()
     try:
-        answer = request(a.sock, {"command": "reload"}, timeout)
-    except TimeoutError:
-        return f"no answer within {timeout:.0f} s"
+        request(a.sock, {"command": "reload"}, timeout)
+        outcome, reason = "accepted", ""
+    except ClientError as exc:  # refused, or no answer in time
+        if time.monotonic() - started >= timeout:
+            return f"no answer within {timeout:.0f} s"
+        outcome, reason = "refused", str(exc)[:120]
     took = time.monotonic() - started
-    outcome = "refused" if not answer.get("ok") else "accepted"
-    reason = str(answer.get("error", ""))[:120]
     return f"{outcome} after {took:.2f} s {reason}".rstrip()
 
 
@@ -267,7 +166,7 @@ def run_case(case: str, args: argparse.Namespace, tmp: Path, a: Proc, b: Proc) -
     good = path.read_text()
     outcomes: list[str] = []
     fifo: Path | None = None
-    before = snapshot(a, b)
+    before = sessions(a, b)
     pinger = Pinger(a.sock)
     started = time.monotonic()
     try:
@@ -313,10 +212,8 @@ def run_case(case: str, args: argparse.Namespace, tmp: Path, a: Proc, b: Proc) -
     took = time.monotonic() - started
     time.sleep(1.0)  # the pings, and a flap's Down, come through
     worst = pinger.stop()
-    after = snapshot(a, b)
-    flaps = [
-        after[i]["counters"]["session_down"] - before[i]["counters"]["session_down"] for i in (0, 1)
-    ]
+    after = sessions(a, b)
+    flaps = [downs(after[i]) - downs(before[i]) for i in (0, 1)]
     return {
         "case": case,
         "flaps_a_b": flaps,
@@ -418,26 +315,16 @@ def apply_case(n: int) -> Json:
 
 @contextlib.contextmanager
 def pair(tmp: Path, running: int = 0, realtime: int = 0) -> Iterator[tuple[Proc, Proc]]:
-    sock_a, sock_b = tmp / "a.sock", tmp / "b.sock"
-    (tmp / "a.toml").write_text(config_text(sock_a, running))
-    b = Proc(
-        tmp,
-        "b",
-        ["127.0.0.2", "127.0.0.1", "-r", "50", "-t", "50", "-m", "3", "--metrics-port", "0",
-         "--control-socket", str(sock_b)],
-        sock_b,
-    )  # fmt: skip
-    a: Proc | None = None
-    try:
-        extra = ["--realtime-priority", str(realtime)] if realtime else []
-        a = Proc(tmp, "a", ["--config", str(tmp / "a.toml"), *extra], sock_a)
-        wait_for(lambda: a is not None and a.session("127.0.0.2")["state"] == "up", "Up", 20)
-        wait_for(lambda: not a.session("127.0.0.2")["poll_active"], "polls to end", 20)
+    (tmp / "a.toml").write_text(config_text(tmp / "a.sock", running))
+    timers = ["-r", "50", "-t", "50", "-m", "3", "--metrics-port", "0", "-l", "INFO"]
+    extra = ["--realtime-priority", str(realtime)] if realtime else []
+    a_args = ["--config", str(tmp / "a.toml"), *extra, "-l", "INFO"]
+    with established(
+        functools.partial(Proc, tmp, "a", a_args, socket_arg=False),
+        functools.partial(Proc, tmp, "b", [B, A, *timers]),
+        b_first=True,
+    ) as (a, b):
         yield a, b
-    finally:
-        if a is not None:
-            a.stop()
-        b.stop()
 
 
 def main() -> int:
@@ -451,7 +338,7 @@ def main() -> int:
     parser.add_argument("--resolver-wait", type=float, default=40.0)
     parser.add_argument("--fifo-wait", type=float, default=5.0)
     args = parser.parse_args()
-    enter_namespaces()
+    enter_namespace(mount=True)
     import aiobfd
 
     cases = [c for c in CASES if c != "idle"] if args.case == "all" else [args.case]

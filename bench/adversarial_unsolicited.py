@@ -38,141 +38,40 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import json
+import functools
 import multiprocessing
 import os
 import select
-import shutil
-import signal
 import socket
 import struct
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
-AIOBFD = [sys.executable, "-m", "aiobfd"]
-A, B = "127.0.0.1", "127.0.0.2"
+from adversarial_pair import (
+    A,
+    B,
+    Json,
+    Pinger,
+    Proc,
+    SendGaps,
+    enter_namespace,
+    flaps,
+    run_and_print,
+    rx_gaps,
+)
+from adversarial_pair import pair as established
+
 FIRST_SOURCE = "127.64.0.1"
 METRICS_PORT = 13784
 # Linux's values, which Python's socket module does not name.
 SO_RCVBUFFORCE = 33
-SO_ATTACH_FILTER = 26
-SO_TIMESTAMPNS = 35
 IP_PKTINFO = 8
-Json = dict[str, Any]
-
-
-def enter_namespace() -> None:
-    """Re-run this script in a private network namespace (as root)."""
-    if os.environ.get("AIOBFD_BENCH_NS") == "1":
-        return
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the bench makes a network namespace")
-    os.environ["AIOBFD_BENCH_NS"] = "1"
-    unshare = shutil.which("unshare") or "unshare"
-    os.execvp(unshare, [unshare, "-n", "--", sys.executable, *sys.argv])
 
 
 # ------------------------------------------------------------ the daemons
-
-
-def request(path: Path, payload: Json, timeout: float) -> Json:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        s.sendall(json.dumps(payload).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            buf += chunk
-    answer: Json = json.loads(buf)
-    return answer
-
-
-def wait_for(probe: Callable[[], Any], what: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-class Proc:
-    def __init__(self, tmp: Path, name: str, args: list[str], cpus: set[int] | None = None) -> None:
-        self.name = name
-        self.sock = tmp / f"{name}.sock"
-        self.log = tmp / f"{name}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [*AIOBFD, *args, "-l", "INFO", "--control-socket", str(self.sock)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
-            )
-        wait_for(self.answers, f"{name} to answer", 20)
-
-    def answers(self) -> bool:
-        if self.proc.poll() is not None:
-            raise SystemExit(f"{self.name} exited:\n{self.log.read_text(errors='replace')}")
-        try:
-            request(self.sock, {"command": "version"}, 1)
-        except OSError:
-            return False
-        return True
-
-    def session(self, remote: str) -> Json:
-        info: Json = request(self.sock, {"command": "show session", "peer": remote}, 60)["session"]
-        return info
-
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-class Pinger:
-    """Asks a control socket for its version every 50 ms; the worst answer time."""
-
-    def __init__(self, sock: Path) -> None:
-        self.sock = sock
-        self.worst = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            with contextlib.suppress(OSError, ValueError):
-                request(self.sock, {"command": "version"}, 60)
-            self.worst = max(self.worst, time.monotonic() - started)
-            self._stop.wait(0.05)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join(65)
-        return self.worst
 
 
 def refusals() -> dict[str, float]:
@@ -193,29 +92,23 @@ def refusals() -> dict[str, float]:
 
 @contextlib.contextmanager
 def pair(tmp: Path, args: argparse.Namespace) -> Iterator[tuple[Proc, Proc]]:
-    timers = ["-r", "50", "-t", "50", "-m", "3", "--event-loop", args.loop]
-    b = Proc(
-        tmp,
-        "b",
-        [B, A, *timers, "--unsolicited", "127.0.0.0/8",
-         "--unsolicited-rate", str(args.unsolicited_rate),
-         "--unsolicited-max", str(args.unsolicited_max),
-         "--metrics-address", B, "--metrics-port", str(METRICS_PORT)],
+    timers = ["-r", "50", "-t", "50", "-m", "3", "--event-loop", args.loop, "-l", "INFO"]
+    unsolicited = [
+        "--unsolicited", "127.0.0.0/8",
+        "--unsolicited-rate", str(args.unsolicited_rate),
+        "--unsolicited-max", str(args.unsolicited_max),
+        "--metrics-address", B, "--metrics-port", str(METRICS_PORT),
+    ]  # fmt: skip
+    with established(
+        functools.partial(Proc, tmp, "a", [A, B, *timers, "--metrics-port", "0"]),
         # B alone on a CPU (A, the attacker, the observer and the bench on the
         # others, set in main): B's figures are then its own, not the scheduler's.
-        {args.pin_cpu} if args.pin else None,
-    )  # fmt: skip
-    a: Proc | None = None
-    try:
-        a = Proc(tmp, "a", [A, B, *timers, "--metrics-port", "0"])
-        wait_for(lambda: a is not None and a.session(B)["state"] == "up", "Up", 20)
-        wait_for(lambda: b.session(A)["state"] == "up", "Up", 20)
-        wait_for(lambda: not a.session(B)["poll_active"], "polls to end", 20)
+        functools.partial(
+            Proc, tmp, "b", [B, A, *timers, *unsolicited], cpus={args.pin_cpu} if args.pin else None
+        ),
+        b_first=True,
+    ) as (a, b):
         yield a, b
-    finally:
-        if a is not None:
-            a.stop()
-        b.stop()
 
 
 # ------------------------------------------------------- attacker, observer
@@ -257,38 +150,6 @@ def attack(mode: str, sources: int, period: float, rate: float, duration: float,
     done.send((sent, start, time.monotonic()))
 
 
-def pair_capture() -> socket.socket:
-    """A packet socket on lo that sees only the pair's packets (A <-> B),
-    stamped by the kernel as they are sent: each daemon's transmission gaps,
-    whatever either daemon believes."""
-    ip_a, ip_b = (int.from_bytes(socket.inet_aton(x), "big") for x in (A, B))
-    code = [  # classic BPF over the (all-zero) Ethernet header of lo
-        (0x28, 0, 0, 12),  # ldh [12]: EtherType
-        (0x15, 0, 10, 0x0800),  # IPv4, else drop
-        (0x30, 0, 0, 23),  # ldb [23]: protocol
-        (0x15, 0, 8, 17),  # UDP, else drop
-        (0x20, 0, 0, 26),  # ld [26]: source
-        (0x15, 1, 0, ip_a),  # A: check the destination is B
-        (0x15, 2, 5, ip_b),  # B: check the destination is A; else drop
-        (0x20, 0, 0, 30),  # ld [30]: destination
-        (0x15, 2, 3, ip_b),
-        (0x20, 0, 0, 30),
-        (0x15, 0, 1, ip_a),
-        (0x06, 0, 0, 0xFFFF),  # accept
-        (0x06, 0, 0, 0),  # drop
-    ]
-    prog = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in code))
-    # (SO_ATTACH_FILTER copies the program: the buffer need not outlive the call.)
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
-    sock.setsockopt(
-        socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", len(code), ctypes.addressof(prog))
-    )
-    sock.bind(("lo", 0))
-    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    sock.setblocking(False)
-    return sock
-
-
 def observe(stop_at: float, ready: Connection, done: Connection) -> None:
     """Receive what B sends toward the spoofed sources (every loopback address
     but A and B): per second, sessions (destination, source port), destinations;
@@ -299,34 +160,17 @@ def observe(stop_at: float, ready: Connection, done: Connection) -> None:
     sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
     sock.bind(("0.0.0.0", 3784))
     sock.setblocking(False)
-    wire = pair_capture()
+    wire = SendGaps()
     ready.send(True)
     per_second: dict[int, int] = {}
     sessions: set[tuple[bytes, int]] = set()
     per_dest: dict[bytes, int] = {}
-    last: dict[bytes, float] = {}
-    gaps: dict[bytes, float] = {}
     poll = select.epoll()
     poll.register(sock.fileno(), select.EPOLLIN)
-    poll.register(wire.fileno(), select.EPOLLIN)
+    poll.register(wire.sock.fileno(), select.EPOLLIN)
     while time.monotonic() < stop_at:
         poll.poll(0.2)
-        for _ in range(256):
-            try:
-                frame, anc, _flags, addr = wire.recvmsg(64, 64)
-            except BlockingIOError:
-                break
-            if addr[2] != 4:  # PACKET_OUTGOING: as sent (lo shows each packet twice)
-                continue
-            stamp = time.time()
-            for level, kind, value in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    sec, nsec = struct.unpack("qq", value[:16])
-                    stamp = sec + nsec / 1e9
-            src = frame[26:30]
-            if src in last:
-                gaps[src] = max(gaps.get(src, 0.0), stamp - last[src])
-            last[src] = stamp
+        wire.read()
         for _ in range(4096):
             try:
                 _data, anc, _flags, addr = sock.recvmsg(64, 64)
@@ -340,10 +184,7 @@ def observe(stop_at: float, ready: Connection, done: Connection) -> None:
             per_second[int(now)] = per_second.get(int(now), 0) + 1
             sessions.add((dst, addr[1]))
             per_dest[dst] = per_dest.get(dst, 0) + 1
-    wire_gaps = {
-        "a_to_b": round(gaps.get(socket.inet_aton(A), 0.0) * 1000, 1),
-        "b_to_a": round(gaps.get(socket.inet_aton(B), 0.0) * 1000, 1),
-    }
+    wire_gaps = {"a_to_b": wire.ms(A), "b_to_a": wire.ms(B)}
     done.send(
         (per_second, len(sessions), len(per_dest), max(per_dest.values(), default=0), wire_gaps)
     )
@@ -396,18 +237,9 @@ def run(args: argparse.Namespace, tmp: Path) -> Json:
         "sources": args.sources,
         "spoofed_packets_sent": sent,
         "attack_s": round(stopped - started, 1),
-        "flaps": {
-            "a_session_down": a_info["counters"]["session_down"],
-            "b_session_down": b_info["counters"]["session_down"],
-            "a_state": a_info["state"],
-            "b_state": b_info["state"],
-        },
+        "flaps": flaps(a_info, b_info),
         "largest_gap_on_the_wire_ms": wire_gaps,
-        "largest_rx_gap_ms": {
-            "a_from_b": a_info["max_rx_gap_ms"],
-            "b_from_a": b_info["max_rx_gap_ms"],
-            "before_attack": gap0,
-        },
+        "largest_rx_gap_ms": {**rx_gaps(a_info, b_info), "before_attack": gap0},
         "b_control_worst_answer_ms": round(worst_answer * 1000, 1),
         "b_cpu_s": {"attack": round(cpu_attack, 2), "attack_and_tail": round(cpu_total, 2)},
         "sessions_created": sessions,
@@ -449,14 +281,7 @@ def main() -> int:
     args.pin = args.pin and len(cpus) >= 2
     if args.pin:
         os.sched_setaffinity(0, cpus - {args.pin_cpu})
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    import aiobfd
-
-    print(f"aiobfd from {Path(aiobfd.__file__).parent}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="aiobfd-unsolicited-") as name:
-        result = run(args, Path(name))
-    print(json.dumps(result, indent=1))
-    return 0
+    return run_and_print(run, args, "aiobfd-unsolicited-")
 
 
 if __name__ == "__main__":
