@@ -11,7 +11,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import random
-from collections.abc import Callable
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from aiobfd.protocol.events import Event, StateChanged
 from aiobfd.protocol.packet import FLAG_FINAL, ControlPacket, Diag, State, decode, encode
@@ -219,3 +223,29 @@ class SessionPair:
 
     def run_for(self, duration: int) -> None:
         self.run_until(self.now + duration)
+
+
+@contextlib.contextmanager
+def silent_resolver(monkeypatch: Any, never: Callable[[object], bool]) -> Iterator[threading.Event]:
+    """``socket.getaddrinfo`` never answers for the names ``never`` picks,
+    until the yielded event is set (then, on the way out, it is, and the
+    stuck lookups get up to 5 s to end)."""
+    from aiobfd.config import addresses
+
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if never(host):
+            release.wait()
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        yield release
+    finally:
+        release.set()
+        deadline = time.monotonic() + 5
+        while addresses.stuck_lookups() and time.monotonic() < deadline:
+            time.sleep(0.01)

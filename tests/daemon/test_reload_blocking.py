@@ -37,6 +37,7 @@ from aiobfd.engine import Daemon, Peer
 from aiobfd.protocol.events import Event, StateChanged
 from aiobfd.protocol.packet import State
 from aiobfd.protocol.session import Session, SessionConfig
+from tests import helpers
 
 AIOBFD = [sys.executable, "-m", "aiobfd"]
 QUIET = ["--control-socket", "none", "--metrics-port", "0"]
@@ -157,24 +158,9 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
 @pytest.fixture
 def silent_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """``getaddrinfo`` never answers for NEVER (until the event is set); 1 s timeout."""
-    release = threading.Event()
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == NEVER:
-            release.wait()
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     monkeypatch.setattr(addresses, "RESOLVE_TIMEOUT_S", 1.0)
-    try:
+    with helpers.silent_resolver(monkeypatch, lambda host: host == NEVER) as release:
         yield release
-    finally:
-        release.set()
-        deadline = time.monotonic() + 5
-        while addresses.stuck_lookups() and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
 NEVER_PEER = f'[[peers]]\nremote = "{NEVER}"\nlocal = "127.0.0.1"'

@@ -30,6 +30,7 @@ from aiobfd.config import (
 )
 from aiobfd.protocol.packet import AuthType
 from aiobfd.secret_sources import key_file_warning, load_secret_file, read_regular_file
+from tests import helpers
 
 PEER = '[[peers]]\nremote = "127.0.0.2"\nlocal = "127.0.0.1"\n'
 
@@ -140,24 +141,11 @@ def test_unsolicited_listen_addresses_are_kept_resolved(tmp_path: Path) -> None:
 @pytest.fixture
 def silent_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     """getaddrinfo never answers for *.never (until released)."""
-    release = threading.Event()
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(host, str) and host.endswith(".never"):
-            release.wait()
-            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    try:
+    with helpers.silent_resolver(
+        monkeypatch, lambda host: isinstance(host, str) and host.endswith(".never")
+    ) as release:
         yield release
-    finally:
-        release.set()
-        deadline = time.monotonic() + 5
-        while addresses.stuck_lookups() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert addresses.stuck_lookups() == 0
+    assert addresses.stuck_lookups() == 0
 
 
 def test_a_resolver_that_never_answers_is_given_up(silent_resolver: threading.Event) -> None:
