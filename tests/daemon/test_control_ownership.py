@@ -12,6 +12,7 @@ the uid the kernel reports is faked instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -48,10 +49,9 @@ while True:
 """
 
 
-@pytest.fixture
-def impostor(tmp_path: Path) -> Iterator[Path]:
-    """A socket in a directory of ours, served by a process of uid 4343."""
-    path = tmp_path / "aiobfd.sock"
+@contextlib.contextmanager
+def served_by_stranger(path: Path) -> Iterator[Path]:
+    """The socket ``path``, served by a process of uid 4343 (STRANGER)."""
     proc = subprocess.Popen(
         [sys.executable, "-c", IMPOSTOR, str(path), str(STRANGER)],
         stdout=subprocess.PIPE,
@@ -63,6 +63,13 @@ def impostor(tmp_path: Path) -> Iterator[Path]:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def impostor(tmp_path: Path) -> Iterator[Path]:
+    """A socket in a directory of ours, served by a process of uid 4343."""
+    with served_by_stranger(tmp_path / "aiobfd.sock") as path:
+        yield path
 
 
 REFUSED = rf"^refusing to talk to .*aiobfd.sock: it is served by uid {STRANGER}, not by root or this user \(0\)$"
@@ -92,21 +99,11 @@ def test_root_talks_to_the_user_owning_a_private_directory(tmp_path: Path) -> No
     run = tmp_path / "run-aiobfd"
     run.mkdir(mode=0o750)
     os.chown(run, STRANGER, STRANGER)
-    path = run / "aiobfd.sock"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", IMPOSTOR, str(path), str(STRANGER)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    with served_by_stranger(run / "aiobfd.sock") as path:
         assert request(str(path), {"command": "version"})["version"] == "impostor"
         run.chmod(0o770)
         with pytest.raises(NotOurDaemon):
             request(str(path), {"command": "version"})
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_the_uid_the_kernel_reports_decides(
