@@ -55,7 +55,7 @@ from typing import Any
 
 from . import __version__, core_build
 from .config import ConfigError, DaemonSettings, Hooks, Settings
-from .control import ControlError, ControlServer, default_socket_path
+from .control import ControlError, ControlServer
 from .engine import Daemon, Peer, reconcile
 from .hooks import MAX_RUNNING, Dampening, HookRunner
 from .logs import setup_logging
@@ -65,6 +65,7 @@ from .metrics import (
     MetricsServer,
     start_metrics_server,
 )
+from .paths import default_socket_path
 from .protocol.constants import US_PER_MS
 from .systemd import Notifier
 

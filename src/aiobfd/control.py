@@ -56,7 +56,6 @@ from . import __version__
 from .config import ConfigError, PeerSpec, literal, resolve_peer
 from .engine import Daemon, Peer
 from .paths import check_socket_directory
-from .paths import default_socket_path as default_socket_path  # cli.py finds it here
 from .protocol.events import Event, SessionRemoved, StateChanged
 from .protocol.session import SessionConfig
 from .status import session_info

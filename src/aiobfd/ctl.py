@@ -19,9 +19,6 @@ from .argparsing import OneLineParser
 from .client import ClientError, request, watch
 from .paths import default_socket_path
 
-CtlError = ClientError
-"""The client's error under the name callers of this module know (one line, exit 1)."""
-
 
 def _fmt_ms(value: float) -> str:
     return f"{value:g}"

@@ -651,9 +651,9 @@ def test_example_config_is_valid_and_shows_the_real_defaults(tmp_path: Path) -> 
     import tomllib
 
     from aiobfd.cli import build_parser
-    from aiobfd.control import default_socket_path
     from aiobfd.hooks import Dampening
     from aiobfd.metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT
+    from aiobfd.paths import default_socket_path
 
     data = tomllib.loads(EXAMPLE.read_text())
     builtin = dataclasses.asdict(SessionSettings())

@@ -270,7 +270,7 @@ class DaemonSettings:
     """Also log to syslog on this socket; None: no syslog."""
     control_socket: str | None = None
     """Path of the control socket; None or empty: the default path
-    (:func:`aiobfd.control.default_socket_path`); ``"none"``: no socket."""
+    (:func:`aiobfd.paths.default_socket_path`); ``"none"``: no socket."""
     metrics_address: str | None = None
     """Address of the Prometheus endpoint; None: ``aiobfd.metrics.DEFAULT_METRICS_ADDRESS``."""
     metrics_port: int | None = None

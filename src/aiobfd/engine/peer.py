@@ -9,7 +9,6 @@ rooms of the engine (receive, wake-up, admission) act on them.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,8 +46,6 @@ class Peer:
     """Created by an unsolicited packet (RFC 9468), not by configuration."""
     runtime: bool = False
     """Added or changed at run time (aiobfdctl), not by the configuration."""
-    expiry: asyncio.TimerHandle | None = None
-    """Removal of a dynamic session that stays down (RFC 9468)."""
     rx_from: Any = None
     rx_connected_at: int = 0
     rx_dropped_read: int = 0
