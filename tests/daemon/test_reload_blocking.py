@@ -407,7 +407,9 @@ def test_threads_started_by_the_realtime_loop_run_sched_other() -> None:
 
 
 def _unprivileged() -> None:
-    """In the child: no real-time allowance, a small memory-lock limit, user nobody."""
+    """In the child: no real-time allowance and a small memory-lock limit (and,
+    through setpriv, no capabilities: root without CAP_SYS_NICE and
+    CAP_IPC_LOCK, but still the owner of the checkout, wherever it lies)."""
     resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, 65536))
 
@@ -421,7 +423,7 @@ def _unprivileged() -> None:
     ],
 )
 def test_refused_when_not_permitted_one_line_and_status_2(option: list[str], words: str) -> None:
-    setpriv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    setpriv = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
     result = subprocess.run(
         [*setpriv, *AIOBFD, "127.0.0.1", "127.0.0.2", *option, *QUIET],
         capture_output=True,
