@@ -136,6 +136,29 @@ async def test_packets_not_sent_with_ttl_255_create_nothing() -> None:
         b.close()
 
 
+async def test_multihop_packets_below_the_minimum_ttl_create_nothing() -> None:
+    """RFC 5883 §5 / RFC 9468: the TTL is checked before a session is made, so
+    packets that came too many hops hold no slot and spend no rate token."""
+    b = Daemon([], unsolicited=unsolicited(multihop=True, rate_per_s=1.0, burst=1))
+    await b.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 1)
+            s.bind(("127.0.12.2", 0))
+            for i in range(5):
+                s.sendto(down_packet(i + 1), (B, 4784))
+            await wait_until(lambda: b.unsolicited_refused.get("ttl", 0) == 5)
+            assert not b.peers
+            # The one token of the bucket is still there for a packet that may come.
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 254)
+            s.sendto(down_packet(9), (B, 4784))
+            await wait_until(lambda: len(b.peers) == 1)
+        (peer,) = b.peers.values()
+        assert peer.spec.multihop and peer.dynamic
+    finally:
+        b.close()
+
+
 async def test_dynamic_session_removed_after_staying_down() -> None:
     a = Daemon([PeerSpec(B, A, socket.AF_INET, session=FAST)])
     b = Daemon([], unsolicited=unsolicited(down_timeout_s=0.5))

@@ -490,12 +490,18 @@ def test_authenticated_packets_keep_the_sequence(auth_type: AuthType) -> None:
 
 
 @pytest.mark.parametrize("auth_type", KEYED)
-def test_zero_detection_time_forgets(auth_type: AuthType) -> None:
-    """After a detection timeout the session's Detection Time is 0 (remote values
-    reset, §6.8.1): the restarted peer's new sequence is then learnt at once."""
+def test_an_expired_detection_time_does_not_shorten_the_memory(auth_type: AuthType) -> None:
+    """After a detection timeout the session's Detection Time is 0 (§6.8.1 resets
+    the remote's values): the sequence is still kept for twice the Detection
+    Time of the silence, so an old packet replayed within it is refused."""
     rx = receiver(auth_type)
-    deliver(rx, hand_sign(pkt(), auth_type, 7, SECRET, 1000), now=0)
-    assert accepts(rx, hand_sign(pkt(), auth_type, 7, SECRET, 5), now=1, detect=0)
+    deliver(rx, hand_sign(pkt(), auth_type, 7, SECRET, 1000), now=0, detect=DETECT)
+    replayed = hand_sign(pkt(), auth_type, 7, SECRET, 970)
+    assert not accepts(rx, replayed, now=3 * DETECT // 2, detect=0)
+    assert rx.auth_seq_known
+    # A restarted peer's new sequence is learnt once twice that time has passed.
+    assert accepts(rx, hand_sign(pkt(), auth_type, 7, SECRET, 5), now=2 * DETECT, detect=0)
+    assert rx.rcv_auth_seq == 5
 
 
 # ----------------------------------------------------------------- rotation

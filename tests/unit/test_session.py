@@ -925,6 +925,28 @@ def test_a_repeated_packet_goes_the_full_way_once_something_changed() -> None:
     assert not t.receive_repeat(polled, SECOND + 10 * MS)
 
 
+def test_the_same_packets_after_an_expiry_teach_the_remote_discriminator_again() -> None:
+    """§6.8.1: bfd.RemoteDiscr is reset when the Detection Time expires; a peer
+    that then sends exactly the bytes it sent before (here AdminDown, which
+    leaves our Down as it is) is learnt again, not taken as a repeat that only
+    restarts the timer."""
+    s = make_session(SessionConfig(300 * MS, 300 * MS, 3))
+    raw = encode(pkt(State.ADMIN_DOWN, my=77, your=0, tx=300 * MS, rx=300 * MS))
+    s.receive(decode(raw), 0, raw)
+    s.receive(decode(raw), 300 * MS, raw)
+    assert s.remote_discr == 77
+    assert s.detect_deadline_us is not None
+    expiry = s.detect_deadline_us
+    s.handle_timer(expiry)  # silence for a Detection Time
+    assert s.remote_discr == 0
+    assert not s.receive_repeat(raw, expiry + 100 * MS)
+    drain(s)
+    s.receive(decode(raw), expiry + 100 * MS, raw)
+    assert s.remote_discr == 77
+    s.transmit_now(expiry + 100 * MS)
+    assert [p.your_discr for p in drain(s)] == [77]
+
+
 # ------------------------------------------------------------- periodic fast path
 
 

@@ -56,7 +56,7 @@ from dataclasses import replace
 from ..config import Hooks, PeerSpec, UnsolicitedConfig
 from ..protocol.events import StateChanged
 from ..protocol.packet import State
-from ..protocol.session import SessionConfig
+from ..protocol.session import SessionConfig, minimum_rx_ttl
 from .peer import Peer
 from .reporting import fields
 
@@ -174,8 +174,8 @@ class Admission:
             reason = "multihop"
         elif not self._prefixes.allows(remote):
             reason = "prefix"
-        elif self.ttl_check and not multihop and ttl is not None and ttl < 255:
-            reason = "ttl"
+        elif self.ttl_check and ttl is not None and ttl < minimum_rx_ttl(self._configs[multihop]):
+            reason = "ttl"  # RFC 5881 §5, RFC 5883 §5: before any state is made
         elif self.sessions >= cfg.max_sessions:
             reason = "limit"
         else:

@@ -215,6 +215,7 @@ class Authenticator:
         "_digest_len",
         "_hash",
         "_last_auth_rx_us",
+        "_last_detect_us",
         "_last_tx_header",
         "_meticulous",
         "_rcv_seq",
@@ -236,6 +237,7 @@ class Authenticator:
         self._rcv_seq = 0
         self._seq_known = False
         self._last_auth_rx_us = 0
+        self._last_detect_us = 0
         self._last_tx_header: bytes | None = None
         self._apply(config)
 
@@ -361,7 +363,10 @@ class Authenticator:
         ``pkt`` must be ``decode(raw)`` and ``raw`` the datagram it came from:
         the fields are read from ``pkt``, the digest is computed over ``raw``.
         ``now`` is the arrival time; ``detect_time_us`` the session's Detection
-        Time in force (§6.8.4).  The sequence window is 3 x the Detect Mult
+        Time in force (§6.8.4), or 0 when the session has none (after it
+        expired, §6.8.1 resets the remote's values): the sequence is then
+        kept for twice the Detection Time that was in force when the last
+        authenticated packet came.  The sequence window is 3 x the Detect Mult
         field of ``pkt`` itself: the remote's multiplier, which bounds how many
         of its packets may go missing while the session stays up.
 
@@ -400,8 +405,10 @@ class Authenticator:
         seq = int.from_bytes(data[1:5], "big")
 
         # §6.8.1: bfd.AuthSeqKnown MUST be set to zero after no packets have
-        # been received for at least twice the Detection Time.
-        if self._seq_known and now - self._last_auth_rx_us >= 2 * detect_time_us:
+        # been received for at least twice the Detection Time: the one of the
+        # silence, which an expiry half-way through must not shorten.
+        window = self._last_detect_us if self._last_detect_us > detect_time_us else detect_time_us
+        if self._seq_known and now - self._last_auth_rx_us >= 2 * window:
             self._seq_known = False
 
         if self._seq_known:
@@ -432,3 +439,4 @@ class Authenticator:
         self._rcv_seq = seq
         self._seq_known = True
         self._last_auth_rx_us = now
+        self._last_detect_us = detect_time_us

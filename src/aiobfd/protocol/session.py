@@ -83,6 +83,19 @@ class SessionConfig:
             raise ValueError(f"minimum TTL must be between 1 and 255, not {self.min_ttl}")
 
 
+def minimum_rx_ttl(config: SessionConfig) -> int:
+    """The lowest received TTL / Hop Limit a session of ``config`` accepts.
+
+    Single hop (RFC 5881 §5): 255 without authentication; with it, the
+    configured minimum.  Multihop (RFC 5883 §5): the configured minimum,
+    254 by default."""
+    if config.multihop:
+        return DEFAULT_MULTIHOP_MIN_TTL if config.min_ttl is None else config.min_ttl
+    if config.auth is None or config.min_ttl is None:
+        return TTL_SINGLE_HOP
+    return config.min_ttl
+
+
 def check_timers(desired_min_tx_us: int, required_min_rx_us: int, detect_mult: int) -> None:
     """Raise ``ValueError`` unless the values fit their wire fields and make sense."""
     for name, value in (
@@ -500,15 +513,8 @@ class Session:
 
     @property
     def min_rx_ttl(self) -> int:
-        """RFC 5881 §5: the lowest received TTL / Hop Limit accepted.
-
-        255 without authentication; with it, the configured minimum."""
-        cfg = self.config
-        if cfg.multihop:
-            return DEFAULT_MULTIHOP_MIN_TTL if cfg.min_ttl is None else cfg.min_ttl
-        if self.auth is None or cfg.min_ttl is None:
-            return TTL_SINGLE_HOP
-        return cfg.min_ttl
+        """The lowest received TTL / Hop Limit accepted (see :func:`minimum_rx_ttl`)."""
+        return minimum_rx_ttl(self.config)
 
     def set_auth(self, config: AuthConfig | None) -> None:
         """Change keys (rotation keeps sequence numbers) or the auth type.
@@ -640,7 +646,10 @@ class Session:
         self.counters.detection_expiries += 1
         expired_after = self.detection_time_us
         transition = fsm.on_detection_timeout(self.state)
-        # §6.8.1: bfd.RemoteDiscr is reset, and the remote's values with it.
+        # §6.8.1: bfd.RemoteDiscr is reset, and the remote's values with it;
+        # the next packet, whatever its bytes, is processed in full (not as a
+        # repeat, see receive_repeat) so that they are learnt again.
+        self._rx_last = b""
         self.remote_discr = 0
         self.remote_state = State.DOWN
         self.remote_demand_mode = False
