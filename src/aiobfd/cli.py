@@ -307,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="MS",
         help="longest a packet of an established session may wait for the daemon's next "
-        f"wake-up (default: the shortest receive interval, at most {MAX_RECEIVE_HOLDOFF_MS}; "
-        "0: read at once)",
+        f"wake-up, at most {MAX_RECEIVE_HOLDOFF_MS} (default: the shortest receive interval, "
+        "at most 5; 0: read at once)",
     )
     ops.add_argument(
         "--check-config",

@@ -7,7 +7,7 @@ import socket
 
 from aiobfd.config import PeerSpec
 from aiobfd.engine import Daemon
-from aiobfd.engine.receive import RX_HOLDOFF_MAX_US
+from aiobfd.engine.receive import RX_HOLDOFF_AUTO_US
 from aiobfd.protocol.session import SessionConfig
 
 MS = 1000
@@ -15,7 +15,7 @@ MS = 1000
 
 def brute_force(d: Daemon) -> int:
     rxs = [p.session.required_min_rx_us for p in d.peers.values()]
-    return min([RX_HOLDOFF_MAX_US, *(rx for rx in rxs if rx > 0)])
+    return min([RX_HOLDOFF_AUTO_US, *(rx for rx in rxs if rx > 0)])
 
 
 async def test_holdoff_is_the_shortest_receive_interval_through_adds_and_removals() -> None:
@@ -23,7 +23,7 @@ async def test_holdoff_is_the_shortest_receive_interval_through_adds_and_removal
     await d.start()
     rng = random.Random(9468)
     try:
-        assert d.receive.holdoff_in_force_us == RX_HOLDOFF_MAX_US
+        assert d.receive.holdoff_in_force_us == RX_HOLDOFF_AUTO_US
         n = 0
         for _ in range(300):
             if d.peers and rng.random() < 0.45:

@@ -3,8 +3,9 @@
 Session deadlines live in one :class:`~aiobfd.protocol.schedule.Schedule`
 (transmissions share instants, see ``Session.tx_instants``); the loop holds a
 single wake-up at the earliest (after aioquic's ``transmit()`` / re-arm
-pattern), and each wake-up serves every session due by then, then reads
-what waits on the established sessions' sockets.  The wake-up is a timerfd
+pattern), and each wake-up first reads what waits on the established
+sessions' sockets (a Final, a new interval, a Poll must take effect before
+the next transmission), then serves every session due by then.  The wake-up is a timerfd
 (:mod:`aiobfd.io.timerfd`), precise to the microsecond where ``call_at``
 comes up to a millisecond late; ``call_at`` where there is none.
 
@@ -126,7 +127,9 @@ class Wakeup:
             self.reschedule()
 
     def reschedule(self) -> None:
-        """Arm the loop's one timer at the earliest live deadline."""
+        """Arm the loop's one timer at the earliest live deadline (or earlier,
+        to read the session sockets while packets are coming: see
+        :meth:`Receive.follow_up_at`)."""
         schedule = self._schedule
         at = schedule.earliest()
         while at is not None and not any(p.timer_at == at for p in schedule.items_at(at)):
@@ -136,6 +139,9 @@ class Wakeup:
         if len(schedule) > 2 * self._live_peers() + 1024:
             schedule.compact(lambda instant, peer: peer.timer_at == instant)
             self._detect_instants = {i for i in self._detect_instants if schedule.items_at(i)}
+        follow_up = self._receive.follow_up_at(at)
+        if follow_up is not None:
+            at = follow_up
         if at != self._wakeup_at:
             self._wakeup_at = at
             precise = self._precise
@@ -183,6 +189,7 @@ class Wakeup:
             and self._precise is None
             and 0 < target - now <= DETECT_EARLY_US + EARLY_WAKEUP_US
             and now - self._slept_at > DETECT_SLEEP_GAP_US
+            and self._detection_at(target)
         ):
             # Woken early for a Detection Time (see DETECT_EARLY_US): wait out
             # the rest; nothing else of ours is due before it.  Not again
@@ -192,10 +199,11 @@ class Wakeup:
             now = self._slept_at = self._clock()
         self._in_wakeup = True
         try:
-            self._serve_due(now)
-            # Then what the established sessions' sockets hold (receive
-            # coalescing: this wake-up was coming anyway).
+            # First what the established sessions' sockets hold (receive
+            # coalescing: this wake-up was coming anyway): what they say
+            # (a Final, a slower interval) changes what is sent now.
             self._receive.drain()
+            self._serve_due(self._clock())
         finally:
             self._in_wakeup = False
         self.reschedule()
