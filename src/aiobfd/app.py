@@ -3,15 +3,17 @@
 :class:`Application` builds the engine (:class:`aiobfd.engine.Daemon`) and what
 serves beside it - the state-change hooks, the control socket, the Prometheus
 endpoint, systemd's notifications - and owns start, reload and stop.
-:func:`run` is the process around it: the descriptor limit, logging and the
-event loop.  Where the settings come from (command line, file) is
-:mod:`aiobfd.cli`'s and :mod:`aiobfd.config`'s business.
+:func:`run` is the process around it: logging and the event loop.  Where the
+settings come from (command line, file) is :mod:`aiobfd.cli`'s and
+:mod:`aiobfd.config`'s business.
 
 Start-up order, and why:
 
 1. signal handlers, before anything slow: a SIGTERM or SIGHUP while thousands
    of sessions open is handled (once the engine runs), not fatal;
-2. the engine's sockets and sessions, then the hooks;
+2. RLIMIT_NOFILE raised to what the sessions need (:func:`fit_file_limit`;
+   refused with one line naming the limit, the need and ``LimitNOFILE=``
+   when it cannot be), then the engine's sockets and sessions, then the hooks;
 3. ``gc.freeze()``: start-up objects live as long as the process, so the
    collector's pauses on the packet path stay short;
 4. the control socket, then the metrics endpoint;
@@ -31,10 +33,12 @@ thread of its own, so that nothing it does - files, name lookups, secrets,
 parsing thousands of peers - holds the event loop; the result is applied on
 the loop, all or nothing.  A read that takes longer than
 :data:`RELOAD_READ_TIMEOUT_S` is given up (its thread is left to finish
-alone) and the reload refused.  Applying it, sessions are removed and added
-a slice at a time (:data:`APPLY_SLICE_S` of a loop turn at most: opening a
-session's sockets takes about 0.3 ms, and 5,000 at once held the loop 1.5 s);
-the changes in place follow in one go (5,000 changed sessions: 40-70 ms).
+alone) and the reload refused; so is one whose sessions would not fit in
+RLIMIT_NOFILE, raised in that thread as far as it goes.  Applying it,
+sessions are removed and added a slice at a time (:data:`APPLY_SLICE_S` of a
+loop turn at most: opening a session's sockets takes about 0.3 ms, and 5,000
+at once held the loop 1.5 s); the changes in place follow in one go (5,000
+changed sessions: 40-70 ms).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from .config import ConfigError, DaemonSettings, Hooks, Settings
 from .control import ControlError, ControlServer
 from .engine import Daemon, Peer, reconcile
 from .hooks import MAX_RUNNING, Dampening, HookRunner
+from .io import fdlimit
 from .logs import setup_logging
 from .metrics import (
     DEFAULT_METRICS_ADDRESS,
@@ -154,6 +159,10 @@ class Application:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
 
         try:
+            fit_file_limit(self.settings)
+        except fdlimit.FileLimitError as exc:
+            raise StartError(str(exc)) from None
+        try:
             await self.daemon.start()
         except OSError as exc:
             raise StartError(f"cannot open sockets: {exc}") from None
@@ -248,8 +257,11 @@ class Application:
         if reload_from is None:
             raise ControlError(_NO_FILE)
         async with self._reload_lock:
+            running = self.settings
             try:
-                new = await _in_thread(reload_from, RELOAD_READ_TIMEOUT_S)
+                new = await _in_thread(
+                    lambda: _read_fitted(reload_from, running), RELOAD_READ_TIMEOUT_S
+                )
             except ConfigError as exc:
                 raise self._refused(str(exc)) from None
             except TimeoutError:
@@ -281,7 +293,7 @@ class Application:
         if self._reload_lock.locked():
             raise ControlError("a reload is under way already (SIGHUP); try again")
         try:
-            new = self._reload_from()
+            new = _read_fitted(self._reload_from, self.settings)
         except ConfigError as exc:
             raise self._refused(str(exc)) from None
         return self._apply(new)
@@ -395,6 +407,59 @@ def _hooks_of(peer: Peer) -> Hooks:
     return peer.spec.hooks
 
 
+def fit_file_limit(settings: Settings, running: Settings | None = None) -> fdlimit.Fit:
+    """Raise RLIMIT_NOFILE to what ``settings``' sessions need (see :mod:`aiobfd.io.fdlimit`).
+
+    On a reload ``running`` is the configuration running now: its ``[daemon]``
+    and ``[unsolicited]`` tables stay until the next restart, and its sessions
+    that ``settings`` no longer has hold their transmit sockets while they say
+    AdminDown.  :class:`~aiobfd.io.fdlimit.FileLimitError` (one line) when the
+    limit cannot be raised that far.
+    """
+    base = running or settings
+    peers = settings.peers
+    listeners = len({(p.local, p.scope, p.multihop) for p in peers})
+    unsolicited = base.unsolicited
+    dynamic = 0
+    if unsolicited is not None:
+        dynamic = unsolicited.max_sessions
+        listeners += len(unsolicited.listen) * (2 if unsolicited.multihop else 1)
+    farewells = 0
+    if running is not None:
+        keys = {p.key for p in peers}
+        farewells = sum(1 for p in running.peers if p.key not in keys)
+    need = fdlimit.needed(
+        len(peers),
+        listeners,
+        unsolicited=dynamic,
+        hooks=base.daemon.hook_max_running or MAX_RUNNING,
+        farewells=farewells,
+    )
+    what = f"{len(peers)} session(s)"
+    if dynamic:
+        what += f" and up to {dynamic} unsolicited"
+    fit = fdlimit.fit(need, what)
+    if fit.raised:
+        log.info(
+            "RLIMIT_NOFILE raised from %s to %s (%s need %d descriptors)",
+            *(fdlimit.describe(limits) for limits in (fit.before, fit.after)),
+            what,
+            need,
+        )
+    return fit
+
+
+def _read_fitted(read: Callable[[], Settings], running: Settings) -> Settings:
+    """``read()`` the new configuration and raise RLIMIT_NOFILE for it (a reload's
+    thread); ConfigError when it cannot be raised far enough."""
+    new = read()
+    try:
+        fit_file_limit(new, running)
+    except fdlimit.FileLimitError as exc:
+        raise ConfigError(str(exc)) from None
+    return new
+
+
 async def _in_thread(work: Callable[[], Settings], timeout_s: float) -> Settings:
     """``work()`` in a daemon thread of its own, awaited at most ``timeout_s``.
 
@@ -453,7 +518,6 @@ async def _in_thread(work: Callable[[], Settings], timeout_s: float) -> Settings
 
 def run(settings: Settings, reload_from: Callable[[], Settings] | None = None) -> int:
     """Run the daemon as this process until SIGINT or SIGTERM; the exit status."""
-    raise_file_limit()
     daemon = settings.daemon
     try:
         setup_logging(
@@ -590,14 +654,6 @@ def _status_field(name: str) -> str:
 def _limit(value: int, unit: str = "") -> str:
     """A resource limit for a message."""
     return "unlimited" if value == resource.RLIM_INFINITY else f"{value}{unit}"
-
-
-def raise_file_limit() -> None:
-    """Three sockets a session: lift the soft descriptor limit to the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run_loop(choice: str, main_coro: Coroutine[Any, Any, int]) -> int:

@@ -28,7 +28,8 @@ from collections.abc import Callable
 
 from ..config import PeerSpec, UnsolicitedConfig, check_local_address, resolve
 from ..io.clock import monotonic_us
-from ..io.sockets import open_transmit_socket, sockaddr
+from ..io.ports import SourcePorts
+from ..io.sockets import close_transmit_socket, open_transmit_socket, sockaddr
 from ..protocol.constants import MULTIHOP_PORT, SINGLE_HOP_PORT
 from ..protocol.events import Event, SessionRemoved, StateChanged
 from ..protocol.registry import PeerKey, SessionTable
@@ -77,6 +78,8 @@ class Daemon:
         # in profiles).
         jitter_rng = rng or random.Random(random.SystemRandom().getrandbits(64))
         self.table = SessionTable(self._rng, jitter_rng)
+        self.ports = SourcePorts(self._rng)
+        """Source ports held by the sessions: unique among them (RFC 5881 §4)."""
         self.peers: dict[PeerKey, Peer] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
@@ -222,7 +225,7 @@ class Daemon:
         receive = self.receive
         listener = receive.listener_for(spec)
         try:
-            sock = open_transmit_socket(spec.family, spec.local, spec.scope, self._rng)
+            sock = open_transmit_socket(spec.family, spec.local, spec.scope, self.ports)
         except OSError:
             receive.release_listener(spec, used=False)
             raise
@@ -278,7 +281,7 @@ class Daemon:
         self._close_peer(peer, keep_tx=True)
         self._report(peer, SessionRemoved(now))
         if self._loop is None or self._loop.is_closed():
-            peer.sock.close()
+            close_transmit_socket(peer.sock, self.ports)
             return
         self._farewells[key] = (
             self._loop.call_later(SHUTDOWN_GAP_S, self._farewell, peer, SHUTDOWN_REPEATS - 1),
@@ -298,7 +301,7 @@ class Daemon:
             )
         else:
             self._farewells.pop(key, None)
-            peer.sock.close()
+            close_transmit_socket(peer.sock, self.ports)
 
     def _end_farewell(self, key: PeerKey) -> None:
         """Stop the AdminDown repeats of a removed session to ``key``, if any."""
@@ -306,7 +309,7 @@ class Daemon:
         if pending is not None:
             handle, peer = pending
             handle.cancel()
-            peer.sock.close()
+            close_transmit_socket(peer.sock, self.ports)
 
     def _expire(self, peer: Peer) -> None:
         """Remove a dynamic session that stayed down (no AdminDown: it is down)."""
@@ -323,7 +326,7 @@ class Daemon:
         self.receive.session_removed(peer)
         peer.timer_at = None  # its schedule entries are stale now
         if not keep_tx:
-            peer.sock.close()
+            close_transmit_socket(peer.sock, self.ports)
         self.table.remove(peer.spec.key)
         self.receive.release_listener(peer.spec)
 

@@ -8,23 +8,22 @@
   (:func:`attach_min_ttl_filter`) and keeps the arrival time of the last one
   read (:func:`last_arrival_ns`).
 * One transmit socket per session, bound to the local address and to a source
-  port of 49152-65535 that no other socket holds (RFC 5881 §4), sending with
-  TTL / Hop Limit 255 (RFC 5881 §5).
+  port of 49152-65535 that no other socket holds and none of the daemon's other
+  sessions, whatever their address, while one is left (RFC 5881 §4; see
+  :mod:`.ports`), sending with TTL / Hop Limit 255 (RFC 5881 §5).
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
-import itertools
 import socket
 import struct
 import sys
 from typing import Final
 
-from ..protocol.constants import SINGLE_HOP_PORT, SOURCE_PORT_MAX, SOURCE_PORT_MIN, TTL_SINGLE_HOP
-from ..protocol.timers import RandomSource
+from ..protocol.constants import SINGLE_HOP_PORT, TTL_SINGLE_HOP
+from .ports import SourcePorts
 
 #: Linux value; Python's socket module does not export it.
 IP_RECVTTL: Final = getattr(socket, "IP_RECVTTL", 12)
@@ -167,13 +166,11 @@ def _bound_receiver(
     return sock
 
 
-def open_transmit_socket(
-    family: int, local: str, scope: int, rng: RandomSource, attempts: int = 64
-) -> socket.socket:
-    """A non-blocking UDP socket on ``local`` with a free port of 49152-65535.
-
-    Ports are tried at random first, then in order, so the choice is spread
-    over the range and still succeeds while any port is free.
+def open_transmit_socket(family: int, local: str, scope: int, ports: SourcePorts) -> socket.socket:
+    """A non-blocking UDP socket on ``local`` with a source port of 49152-65535
+    that none of the daemon's other sessions holds, while one is left (``ports``:
+    the daemon's account, see :mod:`.ports`).  Close it with
+    :func:`close_transmit_socket`, which gives the port back.
     """
     sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
@@ -185,26 +182,22 @@ def open_transmit_socket(
         else:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL_SINGLE_HOP)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, TOS_NETWORK_CONTROL)
-        span = SOURCE_PORT_MAX - SOURCE_PORT_MIN + 1
-        start = SOURCE_PORT_MIN + rng.getrandbits(16) % span
-        spread = (
-            SOURCE_PORT_MIN + (start - SOURCE_PORT_MIN + i * 7919) % span for i in range(attempts)
-        )
-        # Lazily: a list of every port cost about 200 us a session.
-        for port in itertools.chain(spread, range(SOURCE_PORT_MIN, SOURCE_PORT_MAX + 1)):
-            try:
-                sock.bind(sockaddr(family, local, port, scope))
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                continue
-            return sock
-        raise OSError(
-            errno.EADDRINUSE, f"no free source port in {SOURCE_PORT_MIN}-{SOURCE_PORT_MAX}"
-        )
+        ports.bind(lambda port: sock.bind(sockaddr(family, local, port, scope)))
     except BaseException:
         sock.close()
         raise
+    return sock
+
+
+def close_transmit_socket(sock: socket.socket, ports: SourcePorts) -> None:
+    """Close a socket of :func:`open_transmit_socket` and give its port back (once)."""
+    if sock.fileno() == -1:
+        return  # closed already: its port was given back then
+    try:
+        port = int(sock.getsockname()[1])
+    finally:
+        sock.close()
+    ports.release(port)
 
 
 _LOW_BYTE = 0 if sys.byteorder == "little" else 3
