@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 # Real BFD peers for the interop tests come from Debian's packages, and so do
-# promtool and the Prometheus server of the observability tests.
+# promtool and the Prometheus server of the observability tests, and tshark
+# (Wireshark's dissector checks what the echo sessions send).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     need=()
     [ -x /usr/lib/frr/bfdd ] || need+=(frr)
@@ -17,6 +18,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     command -v nft >/dev/null || need+=(nftables)
     command -v exabgp >/dev/null || need+=(exabgp)
     command -v promtool >/dev/null || need+=(prometheus)
+    command -v tshark >/dev/null || need+=(tshark)  # Wireshark's BFD dissector
     if [ ${#need[@]} -gt 0 ]; then
         echo "== installing ${need[*]}"
         apt-get update -qq

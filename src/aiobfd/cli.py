@@ -37,6 +37,8 @@ from .config import (
     SessionSettings,
     Settings,
     auth_config,
+    check_echo,
+    check_echo_peer,
     find_default_config,
     load_config,
     positive_number,
@@ -292,6 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default 60, at most {MAX_DOWN_TIMEOUT_S:g})",
     )
 
+    echo = parser.add_argument_group("unaffiliated echo (RFC 9747)")
+    echo.add_argument(
+        "--unaffiliated-echo",
+        action="store_true",
+        help="each REMOTE is a gateway that runs no BFD and forwards our echo packets "
+        "back (needs CAP_NET_RAW; IPv4: accept_local)",
+    )
+    echo.add_argument(
+        "--echo-interval",
+        type=_interval,
+        default=None,
+        metavar="MS",
+        help="echo transmit interval in ms once Up (default: the TX interval)",
+    )
+
     ops = parser.add_argument_group("operation")
     ops.add_argument("--config", metavar="FILE", default=None, help="TOML configuration file")
     ops.add_argument(
@@ -394,6 +411,8 @@ def _session(args: argparse.Namespace, warnings: list[str]) -> SessionSettings:
         on_down=args.on_down,
         on_change=args.on_change,
         hook_timeout_s=args.hook_timeout,
+        unaffiliated_echo=args.unaffiliated_echo,
+        echo_interval_ms=args.echo_interval,
     )
 
 
@@ -403,6 +422,11 @@ def _command_line(args: argparse.Namespace) -> Settings:
         raise ConfigError("the following arguments are required: remote")
     warnings: list[str] = []
     session = _session(args, warnings)
+    if args.echo_interval is not None and not args.unaffiliated_echo:
+        raise ConfigError("--echo-interval needs --unaffiliated-echo")
+    if args.unaffiliated_echo and args.unsolicited:
+        raise ConfigError("--unaffiliated-echo and --unsolicited cannot be combined")
+    check_echo(session)
     unsolicited = None
     if args.unsolicited:
         unsolicited = unsolicited_config(
@@ -419,7 +443,10 @@ def _command_line(args: argparse.Namespace) -> Settings:
     peers = []
     if args.remote:
         specs = resolve_peers(args.local, args.remote, session.session_config(), args.family)
-        peers = [dataclasses.replace(spec, hooks=session.hooks) for spec in specs]
+        echo = session.echo_config()
+        peers = [dataclasses.replace(spec, hooks=session.hooks, echo=echo) for spec in specs]
+        for spec in peers:
+            check_echo_peer(spec)
     return Settings(
         tuple(peers),
         unsolicited=unsolicited,

@@ -43,6 +43,7 @@ BRIEF_COLUMNS = (
         lambda i: (
             i["peer"]
             + (" (mh)" if i.get("multihop") else "")
+            + (" (echo)" if i.get("mode") == "unaffiliated_echo" else "")
             + (" *" if i.get("dynamic") else "")
             + (" +" if i.get("runtime") else "")
         ),
@@ -83,7 +84,11 @@ def format_detail(info: dict[str, Any]) -> str:
         f"  Diagnostics: local {info['local_diag']} ({info['local_diag_name']}),"
         f" remote {info['remote_diag']} ({info['remote_diag_name']})",
         f"  Discriminators: local {info['local_discr']}, remote {info['remote_discr']}",
-        f"  Source port: {info['source_port']}"
+        (
+            "  Unaffiliated echo (RFC 9747) through the gateway"
+            if info.get("mode") == "unaffiliated_echo"
+            else f"  Source port: {info['source_port']}"
+        )
         + (
             "  (multihop, minimum TTL " + str(info.get("min_rx_ttl")) + ")"
             if info.get("multihop")
@@ -117,6 +122,14 @@ def format_detail(info: dict[str, Any]) -> str:
         f"    Poll sequences: {c['poll_sequences']}",
         f"    Detection expiries: {c['detection_expiries']}",
     ]
+    echo = info.get("echo")
+    if echo:
+        lines.append(
+            f"  Echo: every {_fmt_ms(echo['tx_interval_ms'])} ms"
+            f" (configured {_fmt_ms(echo['interval_ms'])} ms), via {echo['interface'] or '?'}"
+            f" to {echo['gateway_mac'] or 'an address not resolved yet'},"
+            f" minimum TTL back {echo['min_rx_ttl']}"
+        )
     if c["send_errors"]:
         lines.append(
             "    Send errors: " + ", ".join(f"{k} {v}" for k, v in c["send_errors"].items())

@@ -2,6 +2,13 @@
 
 Intervals are in milliseconds (as FRR's ``show bfd peers json``), instants in
 seconds of the monotonic clock, counters as integers.
+
+An RFC 9747 unaffiliated echo session has the keys of a Control session
+(its packets are the echo packets it sent and got back, its remote is itself
+through the gateway), ``"mode": "unaffiliated_echo"`` (``"control"`` for the
+others) and an ``echo`` object: the interval, the packets, and where they go
+(the interface and the gateway's link-layer address, None while the kernel
+has not resolved it).  Control sessions have ``"echo": null``.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .engine import Peer
+from .protocol.echo import EchoSession
 from .protocol.errors import DropReason
 from .protocol.packet import State
 
@@ -21,12 +29,32 @@ def _s(us: int | None) -> float | None:
     return None if us is None else us / 1_000_000
 
 
+def _echo_info(peer: Peer, session: EchoSession) -> dict[str, Any]:
+    """The echo side of an unaffiliated echo session."""
+    dest: Any = peer.dest
+    # A packet socket's address once the gateway is resolved (see engine.echo);
+    # an IP socket address (plain UDP to the gateway) until then.
+    resolved = isinstance(dest, tuple) and len(dest) == 5 and isinstance(dest[4], bytes)
+    c = session.counters
+    return {
+        "interval_ms": _ms(session.config.interval_us),
+        "tx_interval_ms": _ms(session.transmit_interval_us),
+        "detect_mult": session.config.detect_mult,
+        "packets_in": c.packets_in,
+        "packets_out": c.packets_out,
+        "interface": dest[0] if resolved else None,
+        "gateway_mac": ":".join(f"{b:02x}" for b in dest[4]) if resolved else None,
+        "min_rx_ttl": session.min_rx_ttl,
+    }
+
+
 def session_info(peer: Peer, now: int) -> dict[str, Any]:
     """Everything an operator asks about one session."""
     s = peer.session
     c = s.counters
     drops = peer.drops()
     spec = peer.spec
+    echo: EchoSession | None = s if isinstance(s, EchoSession) else None
     return {
         "remote": spec.remote,
         "local": spec.local,
@@ -48,7 +76,8 @@ def session_info(peer: Peer, now: int) -> dict[str, Any]:
         "remote_diag_name": s.remote_diag.label,
         "local_discr": s.local_discr,
         "remote_discr": s.remote_discr,
-        "source_port": peer.source_port,
+        "mode": "control" if echo is None else "unaffiliated_echo",
+        "source_port": peer.source_port if echo is None else None,
         "uptime_s": round((now - s.last_state_change_us) / 1e6, 3) if s.state is State.UP else None,
         "since_last_change_s": round((now - s.last_state_change_us) / 1e6, 3),
         "last_state_change_monotonic": _s(s.last_state_change_us),
@@ -68,6 +97,7 @@ def session_info(peer: Peer, now: int) -> dict[str, Any]:
         "detect_time_ms": _ms(s.detection_time_us),
         "max_rx_gap_ms": _ms(s.max_rx_gap_us),
         "poll_active": s.poll_active,
+        "echo": None if echo is None else _echo_info(peer, echo),
         "counters": {
             "packets_in": c.packets_in,
             "packets_out": c.packets_out,

@@ -94,9 +94,11 @@ class Pair:
         return on_event
 
     def session(self, daemon: Daemon) -> Session:
-        return next(
+        session = next(
             p for p in daemon.peers.values() if p.spec.remote.startswith("127.0.0.")
         ).session
+        assert isinstance(session, Session)
+        return session
 
     def max_rx_gap_ms(self) -> float:
         return max(self.session(d).max_rx_gap_us for d in (self.app.daemon, self.b)) / MS

@@ -716,6 +716,8 @@ def test_session_keys_are_the_fields_of_session_settings() -> None:
         "on_down",
         "on_change",
         "hook_timeout_s",
+        "unaffiliated_echo",
+        "echo_interval_ms",
     }
 
 

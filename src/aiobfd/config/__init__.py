@@ -10,7 +10,8 @@ Which module holds what:
 * :mod:`.tomlfile` - the TOML file (docs/configuration.md) into
   :class:`Settings`: :func:`load_config`, every key checked and named in errors.
 * :mod:`.builders` - what the file and the command line build alike:
-  authentication from key files and variables, unsolicited sessions.
+  authentication from key files and variables, unsolicited sessions, the
+  rules of unaffiliated echo sessions.
 * :mod:`.addresses` - resolving addresses (strict literals, host names with a
   timeout) and checking peer pairs and local addresses (also used at run time
   by the engine and the control socket).
@@ -35,7 +36,14 @@ from .addresses import (
     resolve_peers,
     stuck_lookups,
 )
-from .builders import AUTH_TYPES, KeySource, auth_config, unsolicited_config
+from .builders import (
+    AUTH_TYPES,
+    KeySource,
+    auth_config,
+    check_echo,
+    check_echo_peer,
+    unsolicited_config,
+)
 from .model import (
     MAX_DAMPENING_S,
     MAX_DOWN_TIMEOUT_S,
@@ -94,6 +102,8 @@ __all__ = [
     "UnsolicitedConfig",
     "auth_config",
     "canonical",
+    "check_echo",
+    "check_echo_peer",
     "check_local_address",
     "find_default_config",
     "literal",

@@ -7,7 +7,10 @@ values to these builders, so the rules are written once:
   variable (:mod:`aiobfd.secret_sources`) into an :class:`AuthConfig`;
 * :func:`unsolicited_config` checks the prefixes and the listen addresses of
   RFC 9468 unsolicited sessions into an :class:`UnsolicitedConfig` (listen
-  addresses resolved: the engine binds them without a lookup).
+  addresses resolved: the engine binds them without a lookup);
+* :func:`check_echo` refuses what an RFC 9747 unaffiliated echo session
+  cannot be (multihop, passive, authenticated), and :func:`check_echo_peer`
+  the addresses it cannot use (link-local).
 
 Session timers are :meth:`SessionSettings.session_config`.  Errors are
 :class:`SettingError` naming the key within the table (``keys[1].id``), which
@@ -25,7 +28,7 @@ from ..protocol.auth import AuthConfig, AuthKey
 from ..protocol.packet import AuthType
 from ..secret_sources import load_secret_env, load_secret_file
 from .addresses import Resolver, canonical, parse_prefixes
-from .model import ConfigError, SessionSettings, SettingError, UnsolicitedConfig
+from .model import ConfigError, PeerSpec, SessionSettings, SettingError, UnsolicitedConfig
 
 #: Names of the authentication types in files and on the command line.
 AUTH_TYPES: dict[str, AuthType] = {
@@ -137,3 +140,31 @@ def unsolicited_config(
         burst=burst,
         down_timeout_s=down_timeout_s,
     )
+
+
+def check_echo(session: SessionSettings) -> None:
+    """Refuse settings an unaffiliated echo session (RFC 9747) cannot have.
+
+    The gateway runs no BFD: there is no one to authenticate to, nothing to
+    wait for (passive) and no multihop path (the gateway is a neighbour whose
+    forwarding sends the packets back).
+    """
+    if not session.unaffiliated_echo:
+        return
+    for key, set_ in (
+        ("multihop", session.multihop),
+        ("passive", session.passive),
+        ("auth", session.auth is not None),
+    ):
+        if set_:
+            raise SettingError(key, f"an unaffiliated echo session cannot be {key}")
+
+
+def check_echo_peer(spec: PeerSpec) -> None:
+    """Refuse addresses an unaffiliated echo session cannot use: routers do
+    not forward packets from or to link-local addresses (RFC 4291 §2.5.6)."""
+    if spec.echo is not None and spec.scope:
+        raise ConfigError(
+            f"unaffiliated echo toward {spec.display_remote()} needs global addresses: "
+            "a gateway does not forward link-local ones"
+        )

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from ..protocol.auth import AuthConfig
 from ..protocol.constants import MAX_INTERVAL_US, US_PER_MS
+from ..protocol.echo import EchoConfig
 from ..protocol.registry import PeerKey
 from ..protocol.session import SessionConfig
 
@@ -114,7 +115,8 @@ class SessionSettings:
     The fields are the session keys of the file (``[defaults]``, a profile, a
     ``[[peers]]`` table) and the session options of the command line (``-r``,
     ``-t``, ``-m``, ``-p``, ``--multihop``, ``--min-ttl``, ``--auth-*``,
-    ``--on-*``, ``--hook-timeout``); the defaults are the built-in ones.
+    ``--on-*``, ``--hook-timeout``, ``--unaffiliated-echo``,
+    ``--echo-interval``); the defaults are the built-in ones.
     """
 
     rx_interval_ms: int = 1000
@@ -139,6 +141,18 @@ class SessionSettings:
     """Shell command run on every state change."""
     hook_timeout_s: float = 10.0
     """A hook still running after this many seconds is killed."""
+    unaffiliated_echo: bool = False
+    """An RFC 9747 unaffiliated echo session toward the remote (a gateway that
+    runs no BFD) instead of a Control session."""
+    echo_interval_ms: int | None = None
+    """Echo transmit interval once Up, 1 to 4294967 ms; None: ``tx_interval_ms``."""
+
+    def echo_config(self) -> EchoConfig | None:
+        """The core's :class:`EchoConfig` of an unaffiliated echo session, else None."""
+        if not self.unaffiliated_echo:
+            return None
+        interval = self.tx_interval_ms if self.echo_interval_ms is None else self.echo_interval_ms
+        return EchoConfig(interval_us=interval * US_PER_MS, detect_mult=self.detect_mult)
 
     def session_config(
         self, *, passive: bool | None = None, multihop: bool | None = None
@@ -182,6 +196,9 @@ class PeerSpec:
     """Commands run on its state changes."""
     profile: str = ""
     """Name of the profile it came from, for display."""
+    echo: EchoConfig | None = None
+    """An RFC 9747 unaffiliated echo session toward ``remote`` (its gateway)
+    with these settings, instead of a Control session; ``session`` is unused."""
 
     @property
     def multihop(self) -> bool:

@@ -27,7 +27,14 @@ from ..protocol.auth import AuthConfig
 from ..protocol.constants import MAX_DETECT_MULT, MAX_RECEIVE_HOLDOFF_MS
 from ..secret_sources import read_regular_file
 from .addresses import Resolver
-from .builders import AUTH_TYPES, KeySource, auth_config, unsolicited_config
+from .builders import (
+    AUTH_TYPES,
+    KeySource,
+    auth_config,
+    check_echo,
+    check_echo_peer,
+    unsolicited_config,
+)
 from .model import (
     MAX_DAMPENING_S,
     MAX_DOWN_TIMEOUT_S,
@@ -224,6 +231,19 @@ class _Reader:
             out["passive"] = _bool(where, f"{prefix}.passive", table["passive"])
         if "multihop" in table:
             out["multihop"] = _bool(where, f"{prefix}.multihop", table["multihop"])
+        if "unaffiliated_echo" in table:
+            out["unaffiliated_echo"] = _bool(
+                where, f"{prefix}.unaffiliated_echo", table["unaffiliated_echo"]
+            )
+        if "echo_interval_ms" in table:
+            out["echo_interval_ms"] = _int(
+                where,
+                f"{prefix}.echo_interval_ms",
+                table["echo_interval_ms"],
+                1,
+                MAX_INTERVAL_MS,
+                " ms",
+            )
         if "hook_timeout_s" in table:
             out["hook_timeout_s"] = _number(
                 where, f"{prefix}.hook_timeout_s", table["hook_timeout_s"], MAX_HOOK_TIMEOUT_S, " s"
@@ -309,6 +329,10 @@ class _Reader:
                 remote = f"{remote}%{interface}"
             if "%" not in local and _is_link_local(local):
                 local = f"{local}%{interface}"
+        try:
+            check_echo(settings)
+        except SettingError as exc:
+            raise where.within(key, exc) from None
         resolver = self.resolver
         for name, text in (("remote", remote), ("local", local)):
             try:
@@ -326,7 +350,9 @@ class _Reader:
                 shutdown=shutdown,
                 hooks=settings.hooks,
                 profile=str(peer.get("profile") or ""),
+                echo=settings.echo_config(),
             )
+            check_echo_peer(spec)
         except (ConfigError, ValueError) as exc:
             raise where.error(key, str(exc)) from None
         if interface and not spec.scope:

@@ -11,6 +11,8 @@ add, change, remove, shut down.  The rest is done by one room each:
   single wake-up (a timerfd), serving the sessions due;
 * :mod:`.transmit` - sending, and counting what the kernel refuses;
 * :mod:`.admission` - unsolicited sessions (RFC 9468);
+* :mod:`.echo` - unaffiliated echo sessions (RFC 9747): their packet socket,
+  the gateway's address, what comes back;
 * :mod:`.reporting` - session events to the log and to listeners;
 * :mod:`.reconcile` - a reload, session by session, without flaps.
 
@@ -36,6 +38,7 @@ from ..protocol.registry import PeerKey, SessionTable
 from ..protocol.stats import TimingStats
 from . import reconcile
 from .admission import Admission
+from .echo import Echo
 from .peer import EventListener, Peer
 from .receive import Receive
 from .reporting import Reporter, fields
@@ -101,6 +104,15 @@ class Daemon:
             rx_holdoff_us=rx_holdoff_us,
         )
         self.wakeup = Wakeup(clock, self.flush, self.receive, self.peers.__len__)
+        self.echo = Echo(
+            self.table,
+            self.reporter,
+            clock,
+            self.flush,
+            self._rng,
+            jitter_rng,
+            ttl_check=ttl_check,
+        )
         self._arm = self.wakeup.arm
 
     # ------------------------------------------------------------- views
@@ -155,6 +167,7 @@ class Daemon:
         self._loop = loop = asyncio.get_running_loop()
         self.started_at_us = now = self._clock()
         self.receive.start(loop, now, self._arm, self.wakeup.receive_ready)
+        self.echo.start(loop)
         self.wakeup.start(loop)
         self.admission.start(loop, now, self._add_dynamic, self._expire)
         try:
@@ -177,11 +190,15 @@ class Daemon:
     def close(self) -> None:
         """Release every socket and timer at once (no goodbye packets)."""
         for peer in list(self.peers.values()):
-            self._close_peer(peer)
+            if peer.spec.echo is not None:
+                self.echo.remove(peer)
+            else:
+                self._close_peer(peer)
         self.peers.clear()
         self.wakeup.close()
         self.receive.close()
         self.admission.close()
+        self.echo.close()
 
     async def shutdown(self) -> None:
         """RFC 5880 §6.8.16: tell every remote we are going AdminDown, then close.
@@ -222,6 +239,8 @@ class Daemon:
         # A session to the same peer that is saying goodbye says no more: its
         # AdminDown would take the remote's new session down again.
         self._end_farewell(key)
+        if spec.echo is not None:
+            return self._add_echo(spec)
         receive = self.receive
         listener = receive.listener_for(spec)
         try:
@@ -263,6 +282,25 @@ class Daemon:
         self.flush(peer, now)
         return peer
 
+    def _add_echo(self, spec: PeerSpec) -> Peer:
+        """An RFC 9747 unaffiliated echo session (see aiobfd.engine.echo)."""
+        now = self._clock()
+        peer = self.echo.add(
+            spec,
+            now,
+            align_tx=self.align_tx,
+            tx_instants=self.wakeup.tx_instants if self.align_tx else None,
+        )
+        self.peers[spec.key] = peer
+        log.info(
+            "session %s created: unaffiliated echo, local discriminator %d",
+            spec.display_remote(),
+            peer.session.local_discr,
+            extra=fields(peer),
+        )
+        self.flush(peer, now)
+        return peer
+
     def _add_dynamic(self, spec: PeerSpec) -> Peer:
         return self.add_peer(spec, dynamic=True)
 
@@ -276,6 +314,13 @@ class Daemon:
         if peer is None:
             return
         now = self._clock()
+        if peer.spec.echo is not None:
+            # Nobody to say goodbye to: the gateway runs no BFD.
+            peer.session.disable(now)
+            self.flush(peer, now)
+            self.echo.remove(peer)
+            self._report(peer, SessionRemoved(now))
+            return
         peer.session.disable(now)
         self.flush(peer, now)
         self._close_peer(peer, keep_tx=True)
@@ -377,7 +422,16 @@ class Daemon:
         return summary
 
     def _change_peer(self, peer: Peer, spec: PeerSpec) -> None:
+        if (peer.spec.echo is None) != (spec.echo is None):
+            # A Control session becomes an echo session or the reverse: a new one.
+            self.remove_peer(peer.spec.key)
+            self.add_peer(spec)
+            return
         now = self._clock()
+        if spec.echo is not None:
+            self.echo.change(peer, spec, now)
+            self.flush(peer, now)
+            return
         self.admission.forget(peer)  # the file now configures what a remote had started
         reconcile.apply_spec(peer, spec, now)
         self.receive.holdoff_changed()

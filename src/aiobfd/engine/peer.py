@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import PeerSpec
 from ..io.sockets import SockAddr, kernel_drops
+from ..protocol.echo import EchoSession
 from ..protocol.errors import DropReason
 from ..protocol.events import Event
 from ..protocol.session import Session
@@ -29,7 +30,8 @@ class Peer:
     """
 
     spec: PeerSpec
-    session: Session
+    session: Session | EchoSession
+    """The core's session: a Control session, or an RFC 9747 unaffiliated echo one."""
     sock: socket.socket
     dest: SockAddr
     timer_at: int | None = None

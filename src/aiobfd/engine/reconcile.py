@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from ..config import PeerSpec
 from ..protocol.packet import State
 from ..protocol.registry import PeerKey
+from ..protocol.session import Session
 from .peer import Peer
 
 
@@ -47,8 +48,10 @@ def changes(running: Mapping[PeerKey, Peer], specs: list[PeerSpec]) -> Changes:
 
 
 def apply_spec(peer: Peer, spec: PeerSpec, now: int) -> None:
-    """Change ``peer``'s session to ``spec``'s settings, in place."""
+    """Change ``peer``'s session to ``spec``'s settings, in place (a Control
+    session: an echo session's changes are the echo room's)."""
     session = peer.session
+    assert isinstance(session, Session)
     old, new = session.config, spec.session
     peer.spec = spec
     peer.runtime = False

@@ -25,6 +25,7 @@ from typing import Generic, Literal, NamedTuple, TypeVar
 
 from .. import __version__, core_build
 from ..engine import Daemon, Peer
+from ..protocol.echo import EchoSession
 from ..protocol.events import Event, StateChanged
 from ..protocol.packet import State
 from ..protocol.registry import PeerKey
@@ -175,6 +176,27 @@ def _gap_ratio(p: Peer) -> float | None:
     return s.max_rx_gap_us / detect_us if detect_us else None
 
 
+def _echo(p: Peer) -> EchoSession | None:
+    """The session as an RFC 9747 unaffiliated echo session, or None."""
+    s = p.session
+    return s if isinstance(s, EchoSession) else None
+
+
+def _echo_sent(p: Peer) -> float | None:
+    echo = _echo(p)
+    return None if echo is None else echo.counters.packets_out
+
+
+def _echo_received(p: Peer) -> float | None:
+    echo = _echo(p)
+    return None if echo is None else echo.counters.packets_in
+
+
+def _echo_interval(p: Peer) -> float | None:
+    echo = _echo(p)
+    return None if echo is None else echo.transmit_interval_us / 1e6
+
+
 def _wakeups(d: Daemon) -> tuple[tuple[str, int], ...]:
     timing = d.timing
     return (("timer", timing.timer_wakeups), ("receive", timing.receive_wakeups))
@@ -255,14 +277,35 @@ def families(changes: StateChanges) -> Families:
         Scalar(
             "aiobfd_session_packets_sent_total",
             "counter",
-            "BFD Control packets sent.",
+            "BFD Control packets sent (an unaffiliated echo session: its echo packets).",
             lambda p: p.session.counters.packets_out,
         ),
         Scalar(
             "aiobfd_session_packets_received_total",
             "counter",
-            "BFD Control packets received and accepted by the session.",
+            "BFD Control packets received and accepted by the session (an unaffiliated "
+            "echo session: its echo packets that came back).",
             lambda p: p.session.counters.packets_in,
+        ),
+        Scalar(
+            "aiobfd_session_echo_packets_sent_total",
+            "counter",
+            "Echo packets sent (RFC 9747 unaffiliated echo sessions only).",
+            _echo_sent,
+        ),
+        Scalar(
+            "aiobfd_session_echo_packets_received_total",
+            "counter",
+            "Echo packets that came back and were accepted (RFC 9747 unaffiliated echo "
+            "sessions only).",
+            _echo_received,
+        ),
+        Scalar(
+            "aiobfd_session_echo_interval_seconds",
+            "gauge",
+            "Echo transmit interval in force, before jitter: the configured one once Up, "
+            "at least 1 s before (RFC 9747 unaffiliated echo sessions only).",
+            _echo_interval,
         ),
         Scalar(
             "aiobfd_session_transmit_interval_seconds",

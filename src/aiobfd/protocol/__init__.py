@@ -1,4 +1,4 @@
-"""The BFD protocol core, sans-IO (RFC 5880, RFC 5881, RFC 5883).
+"""The BFD protocol core, sans-IO (RFC 5880, RFC 5881, RFC 5883, RFC 9747).
 
 Everything a packet runs through, and nothing that waits: no sockets, no
 asyncio, no clock, no file or environment access.  Time comes in as integer
@@ -16,6 +16,8 @@ events and their next deadline.  mypyc compiles this folder (setup.py).
 * :mod:`.events` - what a session reports.
 * :mod:`.session` - one session: :class:`~.session.SessionConfig`, its
   counters and :class:`~.session.Session`.
+* :mod:`.echo` - an RFC 9747 unaffiliated echo session toward a gateway
+  that runs no BFD, with a Session's surface.
 * :mod:`.registry` - discriminators and demultiplexing (RFC 5880 §6.3).
 * :mod:`.schedule` - deadlines grouped by instant, shared by many sessions.
 * :mod:`.stats` - timer lateness histograms, plain integers.

@@ -1,0 +1,261 @@
+"""rtnetlink, the few messages aiobfd needs: routes and neighbours, without waiting.
+
+:class:`RouteNetlink` is one non-blocking ``NETLINK_ROUTE`` socket of the
+daemon's network namespace.  It asks the kernel for the route to an address
+(``RTM_GETROUTE``: ``ip route get``'s ``dev``, ``via`` and ``src``) and for a
+neighbour entry (``RTM_GETNEIGH``: ``ip neigh get``'s link-layer address and
+state), and, when opened with ``neighbours=True``, hears every change of the
+neighbour tables (the ``RTNLGRP_NEIGH`` group: ``ip monitor neigh``).
+
+Nothing here waits: a query is a ``send``, and the kernel has its answer in
+the socket's queue by the time the send returns (Linux serves both without
+the RTNL lock), so :meth:`RouteNetlink.read` right after finds it; the owner
+also reads when the event loop says the socket is readable (the events).
+Answers come back as values: :class:`Route`, :class:`Neighbour` and
+:class:`NetlinkError`, each with the sequence number of its query (0 for an
+event).
+
+(``aiobfd.engine.admission`` has an RTM_GETROUTE query of its own, for the
+interface check of unsolicited sessions; it could use this module.)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+# linux/netlink.h, linux/rtnetlink.h, linux/neighbour.h
+NETLINK_ROUTE: Final = 0
+RTMGRP_NEIGH: Final = 0x4
+NLMSG_ERROR: Final = 2
+NLMSG_DONE: Final = 3
+NLM_F_REQUEST: Final = 0x1
+RTM_NEWROUTE: Final = 24
+RTM_GETROUTE: Final = 26
+RTM_NEWNEIGH: Final = 28
+RTM_DELNEIGH: Final = 29
+RTM_GETNEIGH: Final = 30
+RTA_DST: Final = 1
+RTA_OIF: Final = 4
+RTA_GATEWAY: Final = 5
+RTA_PREFSRC: Final = 7
+NDA_DST: Final = 1
+NDA_LLADDR: Final = 2
+RTN_UNICAST: Final = 1
+RTN_LOCAL: Final = 2
+#: Neighbour states (NUD_*).
+NUD_INCOMPLETE: Final = 0x01
+NUD_REACHABLE: Final = 0x02
+NUD_STALE: Final = 0x04
+NUD_DELAY: Final = 0x08
+NUD_PROBE: Final = 0x10
+NUD_FAILED: Final = 0x20
+NUD_NOARP: Final = 0x40
+NUD_PERMANENT: Final = 0x80
+#: States whose link-layer address may be used (``ip neigh``'s "valid" ones).
+NUD_VALID: Final = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE | NUD_PROBE | NUD_STALE | NUD_DELAY
+#: States confirmed lately: the address is known to answer there.
+NUD_CONFIRMED: Final = NUD_PERMANENT | NUD_NOARP | NUD_REACHABLE
+
+_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+# family, dst_len, src_len, tos, table, protocol, scope, type, flags
+_RTMSG = struct.Struct("=BBBBBBBBI")
+# family, pad, pad, ifindex, state, flags, type
+_NDMSG = struct.Struct("=BBHiHBB")
+_RTATTR = struct.Struct("=HH")  # length, type
+_U32 = struct.Struct("=I")
+_ERRNO = struct.Struct("=i")
+#: Datagrams read from the socket per call, at most (a burst of neighbour
+#: events is read over several turns of the loop).
+READ_BATCH: Final = 64
+_RECV_SIZE = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The kernel's answer to a route query (``ip route get ADDRESS``)."""
+
+    seq: int
+    destination: str
+    kind: int
+    """RTN_UNICAST, RTN_LOCAL (the address is this host's), ..."""
+    ifindex: int
+    """The output interface (0: none)."""
+    gateway: str | None
+    """The next hop when it is not the destination itself (``via``)."""
+    source: str | None
+    """The preferred source address (``src``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """A neighbour entry: an answer to a query, or a change (``seq`` 0)."""
+
+    seq: int
+    address: str
+    ifindex: int
+    state: int
+    """NUD_* bits."""
+    lladdr: bytes | None
+    """The link-layer address, when the entry has one."""
+    deleted: bool = False
+    """An RTM_DELNEIGH event: the entry is gone."""
+
+    @property
+    def usable(self) -> bool:
+        return self.lladdr is not None and not self.deleted and bool(self.state & NUD_VALID)
+
+
+@dataclass(frozen=True, slots=True)
+class NetlinkError:
+    """The kernel refused a query (no route, no such neighbour, ...)."""
+
+    seq: int
+    errno: int
+
+    @property
+    def message(self) -> str:
+        return f"{errno.errorcode.get(self.errno, str(self.errno))}: {os.strerror(self.errno)}"
+
+
+Answer = Route | Neighbour | NetlinkError
+
+
+class RouteNetlink:
+    """A non-blocking rtnetlink socket: route and neighbour queries, neighbour events."""
+
+    def __init__(self, *, neighbours: bool = False) -> None:
+        sock = socket.socket(
+            socket.AF_NETLINK,
+            socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+            NETLINK_ROUTE,
+        )
+        try:
+            sock.bind((0, RTMGRP_NEIGH if neighbours else 0))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self._seq = 0
+        self.lost = 0
+        """Times the kernel said answers or events were lost (ENOBUFS)."""
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def ask_route(self, address: str) -> int:
+        """Send a route query for ``address``; its sequence number (OSError if refused)."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        dst = socket.inet_pton(family, address)
+        attr = _RTATTR.pack(_RTATTR.size + len(dst), RTA_DST) + dst
+        body = _RTMSG.pack(family, len(dst) * 8, 0, 0, 0, 0, 0, 0, 0) + attr
+        return self._send(RTM_GETROUTE, body)
+
+    def ask_neighbour(self, address: str, ifindex: int) -> int:
+        """Send a query for the neighbour entry of ``address`` on ``ifindex``."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        dst = socket.inet_pton(family, address)
+        attr = _RTATTR.pack(_RTATTR.size + len(dst), NDA_DST) + dst
+        body = _NDMSG.pack(family, 0, 0, ifindex, 0, 0, 0) + attr
+        return self._send(RTM_GETNEIGH, body)
+
+    def _send(self, kind: int, body: bytes) -> int:
+        self._seq = seq = self._seq % 0x7FFF_FFFF + 1  # never 0: that is an event
+        msg = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST, seq, 0)
+        self.sock.sendto(msg + body, (0, 0))
+        return seq
+
+    def read(self) -> list[Answer]:
+        """What waits on the socket, parsed (answers and events, in order)."""
+        out: list[Answer] = []
+        for _ in range(READ_BATCH):
+            try:
+                data = self.sock.recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # the queue overflowed: events were lost
+                    self.lost += 1
+                    continue
+                raise
+            out.extend(parse(data))
+        return out
+
+
+def parse(data: bytes) -> list[Answer]:
+    """The messages of one netlink datagram that this module knows."""
+    out: list[Answer] = []
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, seq, _port = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            break
+        body = offset + _NLMSGHDR.size
+        end = offset + length
+        if kind == NLMSG_ERROR and length >= _NLMSGHDR.size + _ERRNO.size:
+            code = -_ERRNO.unpack_from(data, body)[0]
+            if code:  # 0 is an acknowledgement
+                out.append(NetlinkError(seq, code))
+        elif kind == RTM_NEWROUTE and end - body >= _RTMSG.size:
+            out.append(_route(data, body, end, seq))
+        elif kind in (RTM_NEWNEIGH, RTM_DELNEIGH) and end - body >= _NDMSG.size:
+            neighbour = _neighbour(data, body, end, seq, deleted=kind == RTM_DELNEIGH)
+            if neighbour is not None:
+                out.append(neighbour)
+        offset += (length + 3) & ~3
+    return out
+
+
+def _attributes(data: bytes, at: int, end: int) -> dict[int, bytes]:
+    attrs: dict[int, bytes] = {}
+    while at + _RTATTR.size <= end:
+        size, kind = _RTATTR.unpack_from(data, at)
+        if size < _RTATTR.size or at + size > end:
+            break
+        attrs[kind & 0x3FFF] = data[at + _RTATTR.size : at + size]
+        at += (size + 3) & ~3
+    return attrs
+
+
+def _address(family: int, raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return socket.inet_ntop(family, raw)
+    except (ValueError, OSError):
+        return None
+
+
+def _route(data: bytes, body: int, end: int, seq: int) -> Route:
+    family, _dst_len, _src_len, _tos, _table, _proto, _scope, kind, _flags = _RTMSG.unpack_from(
+        data, body
+    )
+    attrs = _attributes(data, body + _RTMSG.size, end)
+    oif = attrs.get(RTA_OIF)
+    return Route(
+        seq,
+        _address(family, attrs.get(RTA_DST)) or "",
+        kind,
+        int(_U32.unpack(oif[:4])[0]) if oif is not None and len(oif) >= 4 else 0,
+        _address(family, attrs.get(RTA_GATEWAY)),
+        _address(family, attrs.get(RTA_PREFSRC)),
+    )
+
+
+def _neighbour(data: bytes, body: int, end: int, seq: int, *, deleted: bool) -> Neighbour | None:
+    family, _p1, _p2, ifindex, state, _flags, _kind = _NDMSG.unpack_from(data, body)
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None  # bridge FDB entries and the like
+    attrs = _attributes(data, body + _NDMSG.size, end)
+    address = _address(family, attrs.get(NDA_DST))
+    if address is None:
+        return None
+    lladdr = attrs.get(NDA_LLADDR)
+    return Neighbour(seq, address, ifindex, state, lladdr or None, deleted)
