@@ -51,6 +51,7 @@ from .protocol.auth import AuthConfig
 from .protocol.constants import MAX_DETECT_MULT, MAX_RECEIVE_HOLDOFF_MS
 
 _interval = whole_number(1, MAX_INTERVAL_MS, " of milliseconds")
+_echo_rx_interval = whole_number(0, MAX_INTERVAL_MS, " of milliseconds")
 _multiplier = whole_number(1, MAX_DETECT_MULT)
 
 
@@ -294,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default 60, at most {MAX_DOWN_TIMEOUT_S:g})",
     )
 
-    echo = parser.add_argument_group("unaffiliated echo (RFC 9747)")
+    echo = parser.add_argument_group("echo (RFC 5880 §6.4 with a BFD peer, RFC 9747 unaffiliated)")
     echo.add_argument(
         "--unaffiliated-echo",
         action="store_true",
@@ -306,7 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=_interval,
         default=None,
         metavar="MS",
-        help="echo transmit interval in ms once Up (default: the TX interval)",
+        help="echo transmit interval in ms once Up: with --unaffiliated-echo (default: the "
+        "TX interval), or our echo toward a BFD peer that accepts it (needs CAP_NET_RAW; "
+        "IPv4: accept_local; default: none)",
+    )
+    echo.add_argument(
+        "--echo-rx-interval",
+        type=_echo_rx_interval,
+        default=0,
+        metavar="MS",
+        help="advertise Required Min Echo RX Interval MS: loop the peer's echo packets "
+        "back at most this fast (IPv4; needs CAP_NET_RAW; default 0: not willing)",
     )
 
     ops = parser.add_argument_group("operation")
@@ -413,6 +424,7 @@ def _session(args: argparse.Namespace, warnings: list[str]) -> SessionSettings:
         hook_timeout_s=args.hook_timeout,
         unaffiliated_echo=args.unaffiliated_echo,
         echo_interval_ms=args.echo_interval,
+        echo_rx_interval_ms=args.echo_rx_interval,
     )
 
 
@@ -422,8 +434,8 @@ def _command_line(args: argparse.Namespace) -> Settings:
         raise ConfigError("the following arguments are required: remote")
     warnings: list[str] = []
     session = _session(args, warnings)
-    if args.echo_interval is not None and not args.unaffiliated_echo:
-        raise ConfigError("--echo-interval needs --unaffiliated-echo")
+    if args.echo_rx_interval and args.unaffiliated_echo:
+        raise ConfigError("--echo-rx-interval is for Control sessions, not --unaffiliated-echo")
     if args.unaffiliated_echo and args.unsolicited:
         raise ConfigError("--unaffiliated-echo and --unsolicited cannot be combined")
     check_echo(session)

@@ -123,7 +123,29 @@ def format_detail(info: dict[str, Any]) -> str:
         f"    Detection expiries: {c['detection_expiries']}",
     ]
     echo = info.get("echo")
-    if echo:
+    if echo and echo.get("mode") == "rfc5880":
+        ours = (
+            f"ours every {_fmt_ms(echo['tx_interval_ms'])} ms"
+            if echo["active"]
+            else "ours not active"
+            if echo["interval_ms"] is not None
+            else "none of ours"
+        )
+        if echo["interval_ms"] is not None:
+            ours += (
+                f" (configured {_fmt_ms(echo['interval_ms'])} ms),"
+                f" via {echo['interface'] or '?'}"
+                f" to {echo['gateway_mac'] or 'an address not resolved yet'},"
+                f" {echo['packets_out']} out, {echo['packets_in']} back,"
+                f" {echo['detection_expiries']} failures"
+            )
+        lines.append(
+            f"  Echo (RFC 5880): {ours}; the peer's: advertised"
+            f" {_fmt_ms(echo['required_min_echo_rx_ms'])} ms, {echo['reflected']} looped back,"
+            f" {echo['reflect_limited']} not; peer accepts"
+            f" {_fmt_ms(echo['remote_required_min_echo_rx_ms'])} ms"
+        )
+    elif echo:
         lines.append(
             f"  Echo: every {_fmt_ms(echo['tx_interval_ms'])} ms"
             f" (configured {_fmt_ms(echo['interval_ms'])} ms), via {echo['interface'] or '?'}"

@@ -8,7 +8,16 @@ An RFC 9747 unaffiliated echo session has the keys of a Control session
 through the gateway), ``"mode": "unaffiliated_echo"`` (``"control"`` for the
 others) and an ``echo`` object: the interval, the packets, and where they go
 (the interface and the gateway's link-layer address, None while the kernel
-has not resolved it).  Control sessions have ``"echo": null``.
+has not resolved it).
+
+A Control session with the RFC 5880 Echo function (an echo interval, or a
+Required Min Echo RX Interval advertised) has an ``echo`` object with the same
+keys, for our echo toward the BFD peer (``interface`` and ``gateway_mac``: the
+peer's; ``interval_ms`` None without our echo), and ``"mode": "rfc5880"``,
+``active``, ``required_min_echo_rx_ms`` (advertised),
+``remote_required_min_echo_rx_ms``, ``detection_expiries`` and the peer's echo
+packets looped back: ``reflected``, ``reflect_limited``.  Other Control
+sessions have ``"echo": null``.
 """
 
 from __future__ import annotations
@@ -16,9 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 from .engine import Peer
-from .protocol.echo import EchoSession
+from .protocol.echo import EchoFunction, EchoSession
 from .protocol.errors import DropReason
 from .protocol.packet import State
+from .protocol.session import Session
 
 
 def _ms(us: int) -> float:
@@ -48,13 +58,48 @@ def _echo_info(peer: Peer, session: EchoSession) -> dict[str, Any]:
     }
 
 
+def _peer_echo_info(session: Session) -> dict[str, Any] | None:
+    """The RFC 5880 Echo function of a Control session, None without one."""
+    echo = session.echo
+    advertised = session.required_min_echo_rx_us
+    if echo is None and not advertised:
+        return None
+    info: dict[str, Any] = {
+        "mode": "rfc5880",
+        "interval_ms": None,
+        "tx_interval_ms": None,
+        "detect_mult": session.detect_mult,
+        "packets_in": 0,
+        "packets_out": 0,
+        "interface": None,
+        "gateway_mac": None,
+        "min_rx_ttl": None,
+        "active": False,
+        "detection_expiries": 0,
+    }
+    carrier = echo.carrier if echo is not None else None
+    if echo is not None and isinstance(carrier, Peer):
+        info.update(_echo_info(carrier, echo))
+        info["active"] = echo.active
+        info["tx_interval_ms"] = _ms(echo.transmit_interval_us) if echo.active else None
+        info["detection_expiries"] = echo.counters.detection_expiries
+    c = session.counters
+    info["required_min_echo_rx_ms"] = _ms(advertised)
+    info["remote_required_min_echo_rx_ms"] = _ms(session.remote_min_echo_rx_us)
+    info["reflected"] = c.echo_reflected
+    info["reflect_limited"] = c.echo_reflect_limited
+    return info
+
+
 def session_info(peer: Peer, now: int) -> dict[str, Any]:
     """Everything an operator asks about one session."""
     s = peer.session
     c = s.counters
     drops = peer.drops()
     spec = peer.spec
-    echo: EchoSession | None = s if isinstance(s, EchoSession) else None
+    echo: EchoSession | None = (
+        s if isinstance(s, EchoSession) and not isinstance(s, EchoFunction) else None
+    )
     return {
         "remote": spec.remote,
         "local": spec.local,
@@ -97,7 +142,13 @@ def session_info(peer: Peer, now: int) -> dict[str, Any]:
         "detect_time_ms": _ms(s.detection_time_us),
         "max_rx_gap_ms": _ms(s.max_rx_gap_us),
         "poll_active": s.poll_active,
-        "echo": None if echo is None else _echo_info(peer, echo),
+        "echo": (
+            _echo_info(peer, echo)
+            if echo is not None
+            else _peer_echo_info(s)
+            if isinstance(s, Session)
+            else None
+        ),
         "counters": {
             "packets_in": c.packets_in,
             "packets_out": c.packets_out,

@@ -718,6 +718,7 @@ def test_session_keys_are_the_fields_of_session_settings() -> None:
         "hook_timeout_s",
         "unaffiliated_echo",
         "echo_interval_ms",
+        "echo_rx_interval_ms",
     }
 
 

@@ -101,7 +101,8 @@ def test_command_line() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--echo-interval", "20"], "--echo-interval needs --unaffiliated-echo"),
+        (["--echo-rx-interval", "20", "--unaffiliated-echo"], "is for Control sessions"),
+        (["--echo-interval", "20", "--multihop"], "single hop only"),
         (["--unaffiliated-echo", "--passive"], "cannot be passive"),
         (["--unaffiliated-echo", "--unsolicited", "127.0.0.0/8"], "cannot be combined"),
     ],

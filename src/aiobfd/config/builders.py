@@ -133,7 +133,7 @@ def unsolicited_config(
         prefixes=networks,
         listen=tuple(addresses),
         interfaces=tuple(interfaces),
-        session=session.session_config(passive=True, multihop=multihop),
+        session=session.session_config(passive=True, multihop=multihop, echo=False),
         multihop=multihop,
         max_sessions=max_sessions,
         rate_per_s=rate_per_s,
@@ -150,6 +150,15 @@ def check_echo(session: SessionSettings) -> None:
     forwarding sends the packets back).
     """
     if not session.unaffiliated_echo:
+        if session.multihop and (
+            session.echo_interval_ms is not None or session.echo_rx_interval_ms
+        ):
+            key = (
+                "echo_interval_ms"
+                if session.echo_interval_ms is not None
+                else "echo_rx_interval_ms"
+            )
+            raise SettingError(key, "the Echo function is single hop only (RFC 5883 §3)")
         return
     for key, set_ in (
         ("multihop", session.multihop),
@@ -167,4 +176,15 @@ def check_echo_peer(spec: PeerSpec) -> None:
         raise ConfigError(
             f"unaffiliated echo toward {spec.display_remote()} needs global addresses: "
             "a gateway does not forward link-local ones"
+        )
+    config = spec.session
+    if spec.echo is None and spec.scope and (config.echo_tx_us or config.required_min_echo_rx_us):
+        raise ConfigError(
+            f"echo with {spec.display_remote()} needs global addresses: "
+            "routers do not forward link-local ones"
+        )
+    if spec.echo is None and spec.family == socket.AF_INET6 and config.required_min_echo_rx_us:
+        raise ConfigError(
+            f"echo_rx_interval_ms toward {spec.display_remote()}: looping a peer's echo "
+            "packets back is IPv4 only"
         )

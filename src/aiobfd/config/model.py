@@ -116,7 +116,7 @@ class SessionSettings:
     ``[[peers]]`` table) and the session options of the command line (``-r``,
     ``-t``, ``-m``, ``-p``, ``--multihop``, ``--min-ttl``, ``--auth-*``,
     ``--on-*``, ``--hook-timeout``, ``--unaffiliated-echo``,
-    ``--echo-interval``); the defaults are the built-in ones.
+    ``--echo-interval``, ``--echo-rx-interval``); the defaults are the built-in ones.
     """
 
     rx_interval_ms: int = 1000
@@ -145,7 +145,14 @@ class SessionSettings:
     """An RFC 9747 unaffiliated echo session toward the remote (a gateway that
     runs no BFD) instead of a Control session."""
     echo_interval_ms: int | None = None
-    """Echo transmit interval once Up, 1 to 4294967 ms; None: ``tx_interval_ms``."""
+    """Echo transmit interval once Up, 1 to 4294967 ms.  An unaffiliated echo
+    session: None is ``tx_interval_ms``.  A Control session: our RFC 5880 Echo
+    function runs at this interval (at least the remote's Required Min Echo
+    RX) while the remote accepts echo packets; None: no echo."""
+    echo_rx_interval_ms: int = 0
+    """Required Min Echo RX Interval a Control session advertises, 0 to
+    4294967 ms: the remote's echo packets are looped back at most this fast
+    (RFC 5880 §6.4); 0: not willing (no echo from the remote)."""
 
     def echo_config(self) -> EchoConfig | None:
         """The core's :class:`EchoConfig` of an unaffiliated echo session, else None."""
@@ -155,10 +162,16 @@ class SessionSettings:
         return EchoConfig(interval_us=interval * US_PER_MS, detect_mult=self.detect_mult)
 
     def session_config(
-        self, *, passive: bool | None = None, multihop: bool | None = None
+        self, *, passive: bool | None = None, multihop: bool | None = None, echo: bool = True
     ) -> SessionConfig:
         """The protocol core's :class:`SessionConfig` (microseconds), optionally
-        with ``passive`` or ``multihop`` set otherwise (unsolicited sessions)."""
+        with ``passive`` or ``multihop`` set otherwise and without the Echo
+        function (``echo=False``: unsolicited sessions)."""
+        echo = echo and not self.unaffiliated_echo
+        echo_rx = self.echo_rx_interval_ms * US_PER_MS if echo else 0
+        echo_tx = (
+            self.echo_interval_ms * US_PER_MS if echo and self.echo_interval_ms is not None else 0
+        )
         return SessionConfig(
             desired_min_tx_us=self.tx_interval_ms * US_PER_MS,
             required_min_rx_us=self.rx_interval_ms * US_PER_MS,
@@ -167,6 +180,8 @@ class SessionSettings:
             auth=self.auth,
             min_ttl=self.min_ttl,
             multihop=self.multihop if multihop is None else multihop,
+            required_min_echo_rx_us=echo_rx,
+            echo_tx_us=echo_tx,
         )
 
     @property

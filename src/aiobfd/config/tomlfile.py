@@ -244,6 +244,15 @@ class _Reader:
                 MAX_INTERVAL_MS,
                 " ms",
             )
+        if "echo_rx_interval_ms" in table:
+            out["echo_rx_interval_ms"] = _int(
+                where,
+                f"{prefix}.echo_rx_interval_ms",
+                table["echo_rx_interval_ms"],
+                0,
+                MAX_INTERVAL_MS,
+                " ms",
+            )
         if "hook_timeout_s" in table:
             out["hook_timeout_s"] = _number(
                 where, f"{prefix}.hook_timeout_s", table["hook_timeout_s"], MAX_HOOK_TIMEOUT_S, " s"

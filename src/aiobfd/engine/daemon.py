@@ -11,8 +11,10 @@ add, change, remove, shut down.  The rest is done by one room each:
   single wake-up (a timerfd), serving the sessions due;
 * :mod:`.transmit` - sending, and counting what the kernel refuses;
 * :mod:`.admission` - unsolicited sessions (RFC 9468);
-* :mod:`.echo` - unaffiliated echo sessions (RFC 9747): their packet socket,
-  the gateway's address, what comes back;
+* :mod:`.echo` - echo: unaffiliated echo sessions (RFC 9747), and the RFC
+  5880 Echo function of Control sessions (ours on a peer of its own, and
+  looping the BFD peer's echo packets back): packet sockets, the next hop's
+  address, what comes back;
 * :mod:`.reporting` - session events to the log and to listeners;
 * :mod:`.reconcile` - a reload, session by session, without flaps.
 
@@ -27,14 +29,17 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import replace
 
 from ..config import PeerSpec, UnsolicitedConfig, check_local_address, resolve
 from ..io.clock import monotonic_us
 from ..io.ports import SourcePorts
 from ..io.sockets import close_transmit_socket, open_transmit_socket, sockaddr
 from ..protocol.constants import MULTIHOP_PORT, SINGLE_HOP_PORT
+from ..protocol.echo import EchoFailed
 from ..protocol.events import Event, SessionRemoved, StateChanged
 from ..protocol.registry import PeerKey, SessionTable
+from ..protocol.session import EchoRescheduled, Session
 from ..protocol.stats import TimingStats
 from . import reconcile
 from .admission import Admission
@@ -265,6 +270,14 @@ class Daemon:
             peer.connected = True
         except OSError as exc:
             log.debug("transmit socket for %s not connected: %s", spec.display_remote(), exc)
+        if not dynamic:
+            try:
+                self._start_echo(peer, now)
+            except OSError:
+                close_transmit_socket(sock, self.ports)
+                self.table.remove(key)
+                receive.release_listener(spec, used=False)
+                raise
         if dynamic:
             self.admission.adopt(peer)
         listener.users += 1
@@ -281,6 +294,50 @@ class Daemon:
         )
         self.flush(peer, now)
         return peer
+
+    def _start_echo(self, peer: Peer, now: int) -> None:
+        """RFC 5880 §6.4 for a Control session: loop the remote's echo packets
+        back (a nonzero Required Min Echo RX advertised), and our own Echo
+        function (an echo interval configured).  OSError, EchoCapabilityError
+        without CAP_NET_RAW; nothing is left behind then."""
+        config = peer.spec.session
+        if config.required_min_echo_rx_us and not self.echo.reflecting(peer):
+            self.echo.reflect_for(peer)
+        if config.echo_tx_us and self.echo.echo_peer_of(peer) is None:
+            try:
+                carrier = self.echo.attach(
+                    peer,
+                    now,
+                    align_tx=self.align_tx,
+                    tx_instants=self.wakeup.tx_instants if self.align_tx else None,
+                )
+            except OSError:
+                self.echo.unreflect(peer)
+                raise
+            self._arm(carrier)
+
+    def _stop_echo(self, peer: Peer) -> None:
+        """No echo for ``peer`` any more (removed, or a reload turned it off)."""
+        self.echo.detach(peer)
+        self.echo.unreflect(peer)
+
+    def _change_echo(self, peer: Peer, now: int) -> None:
+        """A reload changed the echo settings of a Control session."""
+        session = peer.session
+        assert isinstance(session, Session)
+        config = peer.spec.session
+        session.set_echo_rx(config.required_min_echo_rx_us, now)
+        if not config.required_min_echo_rx_us:
+            self.echo.unreflect(peer)
+        carrier = self.echo.echo_peer_of(peer)
+        if carrier is not None and not config.echo_tx_us:
+            self.echo.detach(peer)
+        elif carrier is not None:
+            echo = session.echo
+            assert echo is not None
+            echo.set_config(replace(echo.config, interval_us=config.echo_tx_us), now)
+            self._arm(carrier)
+        self._start_echo(peer, now)
 
     def _add_echo(self, spec: PeerSpec) -> Peer:
         """An RFC 9747 unaffiliated echo session (see aiobfd.engine.echo)."""
@@ -366,6 +423,7 @@ class Daemon:
         self._report(peer, SessionRemoved(self._clock()))
 
     def _close_peer(self, peer: Peer, *, keep_tx: bool = False) -> None:
+        self._stop_echo(peer)
         self.admission.forget(peer)
         self.receive.release(peer)
         self.receive.session_removed(peer)
@@ -433,7 +491,14 @@ class Daemon:
             self.flush(peer, now)
             return
         self.admission.forget(peer)  # the file now configures what a remote had started
+        old = peer.spec.session
         reconcile.apply_spec(peer, spec, now)
+        new = spec.session
+        if (old.required_min_echo_rx_us, old.echo_tx_us) != (
+            new.required_min_echo_rx_us,
+            new.echo_tx_us,
+        ):
+            self._change_echo(peer, now)
         self.receive.holdoff_changed()
         self.receive.refilter(peer)
         self.flush(peer, now)
@@ -456,6 +521,22 @@ class Daemon:
         self._arm(peer)
 
     def _report(self, peer: Peer, event: Event) -> None:
+        if isinstance(event, EchoRescheduled | EchoFailed):
+            self._echo_event(peer, event)  # the engine's own business
+            return
         if peer.dynamic and isinstance(event, StateChanged):
             self.admission.state_changed(peer, event)
         self.reporter.report(peer, event)
+
+    def _echo_event(self, peer: Peer, event: Event) -> None:
+        if isinstance(event, EchoRescheduled):
+            # The Control session's Echo function moved its deadlines.
+            carrier = self.echo.echo_peer_of(peer)
+            if carrier is not None:
+                self._arm(carrier)
+        else:
+            # Our echo packets stopped coming back: the Control session went
+            # Down (diag 2); its Down goes out and is reported now.
+            owner = self.peers.get(peer.spec.key)
+            if owner is not None and owner is not peer:
+                self.flush(owner, self._clock())

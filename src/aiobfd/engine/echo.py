@@ -1,4 +1,22 @@
-"""Unaffiliated BFD Echo (RFC 9747): echo sessions' sockets, paths and packets.
+"""BFD Echo: RFC 9747 unaffiliated echo sessions, and the RFC 5880 Echo
+function with a BFD peer (ours, and looping the peer's back).
+
+Our RFC 5880 echo (:class:`~aiobfd.protocol.echo.EchoFunction`, owned by a
+Control session) is an echo session of this room too, on a peer of its own
+that is not one of the daemon's peers (:meth:`Echo.attach`): it is sent,
+resolved and received exactly as below, toward the BFD peer's address.  A
+failure (:class:`~aiobfd.protocol.echo.EchoFailed`) is the daemon's to act on.
+
+The BFD peer's echo (:meth:`Echo.reflect_for`): its packets are addressed to
+the peer itself and come to our link-layer address; a host that does not
+forward drops them.  One packet socket sees them
+(:func:`aiobfd.io.echo.open_reflect_socket`); each is sent back to the
+link-layer address it came from, its TTL one less (what a router's
+forwarding would do), if it comes from a session's remote that we told a
+nonzero Required Min Echo RX Interval, the session is Up, and no faster than
+that interval allows (:data:`REFLECT_BURST`); counted on the session.  Where
+the interface forwards (``net.ipv4.conf.IFACE.forwarding``), the kernel
+sends them back already and we do not.
 
 An echo session (:class:`~aiobfd.protocol.echo.EchoSession`) is a
 :class:`~.peer.Peer` of the daemon like any other: it is in ``Daemon.peers``,
@@ -47,12 +65,18 @@ from typing import TYPE_CHECKING, cast
 from ..config import PeerSpec
 from ..io.echo import (
     ECHO_PORT,
+    ETH_P_IP,
+    PEER_ECHO,
+    UNAFFILIATED,
     EchoFrame,
     accepts_local,
+    forwards,
     link_address,
     open_echo_receive_socket,
     open_packet_socket,
     open_probe_socket,
+    open_reflect_socket,
+    reflected,
 )
 from ..io.netlink import (
     NUD_CONFIRMED,
@@ -65,10 +89,11 @@ from ..io.netlink import (
 )
 from ..io.sockets import ANCILLARY_SIZE, received_ttl, sockaddr
 from ..protocol.constants import SOURCE_PORT_MAX, SOURCE_PORT_MIN, US_PER_SECOND
-from ..protocol.echo import EchoSession
+from ..protocol.echo import EchoFunction, EchoSession
 from ..protocol.errors import DropReason, PacketError
 from ..protocol.packet import State, decode, encode
 from ..protocol.registry import PeerKey, SessionTable
+from ..protocol.session import Session
 from ..protocol.timers import RandomSource, SharedInstants
 from .peer import Peer
 from .reporting import Reporter
@@ -87,6 +112,14 @@ REFRESH_S = 1.0
 RECV_BATCH = 64
 #: An echo packet is a Control packet (at most 255 octets).
 RECV_SIZE = 256
+#: A BFD peer's echo packet looped back: any size up to an Ethernet MTU.
+REFLECT_SIZE = 1500
+#: Looping back: packets a session may send back at once after a pause;
+#: after that one per 3/4 of the interval advertised (the remote may jitter
+#: its packets down to 75 % of it, RFC 5880 §6.8.9).
+REFLECT_BURST = 4
+#: How long whether an interface forwards is taken as known.
+FORWARDING_CHECK_US = 5 * US_PER_SECOND
 
 
 @dataclass(eq=False, slots=True)
@@ -132,6 +165,15 @@ class _Sockets:
     probes: dict[tuple[str, int], socket.socket] = field(default_factory=dict)
 
 
+@dataclass(eq=False, slots=True)
+class _Reflected:
+    """A session whose remote's echo packets we loop back, and its budget."""
+
+    peer: Peer
+    tokens: float = REFLECT_BURST
+    at: int = 0
+
+
 class Echo:
     """The unaffiliated echo sessions of a daemon (see the module docstring)."""
 
@@ -167,6 +209,15 @@ class Echo:
         self._asked: dict[int, _Asked] = {}
         self._refresh: asyncio.TimerHandle | None = None
         self.receive_errors = 0
+        self._reflect_sock: socket.socket | None = None
+        self._reflecting: dict[str, _Reflected] = {}
+        """Remote address -> the session looping its echo packets back."""
+        self._forwarding: dict[str, tuple[bool, int]] = {}
+        """Interface -> whether it forwards, and when that was read."""
+        self.reflect_unknown = 0
+        """Echo packets of no session's remote seen by the loop-back socket."""
+        self.reflect_errors = 0
+        """Echo packets the kernel refused to send back."""
 
     # ------------------------------------------------------------- lifecycle
 
@@ -181,6 +232,10 @@ class Echo:
         if self._refresh is not None:
             self._refresh.cancel()
             self._refresh = None
+        if self._reflect_sock is not None:
+            self._unwatch(self._reflect_sock)
+            self._reflect_sock = None
+        self._reflecting.clear()
         sockets = self._sockets
         if sockets is not None:
             self._unwatch(sockets.netlink.sock)
@@ -201,8 +256,23 @@ class Echo:
         sock.close()
 
     def path_of(self, peer: Peer) -> EchoPath | None:
-        """The path of an echo session (for display), None for other sessions."""
-        return self._paths.get(peer.spec.key) if self._by_key.get(peer.spec.key) is peer else None
+        """The path of an echo session, or of a Control session's Echo
+        function (for display); None for other sessions."""
+        key = peer.spec.key
+        echo = self._by_key.get(key)
+        if echo is peer or (echo is not None and echo is self.echo_peer_of(peer)):
+            return self._paths.get(key)
+        return None
+
+    def echo_peer_of(self, peer: Peer) -> Peer | None:
+        """The peer of a Control session's Echo function (see :meth:`attach`), or None."""
+        echo = self._by_key.get(peer.spec.key)
+        if echo is None or echo is peer:
+            return None
+        session = echo.session
+        if isinstance(session, EchoFunction) and session.owner is peer.session:
+            return echo
+        return None
 
     # ------------------------------------------------------------- sessions
 
@@ -218,7 +288,48 @@ class Echo:
         :class:`~aiobfd.io.echo.EchoCapabilityError` without CAP_NET_RAW)."""
         config = spec.echo
         assert config is not None, "not an echo session"
-        sockets = self._open(spec)
+        receiver, probe = self._open_for(spec, UNAFFILIATED)
+        discr = self._new_discriminator()
+        session = EchoSession(
+            config, discr, now=now, rng=self._session_rng, key=spec.key, align_tx=align_tx
+        )
+        session.tx_instants = tx_instants
+        if spec.shutdown:
+            session.disable(now)
+        return self._register(spec, session, receiver, probe, now)
+
+    def attach(
+        self,
+        owner: Peer,
+        now: int,
+        *,
+        align_tx: bool = False,
+        tx_instants: SharedInstants | None = None,
+    ) -> Peer:
+        """Give a Control session its RFC 5880 Echo function (``echo_tx_us``):
+        the returned peer carries it (scheduled by the daemon's wake-up like
+        any peer, but not one of the daemon's peers).  OSError when a socket
+        cannot be opened, :class:`~aiobfd.io.echo.EchoCapabilityError`
+        without CAP_NET_RAW."""
+        spec = owner.spec
+        control = owner.session
+        assert isinstance(control, Session), "not a Control session"
+        receiver, probe = self._open_for(spec, PEER_ECHO)
+        session = EchoFunction(
+            control,
+            spec.session.echo_tx_us,
+            now=now,
+            rng=self._session_rng,
+            align_tx=align_tx,
+        )
+        session.tx_instants = tx_instants
+        carrier = self._register(spec, session, receiver, probe, now)
+        session.carrier = carrier
+        return carrier
+
+    def _open_for(self, spec: PeerSpec, purpose: str) -> tuple[EchoReceiver, socket.socket]:
+        """The sockets an echo session needs (opened on the first one)."""
+        sockets = self._open(purpose)
         key = (spec.local, spec.scope)
         receiver = self._receivers.get(key)
         if receiver is None:
@@ -230,15 +341,20 @@ class Echo:
         try:
             probe = self._probe_socket(sockets, spec)
         except OSError:
-            self._release_receiver(receiver)
+            if not receiver.users:
+                receiver.users = 1
+                self._release_receiver(receiver)
             raise
-        discr = self._new_discriminator()
-        session = EchoSession(
-            config, discr, now=now, rng=self._session_rng, key=spec.key, align_tx=align_tx
-        )
-        session.tx_instants = tx_instants
-        if spec.shutdown:
-            session.disable(now)
+        return receiver, probe
+
+    def _register(
+        self,
+        spec: PeerSpec,
+        session: EchoSession,
+        receiver: EchoReceiver,
+        probe: socket.socket,
+        now: int,
+    ) -> Peer:
         # EchoSession offers what the engine and its listeners read of a
         # Session: the wake-up, the reporter, hooks, metrics, status.
         peer = Peer(
@@ -249,7 +365,7 @@ class Echo:
         )
         port = SOURCE_PORT_MIN + self._rng.getrandbits(16) % (SOURCE_PORT_MAX - SOURCE_PORT_MIN + 1)
         self._paths[spec.key] = EchoPath(EchoFrame(spec.family, spec.local, port))
-        self._by_discr[discr] = peer
+        self._by_discr[session.local_discr] = peer
         self._by_key[spec.key] = peer
         receiver.users += 1
         self._resolve(peer, now)
@@ -284,6 +400,107 @@ class Echo:
         elif not spec.shutdown and session.state is State.ADMIN_DOWN:
             session.enable(now)
 
+    def detach(self, owner: Peer) -> None:
+        """Forget a Control session's Echo function and its peer (see :meth:`attach`)."""
+        echo = self.echo_peer_of(owner)
+        if echo is not None:
+            self.remove(echo)
+            control = owner.session
+            if isinstance(control, Session):
+                control.detach_echo(self._clock())
+
+    # ----------------------------------------------- the BFD peer's echo
+
+    def reflect_for(self, peer: Peer) -> None:
+        """Loop back the echo packets of ``peer``'s remote (its session
+        advertises a nonzero Required Min Echo RX Interval).  Opens the
+        loop-back socket on the first (EchoCapabilityError without CAP_NET_RAW)."""
+        if self._reflect_sock is None:
+            sock = open_reflect_socket()
+            assert self._loop is not None
+            self._loop.add_reader(sock.fileno(), self._on_reflect)
+            self._reflect_sock = sock
+        self._reflecting[peer.spec.remote] = _Reflected(peer, at=self._clock())
+
+    def unreflect(self, peer: Peer) -> None:
+        """No more looping back for ``peer``'s remote (closes the socket after the last)."""
+        entry = self._reflecting.get(peer.spec.remote)
+        if entry is None or entry.peer is not peer:
+            return
+        del self._reflecting[peer.spec.remote]
+        if not self._reflecting and self._reflect_sock is not None:
+            self._unwatch(self._reflect_sock)
+            self._reflect_sock = None
+
+    def reflecting(self, peer: Peer) -> bool:
+        entry = self._reflecting.get(peer.spec.remote)
+        return entry is not None and entry.peer is peer
+
+    def _forwards(self, ifname: str, now: int) -> bool:
+        known = self._forwarding.get(ifname)
+        if known is None or now - known[1] > FORWARDING_CHECK_US:
+            value = forwards(ifname)
+            if known is None or known[0] != value:
+                log.info(
+                    "echo: %s %s: %s",
+                    ifname,
+                    "forwards" if value else "does not forward",
+                    "the kernel loops BFD peers' echo packets back there"
+                    if value
+                    else "aiobfd loops BFD peers' echo packets back there",
+                )
+            known = self._forwarding[ifname] = (value, now)
+        return known[0]
+
+    def _on_reflect(self) -> None:
+        """A peer's echo packets came: each back to where it came from (bounded per turn)."""
+        sock = self._reflect_sock
+        if sock is None:
+            return
+        now = self._clock()
+        for _ in range(RECV_BATCH):
+            try:
+                data, addr = sock.recvfrom(REFLECT_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.receive_errors += 1
+                log.debug("echo loop-back receive error: %s", exc)
+                return
+            got = reflected(data)
+            entry = self._reflecting.get(got[0]) if got is not None else None
+            if got is None or entry is None:
+                self.reflect_unknown += 1
+                continue
+            session = entry.peer.session
+            if not isinstance(session, Session):
+                continue
+            rx = session.required_min_echo_rx_us
+            counters = session.counters
+            if rx <= 0 or session.state is not State.UP:
+                counters.echo_reflect_limited += 1
+                continue
+            ifname = addr[0]
+            if self._forwards(ifname, now):
+                continue  # the kernel sends it back
+            # A token per 3/4 of the advertised interval, at most REFLECT_BURST.
+            tokens = entry.tokens + (now - entry.at) / (rx * 0.75)
+            entry.at = now
+            if tokens > REFLECT_BURST:
+                tokens = REFLECT_BURST
+            if tokens < 1:
+                entry.tokens = tokens
+                counters.echo_reflect_limited += 1
+                continue
+            entry.tokens = tokens - 1
+            try:
+                sock.sendto(got[1], (ifname, ETH_P_IP, 0, 0, addr[4]))
+            except OSError as exc:
+                self.reflect_errors += 1
+                log.debug("echo loop-back to %s failed: %s", got[0], exc)
+                continue
+            counters.echo_reflected += 1
+
     @staticmethod
     def _session(peer: Peer) -> EchoSession:
         session = peer.session
@@ -296,10 +513,10 @@ class Echo:
             self._receivers.pop((receiver.local, receiver.scope), None)
             self._unwatch(receiver.sock)
 
-    def _open(self, spec: PeerSpec) -> _Sockets:
+    def _open(self, purpose: str) -> _Sockets:
         sockets = self._sockets
         if sockets is None:
-            packet = open_packet_socket()
+            packet = open_packet_socket(purpose)
             try:
                 netlink = RouteNetlink(neighbours=True)
             except BaseException:

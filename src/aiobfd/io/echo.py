@@ -18,11 +18,20 @@ IPv4 drops a packet whose source is one of the host's own addresses unless
 While the gateway's link-layer address is not known, the engine sends the
 same payload as a plain UDP datagram to the gateway (:func:`open_probe_socket`):
 the kernel resolves the address (ARP, Neighbour Discovery) to send it, and
-the neighbour table then has it.
+the neighbour table then has it.  Our RFC 5880 echo toward a BFD peer goes
+out, and comes back, the same way.
+
+A BFD peer's echo packets (RFC 5880 §6.4) are addressed to the peer itself
+and sent to our link-layer address: a host that does not forward drops them.
+:func:`open_reflect_socket` is a packet socket that sees them (a classic BPF
+filter keeps only IPv4 UDP to port 3785 whose source is its destination,
+arriving for this host with TTL 255), and :func:`reflected` is such a packet
+with its TTL one less, as a router's forwarding would send it back.
 """
 
 from __future__ import annotations
 
+import ctypes
 import socket
 import struct
 from typing import Final
@@ -50,17 +59,123 @@ class EchoCapabilityError(PermissionError):
     """The process may not open a packet socket (no CAP_NET_RAW)."""
 
 
-def open_packet_socket() -> socket.socket:
+#: What needs the packet socket, for the message without CAP_NET_RAW.
+UNAFFILIATED = "unaffiliated echo"
+PEER_ECHO = "echo toward a BFD peer (echo_interval_ms, --echo-interval)"
+
+
+def open_packet_socket(purpose: str = UNAFFILIATED) -> socket.socket:
     """A non-blocking packet socket that sends IP packets we frame (CAP_NET_RAW)."""
     try:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, 0)
     except PermissionError:
         raise EchoCapabilityError(
-            "unaffiliated echo needs CAP_NET_RAW: echo packets addressed to this host "
+            f"{purpose} needs CAP_NET_RAW: echo packets addressed to this host "
             "go out on a packet socket (give the daemon CAP_NET_RAW, or run it as root)"
         ) from None
     sock.setblocking(False)
     return sock
+
+
+# Classic BPF (linux/filter.h), on a SOCK_DGRAM packet socket: offsets from
+# the IP header; the packet type is an ancillary load.
+_BPF_INSN = struct.Struct("@HBBI")
+_LD_W_ABS, _LD_H_ABS, _LD_B_ABS = 0x20, 0x28, 0x30
+_LDX_B_MSH, _LD_H_IND, _TAX = 0xB1, 0x48, 0x07
+_AND_K, _JEQ_K, _JEQ_X, _JSET_K, _RET_K = 0x54, 0x15, 0x1D, 0x45, 0x06
+_SKF_AD_PKTTYPE = (-0x1000 + 4) & 0xFFFF_FFFF
+_PACKET_HOST = 0
+_DROP = -1
+
+
+def _reflect_filter() -> bytes:
+    """IPv4, for this host (not outgoing, not another host's), UDP, not a
+    fragment, TTL 255, source = destination, destination port 3785."""
+    steps: list[tuple[int, int, int]] = [  # (code, k, jump to DROP when: 1 false, 2 true, 0 never)
+        (_LD_W_ABS, _SKF_AD_PKTTYPE, 0),
+        (_JEQ_K, _PACKET_HOST, 1),
+        (_LD_B_ABS, 0, 0),
+        (_AND_K, 0xF0, 0),
+        (_JEQ_K, 0x40, 1),
+        (_LD_B_ABS, 9, 0),
+        (_JEQ_K, _PROTO_UDP, 1),
+        (_LD_B_ABS, 8, 0),
+        (_JEQ_K, TTL_SINGLE_HOP, 1),
+        (_LD_H_ABS, 6, 0),
+        (_JSET_K, 0x3FFF, 2),  # More Fragments or an offset
+        (_LD_W_ABS, 12, 0),
+        (_TAX, 0, 0),
+        (_LD_W_ABS, 16, 0),
+        (_JEQ_X, 0, 1),
+        (_LDX_B_MSH, 0, 0),
+        (_LD_H_IND, 2, 0),
+        (_JEQ_K, ECHO_PORT, 1),
+        (_RET_K, 0xFFFF, 0),
+    ]
+    drop = len(steps)
+    out = []
+    for i, (code, k, when) in enumerate(steps):
+        skip = drop - i - 1
+        jt, jf = (0, skip) if when == 1 else (skip, 0) if when == 2 else (0, 0)
+        out.append(_BPF_INSN.pack(code, jt, jf, k))
+    out.append(_BPF_INSN.pack(_RET_K, 0, 0, 0))
+    return b"".join(out)
+
+
+def open_reflect_socket() -> socket.socket:
+    """A non-blocking packet socket that receives a BFD peer's echo packets
+    (see the module docstring) and sends them back (CAP_NET_RAW)."""
+    try:
+        # Every interface (an unbound socket of the protocol receives from all).
+        sock = socket.socket(
+            socket.AF_PACKET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.htons(ETH_P_IP)
+        )
+    except PermissionError:
+        raise EchoCapabilityError(
+            "looping a BFD peer's echo packets back (echo_rx_interval_ms, --echo-rx-interval) "
+            "needs CAP_NET_RAW: they are not addressed to this host and reach it only on "
+            "a packet socket (give the daemon CAP_NET_RAW, or run it as root)"
+        ) from None
+    try:
+        program = _reflect_filter()
+        buffer = ctypes.create_string_buffer(program, len(program))
+        fprog = struct.pack("@HP", len(program) // _BPF_INSN.size, ctypes.addressof(buffer))
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+        sock.setblocking(False)
+        # What came before the filter was attached was not filtered: away with it.
+        for _ in range(_PRE_FILTER_MAX):
+            try:
+                sock.recv(1)
+            except (BlockingIOError, InterruptedError):
+                break
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+_SO_ATTACH_FILTER = 26
+#: Packets read and dropped at most after the filter is attached.
+_PRE_FILTER_MAX = 10_000
+
+
+def reflected(packet: bytes) -> tuple[str, bytes] | None:
+    """A peer's echo packet (an IPv4 packet from :func:`open_reflect_socket`)
+    as its source address and the packet to send back: TTL one less, header
+    checksum updated.  None if it is not one (too short, not IPv4)."""
+    if len(packet) < _IPV4.size or packet[0] >> 4 != 4:
+        return None
+    length = (packet[0] & 0x0F) * 4
+    if length < _IPV4.size or len(packet) < length:
+        return None
+    ttl = packet[8]
+    if ttl <= 1:
+        return None
+    header = bytearray(packet[:length])
+    header[8] = ttl - 1
+    header[10:12] = b"\0\0"
+    struct.pack_into("!H", header, 10, _checksum(bytes(header)))
+    return socket.inet_ntop(socket.AF_INET, packet[12:16]), bytes(header) + packet[length:]
 
 
 def link_address(ifname: str, family: int, lladdr: bytes) -> LinkAddress:
@@ -102,6 +217,16 @@ def accepts_local(ifname: str) -> bool | None:
         except (OSError, ValueError):
             return None
     return any(values)
+
+
+def forwards(ifname: str) -> bool:
+    """Whether IPv4 on ``ifname`` forwards (``net.ipv4.conf.IFACE.forwarding``;
+    False if unknown)."""
+    try:
+        with open(f"/proc/sys/net/ipv4/conf/{ifname}/forwarding", "rb") as f:
+            return int(f.read().strip() or b"0") != 0
+    except (OSError, ValueError):
+        return False
 
 
 def _checksum(data: bytes) -> int:

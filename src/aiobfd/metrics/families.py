@@ -177,9 +177,26 @@ def _gap_ratio(p: Peer) -> float | None:
 
 
 def _echo(p: Peer) -> EchoSession | None:
-    """The session as an RFC 9747 unaffiliated echo session, or None."""
+    """The session as an RFC 9747 unaffiliated echo session, or a Control
+    session's RFC 5880 Echo function, or None."""
     s = p.session
-    return s if isinstance(s, EchoSession) else None
+    if isinstance(s, EchoSession):
+        return s
+    return s.echo
+
+
+def _reflected(p: Peer) -> float | None:
+    s = p.session
+    if isinstance(s, EchoSession) or not s.required_min_echo_rx_us:
+        return None
+    return s.counters.echo_reflected
+
+
+def _reflect_limited(p: Peer) -> float | None:
+    s = p.session
+    if isinstance(s, EchoSession) or not s.required_min_echo_rx_us:
+        return None
+    return s.counters.echo_reflect_limited
 
 
 def _echo_sent(p: Peer) -> float | None:
@@ -290,22 +307,39 @@ def families(changes: StateChanges) -> Families:
         Scalar(
             "aiobfd_session_echo_packets_sent_total",
             "counter",
-            "Echo packets sent (RFC 9747 unaffiliated echo sessions only).",
+            "Echo packets sent (RFC 9747 unaffiliated echo sessions, and Control sessions "
+            "with an echo interval: RFC 5880 echo toward the BFD peer).",
             _echo_sent,
         ),
         Scalar(
             "aiobfd_session_echo_packets_received_total",
             "counter",
             "Echo packets that came back and were accepted (RFC 9747 unaffiliated echo "
-            "sessions only).",
+            "sessions, and Control sessions with an echo interval).",
             _echo_received,
         ),
         Scalar(
             "aiobfd_session_echo_interval_seconds",
             "gauge",
             "Echo transmit interval in force, before jitter: the configured one once Up, "
-            "at least 1 s before (RFC 9747 unaffiliated echo sessions only).",
+            "at least 1 s before (unaffiliated echo sessions; Control sessions with an echo "
+            "interval: at least the peer's Required Min Echo RX, 1 s while echo is not active).",
             _echo_interval,
+        ),
+        Scalar(
+            "aiobfd_session_echo_reflected_total",
+            "counter",
+            "The BFD peer's echo packets looped back to it (Control sessions advertising a "
+            "Required Min Echo RX Interval only; 0 where the interface forwards: the kernel "
+            "loops them back).",
+            _reflected,
+        ),
+        Scalar(
+            "aiobfd_session_echo_reflect_limited_total",
+            "counter",
+            "The BFD peer's echo packets not looped back: the session not Up, or faster than "
+            "the Required Min Echo RX Interval advertised allows.",
+            _reflect_limited,
         ),
         Scalar(
             "aiobfd_session_transmit_interval_seconds",

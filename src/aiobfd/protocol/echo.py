@@ -1,4 +1,7 @@
-"""RFC 9747 unaffiliated BFD Echo, sans-IO: one echo session toward a gateway.
+"""BFD Echo, sans-IO: RFC 9747 unaffiliated echo sessions, and the RFC 5880
+Echo function of a Control session (:class:`EchoFunction`, at the end).
+
+:class:`EchoSession` is one unaffiliated echo session toward a gateway.
 
 A host that runs BFD and a gateway that does not (a provider's or a cloud's
 router, a switch nobody may configure): the host sends echo packets
@@ -63,7 +66,7 @@ from .constants import MAX_DETECT_MULT, MAX_INTERVAL_US, SLOW_TX_INTERVAL_US
 from .errors import DropReason, LocalProtocolError, PacketError
 from .events import Event, StateChanged
 from .packet import ControlPacket, Diag, State, encode
-from .session import SessionCounters
+from .session import Session, SessionCounters
 from .timers import RandomSource, SharedInstants, jitter_bounds, next_transmission, tx_grid
 
 #: RFC 5881 §4: echo packets go to this UDP port.
@@ -142,6 +145,7 @@ class EchoSession:
         "_jitter_window",
         "_rng",
         "_detect_us",
+        "_floor_us",
         "align_tx",
         "tx_instants",
         "config",
@@ -198,6 +202,9 @@ class EchoSession:
         self.max_rx_gap_us = 0
         """Largest gap between two packets that came back while Up."""
         self._detect_us = 0
+        self._floor_us = 0
+        """The shortest interval allowed (an RFC 5880 echo function: the
+        remote's Required Min Echo RX Interval; 0 here)."""
         self.detect_deadline_us: int | None = None
         """When the Detection Time expires (None: not running)."""
         self.next_tx_us: int | None = now
@@ -214,6 +221,9 @@ class EchoSession:
         """The interval in force before jitter: the provisioned one once Up,
         at least one second before (RFC 9747 §2, RFC 5880 §6.8.3)."""
         interval = self.config.interval_us
+        floor = self._floor_us
+        if floor > interval:
+            interval = floor
         if self.state is State.UP:
             return interval
         return interval if interval > SLOW_TX_INTERVAL_US else SLOW_TX_INTERVAL_US
@@ -554,3 +564,189 @@ class EchoSession:
             f"<EchoSession {self.key!r} discr={self.local_discr} {self.state.name} "
             f"remote={self.remote_discr}/{self.remote_state.name}>"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class EchoFailed(Event):
+    """The Echo function of a Control session stopped getting its packets
+    back (RFC 5880 §6.8.5): the session went Down with diag 2.  Reported by
+    the :class:`EchoFunction`, for its owner to act on (the engine sends the
+    Control session's Down at once); never a listener's business."""
+
+    at_us: int
+    detection_time_us: int
+    """Detect Mult times the echo interval: how long nothing came back."""
+
+
+class EchoFunction(EchoSession):
+    """The RFC 5880 Echo function of one Control session (§6.4, §6.8.9).
+
+    Our echo packets are addressed to ourselves and sent to the remote's
+    link-layer address; the remote system's forwarding sends them back.  The
+    packets are those of :class:`EchoSession` (a Control packet on UDP 3785
+    naming the Control session's discriminator, both My and Your
+    Discriminator), framed and sent alike; what differs is when:
+
+    * **Active** only while the owning :class:`~.session.Session` is Up and
+      the last Control packet from the remote said a nonzero Required Min
+      Echo RX Interval (§6.8.9); :meth:`sync` is how the session tells it.
+      Inactive, nothing is sent and nothing is timed (``state`` is Down;
+      Up while active).
+    * **Interval**: the configured one, never shorter than the remote's
+      Required Min Echo RX Interval, with the 75-100 % jitter §6.8.9 allows.
+    * **Detection**: Detect Mult (the session's) times that interval without
+      a packet coming back, from the last one back (or from activation):
+      the owner goes Down with diag 2, Echo Function Failed (§6.8.5), and an
+      :class:`EchoFailed` event is queued here.
+    * While active the owner asks for Control packets no faster than one a
+      second (§6.8.3, see ``Session.echo_active_changed``).
+
+    It emits no :class:`~.events.StateChanged`: the session's state is the
+    owner's.
+    """
+
+    __slots__ = ("carrier", "owner")
+
+    def __init__(
+        self,
+        owner: Session,
+        interval_us: int,
+        *,
+        now: int,
+        rng: RandomSource,
+        frame: Frame | None = None,
+        align_tx: bool = False,
+    ) -> None:
+        config = EchoConfig(interval_us=interval_us, detect_mult=owner.detect_mult)
+        super().__init__(
+            config,
+            owner.local_discr,
+            now=now,
+            rng=rng,
+            key=owner.key,
+            frame=frame,
+            align_tx=align_tx,
+        )
+        self.owner = owner
+        self.carrier: Any = None
+        """What carries it, given by whoever drives it (the engine: its peer);
+        opaque here, as ``key``."""
+        self.next_tx_us = None  # inactive until sync() says otherwise
+        self.remote_discr = owner.local_discr
+        owner.attach_echo(self, now)
+
+    @property
+    def active(self) -> bool:
+        """Whether echo packets are being sent (the session Up, the remote willing)."""
+        return self.state is State.UP
+
+    def sync(self, now: int) -> None:
+        """The owner's state or the remote's Required Min Echo RX changed
+        (or may have): start, stop or re-pace transmission."""
+        owner = self.owner
+        remote = owner.remote_min_echo_rx_us
+        wanted = owner.state is State.UP and remote > 0
+        if not wanted:
+            if self.state is State.UP:
+                self.stop(now)
+            return
+        if self.state is not State.UP:
+            self._floor_us = remote
+            self.state = State.UP
+            self.local_diag = Diag.NO_DIAGNOSTIC
+            self.last_state_change_us = now
+            self.counters.session_up += 1
+            self.max_rx_gap_us = 0
+            self.last_rx_us = None
+            self._detect_us = self.config.detect_mult * self.transmit_interval_us
+            self.detect_deadline_us = now + self._detect_us
+            self.next_tx_us = now  # the first one at once
+            owner.echo_active_changed(now)
+            owner.echo_rescheduled(now)
+            return
+        if remote != self._floor_us:
+            old = self.transmit_interval_us
+            self._floor_us = remote
+            if self.transmit_interval_us != old:
+                self._repace(now)
+                owner.echo_rescheduled(now)
+
+    def stop(self, now: int) -> None:
+        """Stop sending and timing (the owner is not Up, or wants no echo)."""
+        self.state = State.DOWN
+        self.last_state_change_us = now
+        self.counters.session_down += 1
+        self.next_tx_us = None
+        self.detect_deadline_us = None
+        self._detect_us = 0
+        self._floor_us = 0
+        self.owner.echo_active_changed(now)
+        self.owner.echo_rescheduled(now)
+
+    def _repace(self, now: int) -> None:
+        """The interval changed while active: the next packet and the
+        Detection Time follow (a longer one at once, a shorter one from the
+        next packet back)."""
+        detect = self.config.detect_mult * self.transmit_interval_us
+        if detect > self._detect_us and self.detect_deadline_us is not None:
+            base = self.last_rx_us if self.last_rx_us is not None else now
+            self.detect_deadline_us = max(self.detect_deadline_us, base + detect)
+        self._detect_us = detect
+        if self.next_tx_us is not None:
+            base = self.last_tx_us if self.last_tx_us is not None else now
+            self.next_tx_us = max(now, self._next_periodic_tx(base))
+
+    def set_config(self, config: EchoConfig, now: int) -> None:
+        """A new echo interval or Detect Mult (a reload, or the owner's timers)."""
+        old = self.transmit_interval_us
+        old_mult = self.config.detect_mult
+        self.config = config
+        if self.state is State.UP and (
+            self.transmit_interval_us != old or config.detect_mult != old_mult
+        ):
+            self._repace(now)
+            self.owner.echo_rescheduled(now)
+
+    def receive(self, pkt: ControlPacket, now: int, raw: bytes | None = None) -> None:
+        """One of our echo packets came back (the owner demultiplexed it by
+        My Discriminator and checked its source and TTL)."""
+        if pkt.my_discr != self.local_discr or pkt.your_discr != self.local_discr:
+            self._drop(
+                DropReason.WRONG_PEER, f"echo discriminators {pkt.my_discr}/{pkt.your_discr}"
+            )
+        if pkt.auth is not None:
+            self._drop(DropReason.AUTH_MISMATCH, "echo packets carry no authentication")
+        counters = self.counters
+        if self.state is not State.UP:
+            # Sent before the function stopped: it says nothing now.
+            counters.packets_dropped += 1
+            counters.drops[STALE] = counters.drops.get(STALE, 0) + 1
+            return
+        counters.packets_in += 1
+        last = self.last_rx_us
+        if last is not None and now - last > self.max_rx_gap_us:
+            self.max_rx_gap_us = now - last
+        self.last_rx_us = now
+        self.detect_deadline_us = now + self._detect_us
+
+    def _detection_timeout(self, now: int) -> None:
+        """RFC 5880 §6.8.5: Detect Mult echo intervals and nothing came back."""
+        expired_after = self._detect_us
+        self.detect_deadline_us = None
+        self.counters.detection_expiries += 1
+        self._events.append(EchoFailed(now, expired_after))
+        self.owner.echo_failed(now, expired_after)
+        if self.state is State.UP:  # the owner was not Up after all
+            self.stop(now)
+
+    def path_changed(self, now: int) -> None:
+        """Nothing to hurry: packets go at their interval while active."""
+
+    def disable(self, now: int, diag: Diag = Diag.ADMINISTRATIVELY_DOWN) -> None:
+        """Nothing: the owner's state decides (see :meth:`sync`)."""
+
+    def enable(self, now: int) -> None:
+        """Nothing: the owner's state decides (see :meth:`sync`)."""
+
+    def __repr__(self) -> str:
+        return f"<EchoFunction {self.key!r} discr={self.local_discr} {'active' if self.active else 'inactive'}>"

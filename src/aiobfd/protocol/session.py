@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import fsm
 from .auth import AuthConfig, Authenticator
@@ -53,6 +53,9 @@ from .timers import (
     tx_grid,
 )
 
+if TYPE_CHECKING:
+    from .echo import EchoFunction
+
 log = logging.getLogger(__name__)
 
 
@@ -76,9 +79,23 @@ class SessionConfig:
     (RFC 5883 §5): this value, default 254."""
     multihop: bool = False
     """RFC 5883 multihop session (UDP 4784, no interface, TTL checked against min_ttl)."""
+    required_min_echo_rx_us: int = 0
+    """Required Min Echo RX Interval we advertise (RFC 5880 §4.1, §6.4): how
+    fast we are willing to loop the remote's echo packets back; 0: not willing."""
+    echo_tx_us: int = 0
+    """RFC 5880 Echo function: our echo transmit interval when the remote
+    accepts echo packets (see protocol.echo.EchoFunction); 0: no echo."""
 
     def __post_init__(self) -> None:
         check_timers(self.desired_min_tx_us, self.required_min_rx_us, self.detect_mult)
+        for name, value in (
+            ("required minimum echo RX interval", self.required_min_echo_rx_us),
+            ("echo transmit interval", self.echo_tx_us),
+        ):
+            if not 0 <= value <= MAX_INTERVAL_US:
+                raise ValueError(
+                    f"{name} must be between 0 and {MAX_INTERVAL_US} microseconds, not {value}"
+                )
         if self.min_ttl is not None and not 1 <= self.min_ttl <= 255:
             raise ValueError(f"minimum TTL must be between 1 and 255, not {self.min_ttl}")
 
@@ -123,6 +140,20 @@ class SessionCounters:
     finals_sent: int = 0
     detection_expiries: int = 0
     drops: dict[str, int] = field(default_factory=dict)
+    echo_reflected: int = 0
+    """The remote's echo packets sent back to it (RFC 5880 §6.4; counted by
+    the engine, which reflects them)."""
+    echo_reflect_limited: int = 0
+    """The remote's echo packets not sent back: faster than we advertised."""
+
+
+@dataclass(frozen=True, slots=True)
+class EchoRescheduled(Event):
+    """The session's Echo function (RFC 5880 §6.4) started, stopped or
+    changed pace: its deadlines moved.  For the engine, which schedules it;
+    never a listener's business."""
+
+    at_us: int
 
 
 _NO_SEND = 1 << 62  # larger than any deadline, kept out of get_timer()
@@ -178,6 +209,10 @@ class Session:
         "remote_detect_mult",
         "remote_diag",
         "remote_state",
+        # The Echo function (RFC 5880 §6.4): none of the packet path's business.
+        "echo",
+        "required_min_echo_rx_us",
+        "remote_min_echo_rx_us",
     )
 
     def __init__(
@@ -227,6 +262,12 @@ class Session:
         self.remote_desired_min_tx_us = 0
         self.remote_detect_mult = 0
         self.remote_demand_mode = False
+        self.required_min_echo_rx_us = config.required_min_echo_rx_us
+        """What our packets say in Required Min Echo RX Interval (part of the cached encoding)."""
+        self.remote_min_echo_rx_us = 0
+        """The remote's Required Min Echo RX Interval (kept only with an Echo function)."""
+        self.echo: EchoFunction | None = None
+        """Our Echo function, attached by its constructor (None: no echo)."""
 
         # §6.8.3: the interval we advertise ("new") may differ from the one in
         # force until a Poll Sequence ends (after BIRD's des_min_tx_new/_int).
@@ -345,6 +386,12 @@ class Session:
         if flags & FLAG_FINAL and self.poll_active:
             self._terminate_poll(now)
             reschedule = True
+
+        echo = self.echo
+        if echo is not None:
+            # §6.8.9: echo only while the remote's last packet asks for it.
+            self.remote_min_echo_rx_us = pkt.required_min_echo_rx_us
+            echo.sync(now)
 
         transition = fsm.on_receive(self.state, pkt.state)
         if transition is not None:
@@ -496,7 +543,61 @@ class Session:
         self.config = replace(cfg, desired_min_tx_us=tx, required_min_rx_us=rx, detect_mult=mult)
         self.detect_mult = mult
         self._apply_desired_min_tx(now)
-        self._set_required_min_rx(rx, now)
+        self._set_required_min_rx(self._wanted_rx_us(), now)
+        echo = self.echo
+        if echo is not None and echo.config.detect_mult != mult:
+            echo.set_config(replace(echo.config, detect_mult=mult), now)
+
+    # ------------------------------------------------------- the Echo function
+
+    def attach_echo(self, echo: EchoFunction, now: int) -> None:
+        """Own ``echo`` (its constructor calls this): it runs from now on."""
+        self.echo = echo
+        echo.sync(now)
+
+    def detach_echo(self, now: int) -> None:
+        """No Echo function any more (a reload turned it off)."""
+        echo = self.echo
+        if echo is None:
+            return
+        self.echo = None
+        self.remote_min_echo_rx_us = 0
+        if echo.active:
+            echo.stop(now)
+
+    def set_echo_rx(self, value_us: int, now: int) -> None:
+        """Advertise another Required Min Echo RX Interval (0: not willing);
+        a Poll Sequence tells the remote at once (RFC 5880 §6.5)."""
+        if value_us == self.required_min_echo_rx_us:
+            return
+        self.config = replace(self.config, required_min_echo_rx_us=value_us)
+        self.required_min_echo_rx_us = value_us
+        self._tx_key = ()  # the cached encoding says the old value
+        self._request_poll(now)
+
+    def echo_rescheduled(self, now: int) -> None:
+        """Our Echo function's deadlines moved (it tells us): say so to the owner."""
+        self._events.append(EchoRescheduled(now))
+
+    def echo_active_changed(self, now: int) -> None:
+        """Our Echo function started or stopped: RFC 5880 §6.8.3, "When the
+        Echo function is active, a system SHOULD set bfd.RequiredMinRxInterval
+        to a value of not less than one second", through a Poll Sequence."""
+        self._set_required_min_rx(self._wanted_rx_us(), now)
+
+    def echo_failed(self, now: int, detect_time_us: int) -> None:
+        """RFC 5880 §6.8.5: our echo packets stopped coming back: Down, diag 2."""
+        if self.state is State.UP or self.state is State.INIT:
+            self._set_state(State.DOWN, Diag.ECHO_FUNCTION_FAILED, now, detect_time_us)
+
+    def _wanted_rx_us(self) -> int:
+        """bfd.RequiredMinRxInterval: the configured one, at least a second
+        while our Echo function is active (§6.8.3)."""
+        rx = self.config.required_min_rx_us
+        echo = self.echo
+        if echo is not None and echo.active and rx < SLOW_TX_INTERVAL_US:
+            return SLOW_TX_INTERVAL_US
+        return rx
 
     def transmit_now(self, now: int) -> None:
         """Queue one packet at once, outside the schedule (the AdminDown burst
@@ -575,6 +676,9 @@ class Session:
         self._apply_desired_min_tx(now)
         # Tell the remote at once rather than at the next (possibly slow) tick.
         self._reschedule_tx(now, immediately=True)
+        echo = self.echo
+        if echo is not None:
+            echo.sync(now)  # §6.8.9: echo only while Up
 
     def _apply_desired_min_tx(self, now: int) -> None:
         wanted = self.config.desired_min_tx_us
@@ -656,6 +760,7 @@ class Session:
         self.remote_min_rx_us = 1
         self.remote_desired_min_tx_us = 0
         self.remote_detect_mult = 0
+        self.remote_min_echo_rx_us = 0
         self.poll_active = self._poll_pending = False
         self._tx_in_force_us = self.desired_min_tx_us
         self._rx_in_force_us = self.required_min_rx_us
@@ -766,7 +871,7 @@ class Session:
             self.remote_discr,
             self.desired_min_tx_us,
             self.required_min_rx_us,
-            0,
+            self.required_min_echo_rx_us,
             None,
         )
 
