@@ -16,6 +16,7 @@ from our daemon's own CLOCK_MONOTONIC timestamps (``show session``).
     python bench/scale.py run --dut ours --peer frr -n 100 -i 50 -d 30 --trials 20
     python bench/scale.py side-by-side            # the issue's points, ratios (~10 min)
     python bench/scale.py sweep -i 100 -n 10,25,50,100,200 --duts ours,aiobfd02
+    python bench/scale.py curve -d 30 --trials 20   # ours vs ours at 1,000-5,000, the floor beside
     python bench/scale.py plot                     # PNGs under docs/img/
     python bench/scale.py cleanup                  # namespaces left by a killed run
 
@@ -54,6 +55,7 @@ from aiobfd.lab import LabError, cleanup_stale, frr_version, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
 
+from floor import ksoftirqd_pids
 from scalelab import (
     NAMING,
     Frr,
@@ -447,6 +449,8 @@ def cpu_reading(daemons: list[Daemon]) -> dict[str, Any]:
         "stat": cpu_stat(),
         "procs": {d.role: [proc_times(p) for p in d.cpu_pids()] for d in daemons},
         "sched": {d.role: proc_sched(d.pid) for d in daemons},
+        # Packet work the kernel deferred to its softirq threads is billed to no daemon.
+        "ksoftirqd": {c: sum(proc_times(pid)) for c, pid in ksoftirqd_pids().items()},
     }
 
 
@@ -774,6 +778,9 @@ def run_one(spec: RunSpec, opts: argparse.Namespace, index: str = "") -> dict[st
             result[f"core{cpu}_busy"] = round(busy["busy"] / wall, 4)
             result[f"core{cpu}_softirq"] = round(busy["softirq"] / wall, 4)
             result[f"core{cpu}_steal"] = round(busy["steal"] / wall, 4)
+            if cpu in cpu_a["ksoftirqd"] and cpu in cpu_b["ksoftirqd"]:
+                spent = cpu_b["ksoftirqd"][cpu] - cpu_a["ksoftirqd"][cpu]
+                result[f"ksoftirqd{cpu}_cpu"] = round(spent / wall, 4)
         total = cpu_busy(cpu_a["stat"], cpu_b["stat"], "cpu")
         result["other_cpu"] = round(
             total["busy"] / wall - result["dut_cpu"] - result["peer_cpu"], 4
@@ -1194,6 +1201,200 @@ def targets(results: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+# -------------------------------------------------------------------- curve
+
+
+def parse_points(text: str) -> list[tuple[int, int]]:
+    """'1000@50,20@10' -> [(1000, 50), (20, 10)]."""
+    out = []
+    for item in text.split(","):
+        if item.strip():
+            n, _, ms = item.partition("@")
+            out.append((int(n), int(ms)))
+    return out
+
+
+def curve(opts: argparse.Namespace) -> list[dict[str, Any]]:
+    """Our daemon on both sides at each point, and the floor (bench/floor.py) beside it.
+
+    At each point the daemon run and the floor's variants follow one another,
+    in alternating order from one point to the next (daemon first, then floors
+    first), so that the machine's drift falls on both.  Every run, and every
+    failure (a point that does not start), is appended to the results file.
+    """
+    from floor import run_floor
+
+    points = [(n, i) for i in opts.intervals for n in opts.sessions]
+    points += [p for p in parse_points(opts.extra) if p not in points]
+    variants = [v for v in opts.floor.split(",") if v]
+    records: list[dict[str, Any]] = []
+    for k, (n, interval) in enumerate(points):
+        daemon_first = (k % 2 == 0) == (opts.start_with == "daemon")
+        steps = ["daemon", *variants] if daemon_first else [*reversed(variants), "daemon"]
+        for step in steps:
+            title = f"[{k + 1}/{len(points)}] "
+            if step == "daemon":
+                spec = RunSpec(
+                    dut="ours",
+                    peer="ours",
+                    sessions=n,
+                    interval_ms=interval,
+                    mult=3,
+                    duration_s=opts.duration,
+                    trials=opts.trials,
+                    per_trial=opts.per_trial,
+                    family=opts.family,
+                    suite=opts.suite,
+                )
+                try:
+                    result = run_one(spec, opts, title)
+                except LabError as exc:
+                    log(f"run failed: {exc}")
+                    result = {**asdict(spec), "error": str(exc), "machine": machine()}
+            else:
+                try:
+                    result = run_floor(
+                        n,
+                        interval,
+                        step,
+                        opts.duration,
+                        family=opts.family,
+                        nice=opts.nice,
+                        suite=opts.suite,
+                    )
+                except (LabError, RuntimeError, OSError) as exc:
+                    log(f"floor run failed: {exc}")
+                    result = {
+                        "bench": "floor",
+                        "variant": step,
+                        "sessions": n,
+                        "interval_ms": interval,
+                        "suite": opts.suite,
+                        "error": str(exc),
+                        "machine": machine(),
+                    }
+            result["curve_order"] = steps.index(step)
+            save(result, Path(opts.results))
+            records.append(result)
+            if "error" not in result and result.get("other_cpu", 0) > 0.15:
+                log(f"  note: other processes used {pct(result['other_cpu'])} % of a core")
+    return records
+
+
+def curve_table(records: list[dict[str, Any]], markdown: bool = False) -> None:
+    """One row a point: our daemon (both sides), the floor's CPU beside it, the ratios."""
+    daemons: dict[tuple[int, int], dict[str, Any]] = {}
+    floors: dict[tuple[int, int, str], dict[str, Any]] = {}
+    for r in records:
+        key = (r["sessions"], r["interval_ms"])
+        if r.get("bench") == "floor":
+            if r.get("rx", "one") == "one" and r["variant"] == "call":
+                continue  # the call variant on one socket: not the daemon's receive path
+            floors[(*key, r["variant"])] = r
+        elif r.get("dut") == "ours" and r.get("peer") == "ours":
+            daemons[key] = r
+    header = [
+        "sessions@ms",
+        "ours CPU % (usr/sys)",
+        "peer CPU %",
+        "RSS MB",
+        "KB/session",
+        "pps tx/rx",
+        "flaps",
+        "late ms p50/p99/max (n)",
+        "floor 1 call/pkt % (usr/sys)",
+        "floor batched %",
+        "ours / floor",
+        "other %",
+    ]
+    rows = []
+    smallest: dict[int, dict[str, Any]] = {}
+    for (_n, interval), r in sorted(daemons.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if "error" not in r and "dut_cpu" in r:
+            smallest.setdefault(interval, r)
+    for (n, interval), r in sorted(daemons.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        call = floors.get((n, interval, "call"))
+        batch = floors.get((n, interval, "batch"))
+
+        def floor_cell(f: dict[str, Any] | None, detail: bool) -> str:
+            if f is None:
+                return "-"
+            if "error" in f:
+                return "failed"
+            cell = pct(f["host_cpu"])
+            return (
+                f"{cell} ({pct(f['host_cpu_user'])}/{pct(f['host_cpu_sys'])})" if detail else cell
+            )
+
+        if "error" in r or "dut_cpu" not in r:
+            reason = r.get("error", "no result").strip().splitlines()
+            line = next((x for x in reason if "error" in x.lower()), reason[0] if reason else "")
+            rows.append([f"{n}@{interval}", f"did not start: {line.strip()[:150]}"]
+                        + [""] * (len(header) - 2))  # fmt: skip
+            continue
+        base = smallest.get(interval)
+        per = "-"
+        if base is not None and base is not r and "dut_rss_kb_ready" in r:
+            per = (
+                f"{(r['dut_rss_kb_ready'] - base['dut_rss_kb_ready']) / (n - base['sessions']):.1f}"
+            )
+        det = r.get("detection") or {}
+        late = (
+            f"{det['late_p50_ms']:.2f}/{det['late_p99_ms']:.2f}/{det['late_max_ms']:.2f} "
+            f"({len(det['late_ms'])}{', missed ' + str(det['missed']) if det.get('missed') else ''})"
+            if det.get("late_ms")
+            else "-"
+        )
+        ratios = []
+        for f in (call, batch):
+            ok = f is not None and "error" not in f and f.get("host_cpu")
+            ratios.append(f"{r['dut_cpu'] / f['host_cpu']:.2f}" if ok and f else "-")
+        rows.append(
+            [
+                f"{n}@{interval}",
+                f"{pct(r['dut_cpu'])} ({pct(r['dut_cpu_user'])}/{pct(r['dut_cpu_sys'])})",
+                pct(r["peer_cpu"]),
+                f"{r['dut_rss_kb'] / 1024:.1f}",
+                per,
+                f"{r.get('dut_pps_tx', 0):.0f}/{r.get('dut_pps_rx', 0):.0f}",
+                f"{r.get('dut_flaps', '-')}/{r.get('peer_flaps', '-')}",
+                late,
+                floor_cell(call, True),
+                floor_cell(batch, False),
+                f"{ratios[0]} / {ratios[1]}",
+                pct(r.get("other_cpu")),
+            ]
+        )
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    cells = [header, *rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    for k, row in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+    print(
+        "\nours / floor: our daemon's CPU (the side with one address and N remotes) over the"
+        " floor's on the same side, one system call a packet / batched; KB/session: RSS with"
+        " every session configured, per session added since the smallest point at that interval"
+    )
+
+
+def load_records(path: Path, suite: str | None) -> list[dict[str, Any]]:
+    """Every line of a results file (failures and floor runs too), optionally of one suite."""
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            if suite in (None, r.get("suite")):
+                out.append(r)
+    return out
+
+
 # -------------------------------------------------------------------- main
 
 
@@ -1292,9 +1493,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peer", choices=PEERS, default="frr")
     p.add_argument("-d", "--duration", type=float, default=20.0)
 
+    p = sub.add_parser(
+        "curve", help="our daemon on both sides at several sizes and intervals, the floor beside it"
+    )
+    add_common(p)
+    p.add_argument("-n", "--sessions", type=parse_list, default=[1000, 2000, 5000])
+    p.add_argument("-i", "--intervals", type=parse_list, default=[300, 1000], help="ms")
+    p.add_argument("--extra", default="1000@50", help="more points, N@MS comma-separated")
+    p.add_argument("-d", "--duration", type=float, default=30.0, help="measured seconds a run")
+    p.add_argument("--trials", type=int, default=20, help="detection trials a point")
+    p.add_argument("--per-trial", type=int, default=5, help="peers silenced at once")
+    p.add_argument(
+        "--floor", default="call,batch", help="bench/floor.py variants at each point ('': none)"
+    )
+    p.add_argument(
+        "--start-with",
+        choices=["daemon", "floor"],
+        default="daemon",
+        help="what runs first at the first point (then alternately)",
+    )
+    p.add_argument("--suite", default="curve", help="suite name recorded with the results")
+
     p = sub.add_parser("plot", help="PNG pictures from a results file")
     p.add_argument("--results", default=str(DEFAULT_RESULTS))
     p.add_argument("--out", default=str(ROOT / "docs" / "img"))
+    p.add_argument("--only", help="one picture: cpu_sessions, side_by_side, detection or curve")
 
     p = sub.add_parser(
         "table", help="print a results file: table, side-by-side ratios, targets (last run wins)"
@@ -1302,11 +1525,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=str(DEFAULT_RESULTS))
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--suite", default=None, help="only runs of this suite")
+    p.add_argument(
+        "--curve", action="store_true", help="the scale curve: daemon and floor side by side"
+    )
 
     sub.add_parser("cleanup", help="remove namespaces left by a killed run")
 
     opts = parser.parse_args(argv)
-    if opts.command in ("run", "side-by-side", "sweep") and hasattr(os, "sched_setaffinity"):
+    if opts.command in ("run", "side-by-side", "sweep", "curve") and hasattr(
+        os, "sched_setaffinity"
+    ):
         # The harness (and the ip and nft it runs) on the peer's core: its
         # work, a burst of it at every detection trial, must not land on the
         # core of the daemon it measures.  The daemons are pinned by taskset.
@@ -1315,8 +1543,11 @@ def main(argv: list[str] | None = None) -> int:
     if opts.command == "plot":
         from scaleplot import plot_all
 
-        for path in plot_all(Path(opts.results), Path(opts.out)):
+        for path in plot_all(Path(opts.results), Path(opts.out), opts.only):
             print(path)
+        return 0
+    if opts.command == "table" and opts.curve:
+        curve_table(load_records(Path(opts.results), opts.suite or "curve"), opts.markdown)
         return 0
     if opts.command == "table":
         from scaleplot import load
@@ -1345,6 +1576,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _on_sigterm)
     if getattr(opts, "core", "python") == "mypyc":
         compiled_core()  # before any namespace exists
+    if opts.command == "curve":
+        t0 = time.monotonic()
+        try:
+            records = curve(opts)
+        except (KeyboardInterrupt, Interrupted):
+            log("interrupted; namespaces removed")
+            return 130
+        print()
+        print(f"{len(records)} run(s) in {time.monotonic() - t0:.0f} s; machine: "
+              f"{json.dumps(machine())}")  # fmt: skip
+        curve_table(records, opts.markdown)
+        print(f"\nresults appended to {opts.results}")
+        return 0
     if opts.command == "run":
         specs = [
             RunSpec(

@@ -6,6 +6,9 @@
   four points (``side-by-side`` runs).
 * scale-detection.png: distribution of detection lateness (our Down event minus
   last packet received minus Detection Time) per run with detection trials.
+* scale-curve.png: the ``curve`` runs: CPU of our daemon (both sides ours)
+  against sessions, one panel per interval, with the floor (bench/floor.py, one
+  system call a packet and batched) measured beside it at each point.
 
 For each (suite, daemon, peer, sessions, interval) the last result in the file counts.
 """
@@ -39,18 +42,83 @@ def load(path: Path) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def plot_all(results_path: Path, out: Path) -> list[Path]:
+def load_curve(path: Path) -> list[dict[str, Any]]:
+    """Every run of the ``curve`` suite, daemon and floor (bench/floor.py); all count."""
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            if r.get("suite") == "curve" and "error" not in r:
+                out.append(r)
+    return out
+
+
+def plot_all(results_path: Path, out: Path, only: str | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     results = load(results_path)
     out.mkdir(parents=True, exist_ok=True)
     made = []
-    for fn in (cpu_sessions, side_by_side, detection):
-        path = fn(results, out)
+    for fn in (cpu_sessions, side_by_side, detection, curve):
+        if only not in (None, fn.__name__):
+            continue
+        path = fn(load_curve(results_path) if fn is curve else results, out)
         if path is not None:
             made.append(path)
     return made
+
+
+def curve(results: list[dict[str, Any]], out: Path) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    ours = [r for r in results if r.get("bench") != "floor" and r["peer"] == "ours"]
+    # The call variant on one receive socket (floor.py --rx one) is not the daemon's path.
+    floors = [
+        r
+        for r in results
+        if r.get("bench") == "floor" and (r["variant"], r.get("rx")) != ("call", "one")
+    ]
+    # One panel per interval with more than one size (a lone point goes in the table only).
+    sizes: dict[int, set[int]] = defaultdict(set)
+    for r in ours:
+        sizes[r["interval_ms"]].add(r["sessions"])
+    intervals = sorted((i for i, ns in sizes.items() if len(ns) > 1), reverse=True)
+    if not intervals:
+        return None
+    fig, axes = plt.subplots(1, len(intervals), figsize=(6 * len(intervals), 4.4), squeeze=False)
+    for ax, interval in zip(axes[0], intervals, strict=True):
+        series = [
+            ("ours (dut)", [r for r in ours if r["interval_ms"] == interval], "dut_cpu", "tab:blue", "o-"),
+            ("ours (peer side)", [r for r in ours if r["interval_ms"] == interval], "peer_cpu", "tab:blue", "o:"),
+            ("floor, 1 system call a packet", [r for r in floors if r["interval_ms"] == interval and r["variant"] == "call"], "host_cpu", "tab:orange", "s-"),
+            ("floor, sendmmsg/recvmmsg", [r for r in floors if r["interval_ms"] == interval and r["variant"] == "batch"], "host_cpu", "tab:green", "^-"),
+        ]  # fmt: skip
+        for label, rows, key, color, style in series:
+            if not rows:
+                continue
+            # A line through the mean at each size, a dot for every run.
+            by_n: dict[int, list[float]] = defaultdict(list)
+            for r in rows:
+                by_n[r["sessions"]].append(100 * r[key])
+            xs = sorted(by_n)
+            means = [sum(by_n[n]) / len(by_n[n]) for n in xs]
+            ax.plot(xs, means, style[1:], color=color, label=label)
+            for r in rows:
+                ax.plot([r["sessions"]], [100 * r[key]], style[0], color=color, ms=4)
+                if r.get("dut_flaps") or r.get("peer_flaps"):
+                    ax.plot([r["sessions"]], [100 * r[key]], "x", color="black", ms=11, mew=2)
+        ax.set_xlabel("sessions")
+        ax.set_ylabel("% of one core (user + system)")
+        ax.set_title(f"{interval} ms x3, both sides ours (line: mean of the runs; x: flaps)")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "scale-curve.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _points(results: list[dict[str, Any]]) -> dict[int, dict[str, dict[int, list[Any]]]]:
