@@ -7,7 +7,9 @@ session at 50 ms x 3.  Once the pair is Up, an attacker process opens
 odd ones send an unfinished head and then one more header byte every
 ``--trickle`` seconds, even ones send nothing.  Each connection the daemon
 closes is opened again (``--no-reconnect``: not), for ``--duration`` seconds.
-Meanwhile a scraper GETs /metrics every second (30 s timeout), a pinger asks
+Meanwhile a scraper GETs /metrics every second (30 s timeout) - over one kept
+HTTP/1.1 connection, made before the attack, as Prometheus scrapes
+(``--scraper fresh``: a new connection each time) - a pinger asks
 A's control socket for its version every 50 ms, and a monitor reads A's file
 descriptors and RSS from /proc every 0.2 s.  At the end, the attack still on,
 A gets SIGTERM.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import http.client
 import multiprocessing
 import select
 import socket
@@ -86,8 +89,10 @@ class Watch:
     """A's descriptors and RSS (every 0.2 s), its control socket's answer time
     (every 50 ms) and /metrics (a GET every second)."""
 
-    def __init__(self, a: Proc) -> None:
+    def __init__(self, a: Proc, keepalive: bool = True) -> None:
         self.a = a
+        self.keepalive = keepalive
+        self._conn: http.client.HTTPConnection | None = None
         self.rss0 = a.rss_kb()
         self.fds0 = a.fds()
         self.rss_max = self.rss0
@@ -96,6 +101,8 @@ class Watch:
         self.scrapes: list[float] = []
         self.failures: dict[str, int] = {}
         self.scraping_since: float | None = None
+        if keepalive:
+            self._get()  # connected before the attack, as a running Prometheus is
         self._threads = [
             Every(0.2, self._proc),
             Every(1.0, self._scrape),
@@ -106,11 +113,29 @@ class Watch:
             self.fds_max = max(self.fds_max, self.a.fds())
             self.rss_max = max(self.rss_max, self.a.rss_kb())
 
+    def _get(self) -> bytes:
+        """One scrape: over the kept connection (a new one if it was closed),
+        or a fresh connection each time."""
+        if not self.keepalive:
+            with urllib.request.urlopen(URL, timeout=30) as answer:
+                return bytes(answer.read())
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(A, METRICS_PORT, timeout=30)
+            try:
+                self._conn.request("GET", "/metrics")
+                return self._conn.getresponse().read()
+            except (http.client.HTTPException, ConnectionError):
+                self._conn.close()
+                self._conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def _scrape(self) -> None:
         started = self.scraping_since = time.monotonic()
         try:
-            with urllib.request.urlopen(URL, timeout=30) as answer:
-                body = answer.read()
+            body = self._get()
             if b"aiobfd_session_up{" not in body:
                 raise ValueError("no aiobfd_session_up")
         except Exception as exc:
@@ -230,7 +255,7 @@ def run(args: argparse.Namespace, tmp: Path) -> Json:
         capture.start()
         wire_ready_in.close()
         wire_ready.recv()
-        watch = Watch(a)
+        watch = Watch(a, keepalive=args.scraper == "keepalive")
         cpu0 = a.cpu_s()
         wait0 = (a.run_delay_s(), b.run_delay_s())
         ready, ready_in = ctx.Pipe(duplex=False)
@@ -266,6 +291,7 @@ def run(args: argparse.Namespace, tmp: Path) -> Json:
     return {
         "connections": args.connections,
         "reconnect": args.reconnect,
+        "scraper": args.scraper,
         "attack_s": args.duration,
         "attacker_opened_all_in_s": round(opened_in, 2),
         "flaps": flaps(a_info, b_info, down0),
@@ -297,6 +323,12 @@ def main() -> int:
     p.add_argument("--trickle", type=float, default=5.0, help="seconds between header bytes")
     p.add_argument("--no-reconnect", dest="reconnect", action="store_false")
     p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
+    p.add_argument(
+        "--scraper",
+        choices=["keepalive", "fresh"],
+        default="keepalive",
+        help="scrape over one kept connection (as Prometheus) or a new one each time",
+    )
     args = p.parse_args()
     enter_namespace()
     raise_nofile()

@@ -179,7 +179,7 @@ async def test_a_poll_is_answered_at_once_not_at_the_next_transmission(daemon: D
             delays.append(next(h.at for h in peer.heard_after(sent) if h.pkt.final) - sent)
         # Before: a median 36 ms at these timers (the next periodic packet).
         assert statistics.median(delays) <= 5 * MS, delays
-        assert max(delays) <= 20 * MS, delays  # the bound is the 5 ms hold-off; CI noise
+        assert max(delays) <= 50 * MS, delays  # the bound is the 5 ms hold-off; CI noise
     finally:
         peer.close()
 

@@ -298,7 +298,28 @@ async def answer(sock: socket.socket, timeout: float = 5.0) -> bytes:
     return got
 
 
-GET = b"GET /metrics HTTP/1.1\r\nHost: aiobfd\r\n\r\n"
+#: A request whose client reads the answer until the server closes.
+GET = b"GET /metrics HTTP/1.1\r\nHost: aiobfd\r\nConnection: close\r\n\r\n"
+#: A request as Prometheus sends it: the connection stays for the next scrape.
+GET_KEEP = b"GET /metrics HTTP/1.1\r\nHost: aiobfd\r\n\r\n"
+
+
+async def response(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    """One response on a kept connection (read to its Content-Length)."""
+    loop = asyncio.get_running_loop()
+    got = b""
+    async with asyncio.timeout(timeout):
+        while b"\r\n\r\n" not in got:
+            got += await loop.sock_recv(sock, 1 << 16)
+        head, _, body = got.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            body += await loop.sock_recv(sock, 1 << 16)
+    return head + b"\r\n\r\n" + body
 
 
 async def test_head_limits(serve: Callable[..., Any]) -> None:
@@ -349,6 +370,57 @@ async def test_at_the_cap_the_oldest_unfinished_head_goes_first(
     assert b'aiobfd_http_connections_dropped_total{reason="evicted"} 2.0' in got
     assert await answer(idle[1]) == b"RESET"  # the next oldest made room for that one
     for sock in idle[2:]:
+        sock.close()
+
+
+async def test_a_client_answered_once_keeps_its_connection_and_is_never_evicted(
+    serve: Callable[..., Any],
+) -> None:
+    """HTTP/1.1 keep-alive, as Prometheus scrapes: the connection stays for the
+    next request and is not evicted for the half-open connections that come
+    after it, so a scraper is not queued again behind them."""
+    server: MetricsServer = await serve(max_connections=4, max_kept=2)
+    loop = asyncio.get_running_loop()
+    scraper = await connect(server, GET_KEEP)
+    first = await response(scraper)
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: keep-alive" in first
+    assert server.kept_connections == 1
+    # Half-open connections come and go at the cap, evicting one another.
+    idle = [await connect(server, b"GET /metrics HTTP/1.1\r\n") for _ in range(8)]
+    await wait_until(lambda: server.connections_evicted >= 4)
+    await loop.sock_sendall(scraper, GET_KEEP)
+    second = await response(scraper)
+    assert second.startswith(b"HTTP/1.1 200 OK\r\n") and b"aiobfd_session_up{" in second
+    assert server.requests_on_kept == 1
+    # Two requests sent back to back are answered in turn.
+    await loop.sock_sendall(scraper, GET_KEEP + GET)
+    assert (await response(scraper)).startswith(b"HTTP/1.1 200 OK\r\n")
+    last = await answer(scraper)
+    assert last.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in last
+    await wait_until(lambda: server.kept_connections == 0)
+    for sock in idle:
+        sock.close()
+
+
+async def test_kept_connections_are_bounded_and_time_out(serve: Callable[..., Any]) -> None:
+    """At most max_kept are kept (the oldest idle one goes for a newer one), and a
+    kept connection that sends nothing goes after the keep-alive time; HTTP/1.0
+    and errors close."""
+    server: MetricsServer = await serve(max_kept=2, keepalive_timeout_s=0.5)
+    kept = []
+    for _ in range(3):
+        sock = await connect(server, GET_KEEP)
+        assert (await response(sock)).startswith(b"HTTP/1.1 200 OK\r\n")
+        kept.append(sock)
+    assert server.kept_connections == 2 and server.kept_closed == 1
+    assert await answer(kept[0]) == b"RESET"  # the oldest went for the third
+    old = await answer(await connect(server, b"GET /metrics HTTP/1.0\r\n\r\n"))
+    assert b"Connection: close" in old
+    bad = await answer(await connect(server, b"GET /nowhere HTTP/1.1\r\n\r\n"), timeout=2)
+    assert bad.startswith(b"HTTP/1.1 404 ")
+    await wait_until(lambda: server.kept_connections == 0, timeout=3)
+    assert server.kept_closed == 3
+    for sock in kept[1:]:
         sock.close()
 
 

@@ -38,6 +38,13 @@ descriptors and flapped a 50 ms session):
   otherwise).
 * **Response**: a client must take its response within ``write_timeout_s``
   (10 s, Prometheus' own scrape timeout) of the first byte, or it is dropped.
+* **Kept connections**: an HTTP/1.1 client that was answered a scrape keeps
+  its connection for its next request (as Prometheus does, scrape after scrape)
+  for ``keepalive_timeout_s``; such a connection has shown it speaks HTTP and
+  is never evicted for a newcomer, so a scraper that got in once is not queued
+  again behind a flood of half-open connections.  At most ``max_kept`` are
+  kept (the oldest idle one is closed for a newer one); each must send its next
+  head within the keep-alive time.
 * **Work per turn**: at most :data:`ACCEPT_BATCH` accepts, one ``recv`` per
   readable connection, :data:`SEND_CHUNK` bytes sent between two yields; at most
   ``max_concurrent_scrapes`` scrapes rendered at once.
@@ -122,6 +129,11 @@ class HttpLimits:
     backlog: int = 4096
     """The listening sockets' backlog (the kernel caps it at ``net.core.somaxconn``):
     the connections the kernel holds while accepting pauses, in their order."""
+    keepalive_timeout_s: float = 150.0
+    """How long an answered HTTP/1.1 connection is kept for its next request
+    (longer than Prometheus' default scrape interval of a minute)."""
+    max_kept: int = 8
+    """Answered connections kept open for a next request, never evicted."""
 
 
 #: Connections accepted from one listening socket in one turn of the loop.
@@ -151,6 +163,7 @@ class _Client:
         "closed",
         "fd",
         "head",
+        "kept",
         "sock",
         "task",
         "timer",
@@ -168,13 +181,16 @@ class _Client:
         self.watched = False
         self.writing = False
         self.closed = False
+        self.kept = False
+        """Answered once, kept for its next request (never evicted)."""
 
 
 class _SlowClient(Exception):
     """The client did not take its response within the write deadline."""
 
 
-Request = tuple[str, str, dict[str, str]]
+#: Method, target, HTTP version and headers (names lowercased).
+Request = tuple[str, str, str, dict[str, str]]
 
 
 class MetricsServer:
@@ -198,9 +214,11 @@ class MetricsServer:
         self._backoff_until = 0.0  # out of descriptors: no accept before then
         self._tokens = float(limits.evictions_burst)  # evictions allowed now
         self._tokens_at = 0.0
-        # Every client, and those still sending their head: oldest first.
+        # Every client, those still sending their first head (evictable), and
+        # those kept after an answer for their next request: oldest first.
         self._clients: dict[_Client, None] = {}
         self._reading: dict[_Client, None] = {}
+        self._kept: dict[_Client, None] = {}
         self._warned_at: float | None = None
         self.address = ""
         self.port = 0
@@ -225,6 +243,11 @@ class MetricsServer:
         self.accept_pauses = 0
         #: accept() failures (out of descriptors, connection aborted, ...).
         self.accept_errors = 0
+        #: Requests answered on a connection kept from an earlier one.
+        self.requests_on_kept = 0
+        #: Kept connections closed: idle past the keep-alive time, or the
+        #: oldest idle one when another was to be kept.
+        self.kept_closed = 0
 
     @property
     def url(self) -> str:
@@ -235,6 +258,11 @@ class MetricsServer:
     def connections(self) -> int:
         """Connections open now (at most ``limits.max_connections``)."""
         return len(self._clients)
+
+    @property
+    def kept_connections(self) -> int:
+        """Connections kept after an answer for a next request (at most ``limits.max_kept``)."""
+        return len(self._kept)
 
     @property
     def accepting(self) -> bool:
@@ -407,6 +435,7 @@ class MetricsServer:
         client.closed = True
         del self._clients[client]
         self._reading.pop(client, None)
+        self._kept.pop(client, None)
         if client.timer is not None:
             client.timer.cancel()
         loop = self._loop
@@ -443,7 +472,10 @@ class MetricsServer:
     # ---------------------------------------------------------- request head
 
     def _on_head_timeout(self, client: _Client) -> None:
-        self.head_timeouts += 1
+        if client.kept:
+            self.kept_closed += 1  # idle past the keep-alive time
+        else:
+            self.head_timeouts += 1
         self._drop(client, reset=True)
 
     def _on_readable(self, client: _Client) -> None:
@@ -461,6 +493,12 @@ class MetricsServer:
             return
         start = max(0, len(head) - 3)
         head += data
+        self._advance(client, start)
+
+    def _advance(self, client: _Client, start: int = 0) -> None:
+        """Answer the head read so far if it is complete (or too long)."""
+        limit = self.limits.max_head_bytes
+        head = client.head
         end = _head_end(head, start)
         if end < 0 and len(head) <= limit:
             return
@@ -470,7 +508,7 @@ class MetricsServer:
         if client.watched:
             loop.remove_reader(client.fd)
             client.watched = False
-        del self._reading[client]
+        self._reading.pop(client, None)
         if client.timer is not None:
             client.timer.cancel()
             client.timer = None
@@ -481,18 +519,29 @@ class MetricsServer:
                 self.heads_too_large += 1
             elif request == 400:
                 self.bad_requests += 1
+            client.head = head[end:]  # a next request may follow (kept connections)
         else:
             self.heads_too_large += 1
             request = 431
-        client.head = bytearray()
+            client.head = bytearray()
+        if client.kept:
+            self.requests_on_kept += 1
         client.task = loop.create_task(self._serve(client, request))
 
     # -------------------------------------------------------------- response
 
     async def _serve(self, client: _Client, request: Request | int) -> None:
         reset = True
+        keep = _keeps_alive(request) and self.limits.max_kept > 0
+        kept = False
         try:
-            await self._send(client, await self._answer(request))
+            data, keep = await self._answer(request, keep=keep)
+            await self._send(client, data)
+            if keep and not self._closed:
+                client.task = None
+                kept = True
+                self._keep(client)  # (its next request may have a task already)
+                return
             reset = False
             # What the client sent beyond its head, unread at close(), would make
             # the kernel reset the connection and the client lose its answer.
@@ -503,30 +552,59 @@ class MetricsServer:
         except OSError:  # the client went away
             pass
         finally:
-            self._drop(client, reset=reset)
+            if not kept:
+                client.task = None
+                self._drop(client, reset=reset)
 
-    async def _answer(self, request: Request | int) -> bytes:
+    def _keep(self, client: _Client) -> None:
+        """``client`` was answered and asked to keep its connection: wait for its
+        next request (at most ``keepalive_timeout_s``), safe from eviction."""
+        loop = self._loop
+        assert loop is not None
+        limits = self.limits
+        if not client.kept:
+            if len(self._kept) >= limits.max_kept:
+                # Room for this one: the oldest kept connection that is idle goes.
+                idle = next((c for c in self._kept if c.task is None), None)
+                if idle is None:
+                    client.kept = False
+                    self._drop(client)
+                    return
+                self.kept_closed += 1
+                self._drop(idle, reset=True)
+            client.kept = True
+        self._kept[client] = None
+        client.timer = loop.call_at(
+            loop.time() + limits.keepalive_timeout_s, self._on_head_timeout, client
+        )
+        loop.add_reader(client.fd, self._on_readable, client)
+        client.watched = True
+        self._advance(client)  # a request sent right behind the last one
+
+    async def _answer(self, request: Request | int, *, keep: bool = False) -> tuple[bytes, bool]:
+        """The response, and whether the connection stays (only after a scrape
+        answered: ``keep`` and a 200 for /metrics)."""
         if isinstance(request, int):
             body = b"request head too large\n" if request == 431 else b"bad request\n"
-            return _response(request, body)
-        method, target, headers = request
+            return _response(request, body), False
+        method, target, _version, headers = request
         if method not in ("GET", "HEAD"):
-            return _response(405, b"only GET and HEAD\n", extra={"Allow": "GET, HEAD"})
+            return _response(405, b"only GET and HEAD\n", extra={"Allow": "GET, HEAD"}), False
         head = method == "HEAD"
         path = urlsplit(target).path
         if path == "/":
             page = b'<html><body><a href="/metrics">aiobfd metrics</a></body></html>\n'
-            return _response(200, page, "text/html; charset=utf-8", head=head)
+            return _response(200, page, "text/html; charset=utf-8", head=head), False
         if path != "/metrics":
-            return _response(404, b"not found: try /metrics\n")
+            return _response(404, b"not found: try /metrics\n"), False
         gzipped = "gzip" in headers.get("accept-encoding", "")
         try:
             data = await self.scrape(gzipped=gzipped)
         except Exception:
             log.exception("metrics scrape failed")
-            return _response(500, b"scrape failed\n")
+            return _response(500, b"scrape failed\n"), False
         extra = {"Content-Encoding": "gzip"} if gzipped else None
-        return _response(200, data, CONTENT_TYPE, head=head, extra=extra)
+        return _response(200, data, CONTENT_TYPE, head=head, extra=extra, keep=keep), keep
 
     async def _send(self, client: _Client, data: bytes) -> None:
         """Hand ``data`` to the kernel, :data:`SEND_CHUNK` bytes a turn at most,
@@ -632,6 +710,22 @@ class EndpointCollector(Collector):
         refused.add_metric(["malformed"], s.bad_requests)
         refused.add_metric(["head_too_large"], s.heads_too_large)
         yield refused
+        yield GaugeMetricFamily(
+            "aiobfd_http_kept_connections",
+            "Connections kept open after an answer for the client's next request.",
+            value=s.kept_connections,
+        )
+        yield CounterMetricFamily(
+            "aiobfd_http_requests_on_kept_total",
+            "Requests answered on a connection kept from an earlier one.",
+            value=s.requests_on_kept,
+        )
+        yield CounterMetricFamily(
+            "aiobfd_http_kept_closed_total",
+            "Kept connections closed: idle past the keep-alive time, or the oldest idle "
+            "one when another was to be kept.",
+            value=s.kept_closed,
+        )
         yield CounterMetricFamily(
             "aiobfd_http_accept_pauses_total",
             "Times the metrics endpoint stopped accepting at its cap of connections: each "
@@ -651,6 +745,15 @@ def _discard_input(sock: socket.socket) -> None:
             return
 
 
+def _keeps_alive(request: Request | int) -> bool:
+    """Whether the connection may stay open after the answer: a well-formed
+    HTTP/1.1 request that did not ask to close (HTTP/1.0 closes)."""
+    if isinstance(request, int):
+        return False
+    _method, _target, version, headers = request
+    return version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+
+
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -667,8 +770,9 @@ def _head_end(head: bytearray, start: int) -> int:
 
 
 def _parse(head: bytes, max_headers: int) -> Request | int:
-    """The method, target and headers (names lowercased) of a request head, or
-    the status to answer: 400 if it is not HTTP/1.x, 431 for too many headers."""
+    """The method, target, version and headers (names lowercased) of a request
+    head, or the status to answer: 400 if it is not HTTP/1.x, 431 for too many
+    headers."""
     lines = head.decode("latin-1").split("\n")
     parts = lines[0].split()
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -683,7 +787,7 @@ def _parse(head: bytes, max_headers: int) -> Request | int:
         if not sep:
             return 400
         headers[name.strip().lower()] = value.strip()
-    return parts[0], parts[1], headers
+    return parts[0], parts[1], parts[2], headers
 
 
 _REASONS = {
@@ -703,13 +807,14 @@ def _response(
     *,
     head: bool = False,
     extra: dict[str, str] | None = None,
+    keep: bool = False,
 ) -> bytes:
     parts = [body] if isinstance(body, bytes) else body
     lines = [
         f"HTTP/1.1 {status} {_REASONS[status]}",
         f"Content-Type: {ctype}",
         f"Content-Length: {sum(map(len, parts))}",
-        "Connection: close",
+        "Connection: keep-alive" if keep else "Connection: close",
         *(f"{k}: {v}" for k, v in (extra or {}).items()),
     ]
     start = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
