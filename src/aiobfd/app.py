@@ -72,11 +72,12 @@ from .metrics import (
 )
 from .paths import default_socket_path
 from .protocol.constants import US_PER_MS
+from .routes import KernelRoutes
 from .systemd import Notifier
 
 log = logging.getLogger("aiobfd")
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 
 #: Seconds a reload may take to read and check the file before it is refused.
 #: Each host name has :data:`aiobfd.config.RESOLVE_TIMEOUT_S` of it at most.
@@ -116,8 +117,11 @@ class Application:
             unsolicited=settings.unsolicited,
             rx_holdoff_us=None if holdoff_ms is None else holdoff_ms * US_PER_MS,
         )
+        self.daemon.drain.wait_ms = daemon.drain_wait_ms
         self.notifier = Notifier.from_environment()
         self.hooks: HookRunner | None = None
+        self.routes: KernelRoutes | None = None
+        """The kernel routes of ``[[routes]]`` (aiobfd.routes)."""
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self._running = False
@@ -133,6 +137,12 @@ class Application:
         """A SIGHUP came while a reload was under way: read the file once more."""
         self._warned: set[str] = set()
         """Warnings about the configuration already logged (once each)."""
+
+    def _on_sigusr1(self) -> None:
+        """SIGUSR1: drain every session (as ``aiobfdctl drain --all``)."""
+        if self._running:
+            daemon = self.daemon
+            daemon.drain.drain(list(daemon.peers), daemon.now())
 
     # ------------------------------------------------------------ lifecycle
 
@@ -157,6 +167,7 @@ class Application:
         loop.add_signal_handler(signal.SIGINT, self.stop)
         loop.add_signal_handler(signal.SIGTERM, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_sigusr1)
 
         try:
             fit_file_limit(self.settings)
@@ -176,6 +187,8 @@ class Application:
             pass_env=daemon.hook_pass_env,
             max_running=daemon.hook_max_running or MAX_RUNNING,
         )
+        self.routes = KernelRoutes(self.daemon, dampening=self._dampening())
+        self.routes.configure(self.settings.routes)
         if self._stop_requested:
             self.daemon.request_stop()
         elif self._reload_requested:
@@ -220,6 +233,8 @@ class Application:
         # systemd: STOPPING=1 as the stop begins, before the AdminDown burst.
         self.notifier.stopping()
         self._stop_requested = True
+        if self.routes is not None:
+            self.routes.freeze()  # the AdminDown that follows leaves the routes as they are
         if self._running:
             self.daemon.request_stop()
 
@@ -233,6 +248,8 @@ class Application:
                 await self._sighup_task
         if self.hooks is not None:
             await self.hooks.close()
+        if self.routes is not None:
+            self.routes.close()  # deletes its routes, except those with persist
         if self.metrics is not None:
             await self.metrics.close()
         if self.control is not None:
@@ -348,6 +365,8 @@ class Application:
                 "unchanged": [name for name in summary["unchanged"] if name not in added],
             }
         old, self.settings = self.settings, new
+        if self.routes is not None:
+            self.routes.configure(new.routes)
         log.info(
             "configuration reloaded: %s",
             ", ".join(f"{len(v)} {k}" for k, v in summary.items()),

@@ -364,6 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="lock the daemon's memory (mlockall) so that it is never paged out",
     )
+    ops.add_argument(
+        "--drain-wait",
+        dest="drain_wait_ms",
+        type=whole_number(0, 3_600_000, " of milliseconds"),
+        default=None,
+        metavar="MS",
+        help="a drain (aiobfdctl drain, SIGUSR1) withdraws the routes, waits this long, "
+        "then says AdminDown (default 5000)",
+    )
     add_metrics_options(ops)
     add("--version", action="version", version=f"aiobfd {__version__} (core: {core_build()})")
     return parser
@@ -485,6 +494,7 @@ def _overrides(args: argparse.Namespace) -> Overrides:
         hook_max_running=args.hook_max_running,
         realtime_priority=args.realtime_priority,
         lock_memory=args.lock_memory,
+        drain_wait_ms=args.drain_wait_ms,
         dampening=args.dampening,
     )
 

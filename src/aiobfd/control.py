@@ -55,6 +55,7 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, PeerSpec, literal, resolve_peer
 from .engine import Daemon, Peer
+from .engine.drain import DrainChanged
 from .paths import check_socket_directory
 from .protocol.events import Event, SessionRemoved, StateChanged
 from .protocol.session import SessionConfig
@@ -465,6 +466,15 @@ class ControlServer:
         def listener(peer: Peer, event: Event) -> None:
             if isinstance(event, StateChanged):
                 record = event_record(peer, event)
+                record["draining"] = self.daemon.drain.is_draining(peer.spec.key)
+            elif isinstance(event, DrainChanged):
+                record = {
+                    "event": "drain",
+                    **_peer_fields(peer),
+                    "state": peer.session.state.label,
+                    "draining": event.draining,
+                    "time": time.time(),
+                }
             elif isinstance(event, SessionRemoved):
                 record = {"event": "removed", **_peer_fields(peer), "time": time.time()}
             else:
@@ -484,8 +494,12 @@ class ControlServer:
             )
             now = self.daemon.now()
             for n, peer in enumerate(list(self.daemon.peers.values()), 1):
-                info = session_info(peer, now)
-                await self._reply(client, writer, {"event": "snapshot", **_brief(info)})
+                info = self._info(peer, now)
+                await self._reply(
+                    client,
+                    writer,
+                    {"event": "snapshot", **_brief(info), "draining": info["draining"]},
+                )
                 if n % SHOW_SLICE == 0:
                     # drain() does not yield while the buffer has room: without
                     # this, 1,000 sessions held every session's timers for
@@ -520,10 +534,14 @@ class ControlServer:
         for start in range(0, len(peers), SHOW_SLICE):
             now = self.daemon.now()
             chunk = ", ".join(
-                json.dumps(session_info(p, now)) for p in peers[start : start + SHOW_SLICE]
+                json.dumps(self._info(p, now)) for p in peers[start : start + SHOW_SLICE]
             )
             await self._send(client, writer, (", " if start else "").encode() + chunk.encode())
             await asyncio.sleep(0)
+        waiting = [_waiting_info(spec) for spec in self.daemon.waiting.values()]
+        if waiting:
+            chunk = ", ".join(json.dumps(w) for w in waiting)
+            await self._send(client, writer, (", " if peers else "").encode() + chunk.encode())
         await self._send(client, writer, b"]}\n")
 
     # ------------------------------------------------------------ requests
@@ -534,9 +552,14 @@ class ControlServer:
         daemon = self.daemon
         now = daemon.now()
         if command == "show sessions":
-            return {"sessions": [session_info(p, now) for p in daemon.peers.values()]}
+            return {
+                "sessions": [self._info(p, now) for p in daemon.peers.values()]
+                + [_waiting_info(spec) for spec in daemon.waiting.values()]
+            }
         if command == "show session":
-            return {"session": session_info(self.find(request.get("peer")), now)}
+            return {"session": self._info(self.find(request.get("peer")), now)}
+        if command in ("drain", "undrain"):
+            return self._drain(command, request)
         if command == "version":
             return {"version": __version__}
         if command == "reload":
@@ -548,7 +571,7 @@ class ControlServer:
             return {"reload": summary}
         if command == "peer add":
             peer = await self._peer_add(request)
-            return {"session": session_info(peer, daemon.now())}
+            return {"session": self._info(peer, daemon.now())}
         if command in ("peer del", "peer shutdown", "peer enable"):
             peer = self.find(request.get("peer"))
             key = peer.spec.key
@@ -560,8 +583,40 @@ class ControlServer:
                 daemon.disable(key)
             else:
                 daemon.enable(key)
-            return {"session": session_info(peer, daemon.now())}
+            return {"session": self._info(peer, daemon.now())}
         raise ControlError(f"unknown command {command!r}")
+
+    def _info(self, peer: Peer, now: int) -> dict[str, Any]:
+        """:func:`session_info`, with what the engine knows beside the core:
+        ``draining`` (aiobfdctl drain) and ``path_down`` (why the interface or
+        the local address is missing, None while the path is up)."""
+        info = session_info(peer, now)
+        key = peer.spec.key
+        info["draining"] = self.daemon.drain.is_draining(key)
+        info["path_down"] = self.daemon.links.reasons.get(key)
+        return info
+
+    def _drain(self, command: str, request: dict[str, Any]) -> dict[str, Any]:
+        """``drain``/``undrain`` of one peer (``peer``) or all (``all``: true);
+        ``drain`` takes ``wait_ms`` (default: the daemon's ``drain_wait_ms``)."""
+        daemon = self.daemon
+        if request.get("all") is True:
+            keys = list(daemon.peers)
+        else:
+            keys = [self.find(request.get("peer")).spec.key]
+        if command == "undrain":
+            ended = daemon.drain.undrain(keys, daemon.now())
+            return {"undrained": [p.spec.display_remote() for p in ended]}
+        wait = request.get("wait_ms")
+        if wait is not None and (
+            not isinstance(wait, int) or isinstance(wait, bool) or not 0 <= wait <= 3_600_000
+        ):
+            raise ControlError("wait_ms must be a whole number of milliseconds, 0-3600000")
+        started = daemon.drain.drain(keys, daemon.now(), wait)
+        return {
+            "draining": [p.spec.display_remote() for p in started],
+            "wait_ms": daemon.drain.wait_ms if wait is None else wait,
+        }
 
     async def _peer_add(self, request: dict[str, Any]) -> Peer:
         remote, local = request.get("remote"), request.get("local")
@@ -749,6 +804,28 @@ def event_record(peer: Peer, ev: StateChanged) -> dict[str, Any]:
         "diag_name": ev.diag.label,
         "remote_diag": int(ev.remote_diag),
         "time": time.time(),
+    }
+
+
+def _waiting_info(spec: PeerSpec) -> dict[str, Any]:
+    """A session waiting for its local address, as ``show sessions`` lists it."""
+    return {
+        "remote": spec.remote,
+        "local": spec.local,
+        "interface": spec.interface or None,
+        "peer": spec.display_remote(),
+        "multihop": spec.multihop,
+        "state": "down",
+        "waiting": f"local address {spec.local} is not on this host",
+        "path_down": f"local address {spec.local} is not on this host",
+        "draining": False,
+        "uptime_s": None,
+        "local_diag": 0,
+        "remote_diag": 0,
+        "tx_interval_ms": 0,
+        "rx_interval_ms": 0,
+        "detect_time_ms": 0,
+        "counters": {"packets_in": 0, "packets_out": 0},
     }
 
 

@@ -214,6 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("-t", "--tx-interval", type=int, metavar="MS", help="desired min TX, ms")
     add.add_argument("-m", "--detect-mult", type=int, metavar="N", help="detect multiplier")
     add.add_argument("-p", "--passive", action="store_true", help="passive role")
+    for name, text in (
+        ("drain", "withdraw the routes (aiobfd-exabgp), wait, then AdminDown"),
+        ("undrain", "end a drain: enable the sessions again"),
+    ):
+        drain = sub.add_parser(name, help=text)
+        _complete(
+            drain.add_argument("peer", nargs="?", help="remote address (or --all)"),
+            PEER_COMPLETION,
+        )
+        drain.add_argument("--all", action="store_true", help="every session")
+        if name == "drain":
+            drain.add_argument(
+                "--wait",
+                type=int,
+                metavar="MS",
+                help="between the withdrawal and AdminDown (default: the daemon's drain_wait_ms)",
+            )
     for action, text in (
         ("del", "say AdminDown and remove the session (until the next reload)"),
         ("shutdown", "take the session administratively down (AdminDown, diag 7)"),
@@ -239,6 +256,26 @@ def main(argv: list[str] | None = None) -> int:
             answer = request(path, {"command": "reload"})
             summary = answer["reload"]
             print(json.dumps(summary, indent=2) if as_json else format_reload(summary))
+            return 0
+        if args.command in ("drain", "undrain"):
+            if args.all == (args.peer is not None):
+                print(f"aiobfdctl: {args.command} needs a PEER or --all", file=sys.stderr)
+                return 2
+            drain_request: dict[str, Any] = {"command": args.command}
+            if args.all:
+                drain_request["all"] = True
+            else:
+                drain_request["peer"] = args.peer
+            if getattr(args, "wait", None) is not None:
+                drain_request["wait_ms"] = args.wait
+            answer = request(path, drain_request)
+            if as_json:
+                print(json.dumps({k: v for k, v in answer.items() if k != "ok"}, indent=2))
+            elif args.command == "drain":
+                names = ", ".join(answer["draining"]) or "nothing new"
+                print(f"draining {names}: AdminDown in {answer['wait_ms']} ms")
+            else:
+                print(f"undrained {', '.join(answer['undrained']) or 'nothing'}")
             return 0
         if args.command == "peer":
             payload: dict[str, Any] = {"command": f"peer {args.action}"}

@@ -19,7 +19,10 @@ default all sessions of the daemon) are Up: all of them (``--require all``, the
 default) or at least one (``--require any``).  With no chosen session known,
 nothing is announced.  ``--announce-delay SECONDS`` holds an announce back until
 the sessions have stayed Up that long (a flapping link then does not make the
-route flap with it); a withdraw is never delayed.
+route flap with it); a withdraw is never delayed.  A session being drained
+(``aiobfdctl drain``, SIGUSR1) counts as not Up from the moment the drain
+starts: the routes are withdrawn while BFD is still Up, before the daemon takes
+the session AdminDown.
 
 * When aiobfd cannot be reached (not started, restarting, dead) the routes are
   withdrawn at once, and the helper reconnects with exponential backoff (0.1 s
@@ -116,6 +119,9 @@ class Selection:
     sessions: dict[Key, str] = field(default_factory=dict)
     """Every session the daemon reported, with its local state."""
     names: dict[Key, str] = field(default_factory=dict)
+    draining: set[Key] = field(default_factory=set)
+    """Sessions being drained (``aiobfdctl drain``): they count as not Up, so
+    the routes are withdrawn before the daemon takes them AdminDown."""
 
     def update(self, record: dict[str, Any]) -> bool:
         """Take a snapshot or state record; False (and no change) if it is malformed."""
@@ -130,6 +136,10 @@ class Selection:
         name = record.get("peer")
         self.sessions[key] = str(state)
         self.names[key] = name if isinstance(name, str) else remote
+        if record.get("draining") is True:
+            self.draining.add(key)
+        else:
+            self.draining.discard(key)
         return True
 
     def remove(self, record: dict[str, Any]) -> None:
@@ -137,10 +147,12 @@ class Selection:
         key = (str(record.get("remote")), record.get("local") or "", record.get("interface") or "")
         self.sessions.pop(key, None)
         self.names.pop(key, None)
+        self.draining.discard(key)
 
     def clear(self) -> None:
         self.sessions.clear()
         self.names.clear()
+        self.draining.clear()
 
     def chosen(self) -> dict[Key, str]:
         if not self.peers:
@@ -162,22 +174,28 @@ class Selection:
         if self.peers:
             up = [
                 any(
-                    state == "up" and p.matches(key, self.names[key])
+                    self._up(key, state) and p.matches(key, self.names[key])
                     for key, state in self.sessions.items()
                 )
                 for p in self.peers
             ]
         else:
-            up = [state == "up" for state in self.sessions.values()]
+            up = [self._up(key, state) for key, state in self.sessions.items()]
         if not up:
             return False
         return all(up) if self.require == "all" else any(up)
+
+    def _up(self, key: Key, state: str) -> bool:
+        return state == "up" and key not in self.draining
 
     def describe(self) -> str:
         chosen = self.chosen()
         if not chosen:
             return "no chosen session known"
-        return ", ".join(f"{self.names[k]} {s}" for k, s in sorted(chosen.items()))
+        return ", ".join(
+            f"{self.names[k]} {s}{' (draining)' if k in self.draining else ''}"
+            for k, s in sorted(chosen.items())
+        )
 
 
 class Announcer:
@@ -283,12 +301,12 @@ async def follow(
             if event == "removed":
                 selection.remove(record)
                 continue
-            if event not in ("snapshot", "state"):
+            if event not in ("snapshot", "state", "drain"):
                 continue  # something newer than this helper: not ours to judge
             if not selection.update(record):
                 skip(f"malformed {event} record", raw)
                 continue
-            if event == "state":
+            if event != "snapshot":
                 settled = True  # the snapshot is over
             else:
                 snapshots += 1

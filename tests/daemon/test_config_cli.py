@@ -167,7 +167,7 @@ def test_check_config_valid_prints_a_summary(tmp_path: Path) -> None:
     [
         (config_text("127.0.0.2 detect_mult = 0"), "peers[0].detect_mult"),
         (config_text("127.0.0.2") + "\n[profiles.slow]\nrx = 5\n", "profiles.slow.rx"),
-        (config_text("127.0.0.2 local = '192.0.2.55'").replace('local = "127.0.0.1"\n', "", 1),
+        (config_text("127.0.0.2 local = 'no-such-host.invalid'").replace('local = "127.0.0.1"\n', "", 1),
          "peers[0].local"),
         (config_text("127.0.0.2", "127.0.0.2"), "peers[1]"),
         (config_text("127.0.0.2 profile = 'none'").replace('profile = "fast"\n', "", 1),

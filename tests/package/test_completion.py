@@ -103,7 +103,7 @@ def test_bash_completes_an_ipv6_peer_after_its_colons(socket_path: Path) -> None
 
 
 def test_bash_completes_commands_and_options(socket_path: Path) -> None:
-    assert bash_complete("aiobfdctl ") == ["peer", "reload", "show", "watch"]
+    assert bash_complete("aiobfdctl ") == ["drain", "peer", "reload", "show", "undrain", "watch"]
     assert bash_complete(f"aiobfdctl -s {socket_path} peer ") == [
         "add",
         "del",

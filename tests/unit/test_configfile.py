@@ -184,7 +184,6 @@ ERRORS: list[tuple[str, str, str]] = [
         "peers[2]",
         "duplicate of peers[0]",
     ),
-    (peer(local="192.0.2.55"), "peers[0].local", "192.0.2.55 is not an address of this host"),
     (peer(remote="no-such-host.invalid"), "peers[0].remote", "cannot resolve"),
     (peer(local="::1"), "peers[0]", "not of the same address family"),
     (peer(remote="fe80::1"), "peers[0].remote", "link-local"),
@@ -333,7 +332,7 @@ def test_secret_is_not_in_any_error_even_after_it_was_loaded(tmp_path: Path) -> 
         peer(auth=Raw(auth + ", transmit_key_id = 9}")),
         peer(auth=Raw(auth + "}")) + peer(auth=Raw(auth + "}")),  # a duplicate peer
         peer(auth=Raw(auth + "}"), detect_mult=0),
-        f"[defaults]\nauth = {auth}}}\n" + peer(local="192.0.2.55"),
+        f"[defaults]\nauth = {auth}}}\n" + peer(remote="no-such-host.invalid"),
     ):
         message = error_of(tmp_path, text)
         assert SECRET not in message
@@ -831,3 +830,11 @@ def test_auth_errors_of_the_command_line_are_one_sentence(
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("aiobfd: error: ") and words in err and err.count("\n") == 1, err
+
+
+def test_a_local_address_not_on_the_host_is_waited_for(tmp_path: Path) -> None:
+    """Not an error in the file (an interface that comes up later): a warning,
+    and the daemon keeps the session waiting (aiobfd.engine.links)."""
+    settings = load(tmp_path, peer(local="192.0.2.55"))
+    assert settings.peers[0].local == "192.0.2.55"
+    assert any("192.0.2.55 is not on this host now" in w for w in settings.warnings)

@@ -220,8 +220,13 @@ def _address(
     return Address(str(ip), fam)
 
 
+class MissingLocalAddress(ConfigError):
+    """The address is not (yet) one of this host's (EADDRNOTAVAIL)."""
+
+
 def check_local_address(addr: Address) -> None:
-    """Raise ConfigError unless ``addr`` is an address of this host."""
+    """Raise ConfigError unless ``addr`` is an address of this host
+    (:class:`MissingLocalAddress` when it is not on the host)."""
     sock = socket.socket(addr.family, socket.SOCK_DGRAM)
     try:
         if addr.family == socket.AF_INET6:
@@ -230,7 +235,7 @@ def check_local_address(addr: Address) -> None:
             sock.bind((addr.address, 0))
     except OSError as exc:
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise ConfigError(f"{addr.address} is not an address of this host") from None
+            raise MissingLocalAddress(f"{addr.address} is not an address of this host") from None
         raise ConfigError(f"cannot use local address {addr.address}: {exc.strerror}") from None
     finally:
         sock.close()
@@ -243,9 +248,14 @@ class Resolver:
     only, so a reload sees the host as it is then.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, wait_for_local: bool = False) -> None:
         self._resolved: dict[tuple[str, int], list[Address]] = {}
         self._local: set[Address] = set()
+        self.wait_for_local = wait_for_local
+        """A peer's local address that is not on the host is no error: its
+        session waits for it (the configuration file; see aiobfd.engine.links)."""
+        self.waiting: list[str] = []
+        """Local addresses of peers not on the host now (with wait_for_local)."""
 
     def resolve(self, host: str, family: int = socket.AF_UNSPEC) -> list[Address]:
         """:func:`resolve`, once per name and family."""
@@ -259,6 +269,17 @@ class Resolver:
         if addr not in self._local:
             check_local_address(addr)
             self._local.add(addr)
+
+    def check_peer_local(self, addr: Address) -> None:
+        """:meth:`check_local` for a peer's local address: with
+        ``wait_for_local``, a missing one is listed in ``waiting`` instead."""
+        try:
+            self.check_local(addr)
+        except MissingLocalAddress:
+            if not self.wait_for_local:
+                raise
+            if addr.address not in self.waiting:
+                self.waiting.append(addr.address)
 
     def peer(
         self,
@@ -290,7 +311,7 @@ class Resolver:
             session,
             **extra,
         )
-        self.check_local(Address(loc.address, loc.family, loc.scope))
+        self.check_peer_local(Address(loc.address, loc.family, loc.scope))
         return spec
 
 

@@ -283,6 +283,30 @@ class DampeningSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """A kernel route whose next hops follow their sessions (``[[routes]]``).
+
+    See :mod:`aiobfd.routes`: installed under aiobfd's route protocol number
+    with every next hop whose session is Up.
+    """
+
+    prefix: ipaddress.IPv4Network | ipaddress.IPv6Network
+    """The destination (``0.0.0.0/0``: the default route)."""
+    nexthops: tuple[str, ...]
+    """Gateways, each the remote of a configured session (``PeerSpec.display_remote()``)."""
+    table: int = 254
+    """Routing table, 1 to 4294967295 except 255 (local); 254 is ``main``."""
+    metric: int | None = None
+    """Route metric (``RTA_PRIORITY``), 0 to 4294967295; None: the kernel's
+    default (0 for IPv4, 1024 for IPv6)."""
+    keep_last: bool = True
+    """Never remove the last next hop: when every session is down the route
+    keeps the next hops it had."""
+    persist: bool = False
+    """Leave the route in the table when the daemon stops or a reload drops it."""
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonSettings:
     """Settings of the process, read at start (a reload does not change them).
 
@@ -321,6 +345,9 @@ class DaemonSettings:
     """Run the event loop's thread SCHED_FIFO at this priority, 1-99; None: no."""
     lock_memory: bool = False
     """Lock the process's memory (``mlockall``) at start."""
+    drain_wait_ms: int = 5000
+    """A drain (``aiobfdctl drain``, SIGUSR1): the wait between the routes'
+    withdrawal and AdminDown, ms (0-3600000)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +369,8 @@ class Settings:
     (a key file others may read), one line each."""
     secret_variables: frozenset[str] = frozenset()
     """Environment variables that hold authentication secrets: never passed to hooks."""
+    routes: tuple[RouteSpec, ...] = ()
+    """Kernel routes driven by the sessions (``[[routes]]``, :mod:`aiobfd.routes`)."""
 
     @property
     def source(self) -> str:
@@ -388,6 +417,8 @@ class Overrides:
     """``--realtime-priority``."""
     lock_memory: bool | None = None
     """True with ``--lock-memory``."""
+    drain_wait_ms: int | None = None
+    """``--drain-wait``, in ms."""
     dampening: bool = False
     """``--dampening``."""
 
@@ -414,6 +445,7 @@ class Overrides:
             hook_max_running=_given(self.hook_max_running, d.hook_max_running),
             realtime_priority=_given(self.realtime_priority, d.realtime_priority),
             lock_memory=_given(self.lock_memory, d.lock_memory),
+            drain_wait_ms=_given(self.drain_wait_ms, d.drain_wait_ms),
         )
         for name in daemon.hook_pass_env:
             if name in settings.secret_variables:

@@ -48,6 +48,7 @@ from .model import (
     DaemonSettings,
     DampeningSettings,
     PeerSpec,
+    RouteSpec,
     SessionSettings,
     SettingError,
     Settings,
@@ -75,9 +76,11 @@ DAEMON_KEYS = {
     "hook_max_running",
     "realtime_priority",
     "lock_memory",
+    "drain_wait_ms",
 }
 DAMPENING_KEYS = {"enabled", *(f.name for f in dataclasses.fields(DampeningSettings))}
-TOP_KEYS = {"daemon", "defaults", "profiles", "peers", "dampening", "unsolicited"}
+TOP_KEYS = {"daemon", "defaults", "profiles", "peers", "dampening", "unsolicited", "routes"}
+ROUTE_KEYS = {"prefix", "nexthops", "table", "metric", "keep_last", "persist"}
 UNSOLICITED_KEYS = {
     "enabled",
     "prefixes",
@@ -186,14 +189,27 @@ def parse_config(
         seen[spec.key] = key
         specs.append(spec)
     unsolicited = reader.unsolicited(data.get("unsolicited"), defaults, profiles)
+    routes = _routes(where, data.get("routes", []), specs)
     return Settings(
         tuple(specs),
         daemon,
         dampening,
         unsolicited,
         path,
-        warnings=tuple(dict.fromkeys(reader.warnings)),
+        warnings=tuple(
+            dict.fromkeys(
+                [
+                    *reader.warnings,
+                    *(
+                        f"{path}: local address {a} is not on this host now: "
+                        "its sessions wait for it"
+                        for a in reader.resolver.waiting
+                    ),
+                ]
+            )
+        ),
         secret_variables=frozenset(reader.secret_variables),
+        routes=routes,
     )
 
 
@@ -205,7 +221,7 @@ class _Reader:
         self.environ = environ
         self.base_dir = os.path.dirname(os.path.abspath(path))
         """Relative secret files are taken from here."""
-        self.resolver = Resolver()
+        self.resolver = Resolver(wait_for_local=True)
         self.warnings: list[str] = []
         """Key files others may read, and the like (see Settings.warnings)."""
         self.secret_variables: set[str] = set()
@@ -347,7 +363,7 @@ class _Reader:
             try:
                 addresses = resolver.resolve(text)
                 if name == "local" and len(addresses) == 1:
-                    resolver.check_local(addresses[0])
+                    resolver.check_peer_local(addresses[0])
             except ConfigError as exc:
                 raise where.error(f"{key}.{name}", str(exc)) from None
         try:
@@ -462,6 +478,7 @@ def _daemon(where: _Where, raw: Any) -> DaemonSettings:
     for key, (low, high) in (
         ("hook_max_running", (1, MAX_HOOKS_RUNNING)),
         ("realtime_priority", REALTIME_PRIORITIES),
+        ("drain_wait_ms", (0, 3_600_000)),
     ):
         if key in daemon:
             _int(where, f"daemon.{key}", daemon[key], low, high)
@@ -480,6 +497,7 @@ def _daemon(where: _Where, raw: Any) -> DaemonSettings:
         hook_max_running=daemon.get("hook_max_running", builtin.hook_max_running),
         realtime_priority=daemon.get("realtime_priority", builtin.realtime_priority),
         lock_memory=daemon.get("lock_memory", builtin.lock_memory),
+        drain_wait_ms=daemon.get("drain_wait_ms", builtin.drain_wait_ms),
     )
 
 
@@ -499,6 +517,83 @@ def _dampening(where: _Where, raw: Any) -> DampeningSettings | None:
     if not table.get("enabled", True):
         return None
     return DampeningSettings(**values)
+
+
+def _routes(where: _Where, raw: Any, peers: list[PeerSpec]) -> tuple[RouteSpec, ...]:
+    """[[routes]]: kernel routes whose next hops are the remotes of configured sessions."""
+    if not isinstance(raw, list):
+        raise where.error("routes", "must be an array of tables ([[routes]])")
+    remotes: dict[str, PeerSpec] = {}
+    for spec in peers:
+        remotes.setdefault(spec.display_remote(), spec)
+    out: list[RouteSpec] = []
+    seen: dict[tuple[Any, ...], str] = {}
+    for index, entry in enumerate(raw):
+        key = f"routes[{index}]"
+        table = _table(where, key, entry)
+        _unknown(where, key, table, ROUTE_KEYS)
+        text = table.get("prefix")
+        if not isinstance(text, str) or not text:
+            raise where.error(
+                f"{key}.prefix", "required: a prefix such as 0.0.0.0/0 or 2001:db8::/32"
+            )
+        try:
+            prefix = ipaddress.ip_network(text)
+        except ValueError as exc:
+            raise where.error(f"{key}.prefix", f"not a prefix: {exc}") from None
+        hops_raw = table.get("nexthops")
+        if not isinstance(hops_raw, list) or not hops_raw:
+            raise where.error(f"{key}.nexthops", "required: a list of at least one address")
+        hops: list[str] = []
+        for i, hop in enumerate(hops_raw):
+            hkey = f"{key}.nexthops[{i}]"
+            name = hop if isinstance(hop, str) else ""
+            address, _, scope = name.partition("%")
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                raise where.error(hkey, f"not an address: {_brief(hop)}") from None
+            canonical = f"{ip}%{scope}" if scope else str(ip)
+            if ip.version != prefix.version:
+                raise where.error(
+                    hkey, f"{canonical} is IPv{ip.version}, {prefix} is IPv{prefix.version}"
+                )
+            peer = remotes.get(canonical)
+            if peer is None:
+                raise where.error(
+                    hkey, f"{canonical} is not the remote of a configured session ([[peers]])"
+                )
+            if peer.multihop:
+                raise where.error(
+                    hkey, f"the session to {canonical} is multihop: a next hop must be on a link"
+                )
+            if canonical in hops:
+                raise where.error(hkey, f"{canonical} is listed twice")
+            hops.append(canonical)
+        number = table.get("table", 254)
+        _int(where, f"{key}.table", number, 1, 0xFFFF_FFFF)
+        if number == 255:
+            raise where.error(f"{key}.table", "255 is the kernel's local table")
+        metric = table.get("metric")
+        if metric is not None:
+            _int(where, f"{key}.metric", metric, 0, 0xFFFF_FFFF)
+        route = RouteSpec(
+            prefix,
+            tuple(hops),
+            number,
+            metric,
+            _bool(where, f"{key}.keep_last", table.get("keep_last", True)),
+            _bool(where, f"{key}.persist", table.get("persist", False)),
+        )
+        effective = metric if metric is not None else (0 if prefix.version == 4 else 1024)
+        ident = (prefix, number, effective)
+        if ident in seen:
+            raise where.error(
+                key, f"duplicate of {seen[ident]} ({prefix} table {number} metric {effective})"
+            )
+        seen[ident] = key
+        out.append(route)
+    return tuple(out)
 
 
 def _table(where: _Where, key: str, value: Any) -> dict[str, Any]:

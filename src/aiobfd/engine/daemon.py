@@ -26,6 +26,7 @@ the session's deadline.  Nothing here polls.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 from collections.abc import Callable
@@ -43,7 +44,9 @@ from ..protocol.session import EchoRescheduled, Session
 from ..protocol.stats import TimingStats
 from . import reconcile
 from .admission import Admission
+from .drain import Drain
 from .echo import Echo
+from .links import Links
 from .peer import EventListener, Peer
 from .receive import Receive
 from .reporting import Reporter, fields
@@ -74,8 +77,11 @@ class Daemon:
         unsolicited: UnsolicitedConfig | None = None,
         align_tx: bool = True,
         rx_holdoff_us: int | None = None,
+        follow_links: bool = True,
     ) -> None:
         self._initial = list(peers or [])
+        self.follow_links = follow_links
+        """Follow link and address events (see aiobfd.engine.links)."""
         self._rng = rng or random.SystemRandom()
         self._clock = clock
         self.align_tx = align_tx
@@ -119,6 +125,12 @@ class Daemon:
             ttl_check=ttl_check,
         )
         self._arm = self.wakeup.arm
+        self.waiting: dict[PeerKey, PeerSpec] = {}
+        """Configured sessions whose local address is not on this host yet."""
+        self.links = Links(self.peers, self.waiting, self._path_changed, self._retry_waiting)
+        """Link and address events: a session's path down or up (see aiobfd.engine.links)."""
+        self.drain = Drain(self.peers, self._report, self.disable, self.enable)
+        """Planned withdrawals: drain, wait, AdminDown (see aiobfd.engine.drain)."""
 
     # ------------------------------------------------------------- views
 
@@ -176,8 +188,10 @@ class Daemon:
         self.wakeup.start(loop)
         self.admission.start(loop, now, self._add_dynamic, self._expire)
         try:
+            if self.follow_links:
+                self.links.start(loop)
             for spec in self._initial:
-                self.add_peer(spec)
+                self._add_or_wait(spec)
             if self.unsolicited is not None:
                 for address in self.unsolicited.listen:
                     self._listen_unsolicited(address)
@@ -200,6 +214,8 @@ class Daemon:
             else:
                 self._close_peer(peer)
         self.peers.clear()
+        self.links.close()
+        self.drain.close()
         self.wakeup.close()
         self.receive.close()
         self.admission.close()
@@ -293,7 +309,48 @@ class Daemon:
             extra=fields(peer),
         )
         self.flush(peer, now)
+        self.links.evaluate(peer)
         return peer
+
+    def _add_or_wait(self, spec: PeerSpec) -> Peer | None:
+        """:meth:`add_peer`, or, when the local address is not on this host
+        (yet), a waiting session opened when it appears (see engine.links)."""
+        try:
+            return self.add_peer(spec)
+        except OSError as exc:
+            if exc.errno != errno.EADDRNOTAVAIL or spec.echo is not None:
+                raise
+        if spec.key not in self.waiting:
+            log.warning(
+                "session %s waits for its local address %s (not on this host yet)",
+                spec.display_remote(),
+                spec.local,
+            )
+        self.waiting[spec.key] = spec
+        return None
+
+    def _retry_waiting(self, key: PeerKey) -> None:
+        """The local address of a waiting session appeared: open it."""
+        spec = self.waiting.pop(key, None)
+        if spec is None or key in self.peers:
+            return
+        try:
+            self.add_peer(spec)
+        except OSError as exc:
+            self.waiting[key] = spec
+            if exc.errno != errno.EADDRNOTAVAIL:
+                log.error("session %s cannot start: %s", spec.display_remote(), exc)
+
+    def _path_changed(self, peer: Peer, up: bool) -> None:
+        """Links saw ``peer``'s path go (Down at once, diag 5) or come back."""
+        session = peer.session
+        assert isinstance(session, Session)
+        now = self._clock()
+        if up:
+            session.path_up(now)
+        else:
+            session.path_down(now)
+        self.flush(peer, now)
 
     def _start_echo(self, peer: Peer, now: int) -> None:
         """RFC 5880 §6.4 for a Control session: loop the remote's echo packets
@@ -367,6 +424,9 @@ class Daemon:
         The AdminDown goes out at once and twice more 50 ms apart, as on
         shutdown, so one lost packet does not turn the goodbye into a timeout.
         """
+        self.waiting.pop(key, None)
+        self.links.reasons.pop(key, None)
+        self.drain.forget(key)
         peer = self.peers.pop(key, None)
         if peer is None:
             return
@@ -463,6 +523,9 @@ class Daemon:
         whose spec did not change is not touched at all.  Run-time changes
         (``aiobfdctl peer ...``) are replaced by what the file says.
         """
+        wanted_keys = {spec.key for spec in specs}
+        for key in [k for k in self.waiting if k not in wanted_keys]:
+            del self.waiting[key]
         plan = reconcile.changes(self.peers, specs)
         summary: dict[str, list[str]] = {"added": [], "removed": [], "changed": [], "unchanged": []}
         for peer in plan.removed:
@@ -470,7 +533,7 @@ class Daemon:
             self.remove_peer(peer.spec.key)
         for spec, running, changed in plan.wanted:
             if running is None:
-                self.add_peer(spec)
+                self._add_or_wait(spec)
                 summary["added"].append(spec.display_remote())
             elif not changed:
                 summary["unchanged"].append(spec.display_remote())

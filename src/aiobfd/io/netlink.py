@@ -259,3 +259,180 @@ def _neighbour(data: bytes, body: int, end: int, seq: int, *, deleted: bool) -> 
         return None
     lladdr = attrs.get(NDA_LLADDR)
     return Neighbour(seq, address, ifindex, state, lladdr or None, deleted)
+
+
+# -- links and addresses (``ip monitor link address``) ----------------------------------
+
+RTMGRP_LINK: Final = 0x1
+RTMGRP_IPV4_IFADDR: Final = 0x10
+RTMGRP_IPV6_IFADDR: Final = 0x100
+NLM_F_MULTI: Final = 0x2
+NLM_F_DUMP: Final = 0x300
+RTM_NEWLINK: Final = 16
+RTM_DELLINK: Final = 17
+RTM_GETLINK: Final = 18
+RTM_NEWADDR: Final = 20
+RTM_DELADDR: Final = 21
+RTM_GETADDR: Final = 22
+IFLA_IFNAME: Final = 3
+IFLA_OPERSTATE: Final = 16
+IFA_ADDRESS: Final = 1
+IFA_LOCAL: Final = 2
+IFA_FLAGS: Final = 8
+IFF_UP: Final = 0x1
+IFF_LOWER_UP: Final = 0x10000
+#: Address flags of an address that cannot be used yet (or ever): IPv6
+#: Duplicate Address Detection under way, or failed.
+IFA_F_DADFAILED: Final = 0x08
+IFA_F_TENTATIVE: Final = 0x40
+
+# family, pad, type, index, flags, change
+_IFINFOMSG = struct.Struct("=BBHiII")
+# family, prefix length, flags, scope, index
+_IFADDRMSG = struct.Struct("=BBBBI")
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """An interface as RTM_NEWLINK / RTM_DELLINK tells it."""
+
+    ifindex: int
+    name: str
+    flags: int
+    """IFF_* bits."""
+    deleted: bool = False
+
+    @property
+    def up(self) -> bool:
+        """Administratively up with a carrier (``ip link``'s UP and LOWER_UP)."""
+        return not self.deleted and bool(self.flags & IFF_UP) and bool(self.flags & IFF_LOWER_UP)
+
+
+@dataclass(frozen=True, slots=True)
+class IfAddress:
+    """An address of an interface, as RTM_NEWADDR / RTM_DELADDR tells it."""
+
+    address: str
+    ifindex: int
+    flags: int
+    """IFA_F_* bits."""
+    deleted: bool = False
+
+    @property
+    def usable(self) -> bool:
+        """Present and bindable (not tentative, DAD not failed)."""
+        return not self.deleted and not self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class DumpDone:
+    """The end of a dump (NLMSG_DONE)."""
+
+    seq: int
+
+
+LinkEvent = Link | IfAddress | DumpDone | NetlinkError
+
+
+class LinkNetlink:
+    """A non-blocking rtnetlink socket that hears link and address changes.
+
+    It is subscribed to RTMGRP_LINK and both address groups; :meth:`dump`
+    asks for every link and address once (at start, and after lost events).
+    """
+
+    def __init__(self) -> None:
+        sock = socket.socket(
+            socket.AF_NETLINK,
+            socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+            NETLINK_ROUTE,
+        )
+        try:
+            sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self._seq = 0
+        self.lost = 0
+        """Times the kernel said events were lost (ENOBUFS): dump again."""
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def dump(self) -> list[LinkEvent]:
+        """Every link, then every address, read at once (the kernel builds a
+        dump as it is read: nothing here waits).  Events that arrive meanwhile
+        come in their place."""
+        out: list[LinkEvent] = []
+        for kind, body in (
+            (RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0)),
+            (RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)),
+        ):
+            self._seq = seq = self._seq % 0x7FFF_FFFF + 1
+            msg = _NLMSGHDR.pack(
+                _NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
+            )
+            self.sock.sendto(msg + body, (0, 0))
+            while True:
+                batch = self.read()
+                out.extend(batch)
+                if any(isinstance(m, DumpDone | NetlinkError) and m.seq == seq for m in batch):
+                    break
+                if not batch:
+                    break  # nothing more queued (should not happen before DONE)
+        return out
+
+    def read(self) -> list[LinkEvent]:
+        """What waits on the socket, parsed, in order."""
+        out: list[LinkEvent] = []
+        for _ in range(READ_BATCH):
+            try:
+                data = self.sock.recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self.lost += 1
+                    continue
+                raise
+            out.extend(parse_links(data))
+        return out
+
+
+def parse_links(data: bytes) -> list[LinkEvent]:
+    """The link and address messages of one netlink datagram."""
+    out: list[LinkEvent] = []
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, _flags, seq, _port = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            break
+        body = offset + _NLMSGHDR.size
+        end = offset + length
+        if kind == NLMSG_DONE:
+            out.append(DumpDone(seq))
+        elif kind == NLMSG_ERROR and length >= _NLMSGHDR.size + _ERRNO.size:
+            code = -_ERRNO.unpack_from(data, body)[0]
+            if code:
+                out.append(NetlinkError(seq, code))
+        elif kind in (RTM_NEWLINK, RTM_DELLINK) and end - body >= _IFINFOMSG.size:
+            _family, _pad, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, body)
+            attrs = _attributes(data, body + _IFINFOMSG.size, end)
+            name = attrs.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode(errors="replace")
+            out.append(Link(index, name, flags, kind == RTM_DELLINK))
+        elif kind in (RTM_NEWADDR, RTM_DELADDR) and end - body >= _IFADDRMSG.size:
+            family, _plen, flags, _scope, index = _IFADDRMSG.unpack_from(data, body)
+            if family in (socket.AF_INET, socket.AF_INET6):
+                attrs = _attributes(data, body + _IFADDRMSG.size, end)
+                extended = attrs.get(IFA_FLAGS)
+                if extended is not None and len(extended) >= 4:
+                    flags = _U32.unpack(extended[:4])[0]
+                address = _address(family, attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS))
+                if address is not None:
+                    out.append(IfAddress(address, index, flags, kind == RTM_DELADDR))
+        offset += (length + 3) & ~3
+    return out

@@ -213,6 +213,7 @@ class Session:
         "echo",
         "required_min_echo_rx_us",
         "remote_min_echo_rx_us",
+        "path_is_down",
     )
 
     def __init__(
@@ -268,6 +269,9 @@ class Session:
         """The remote's Required Min Echo RX Interval (kept only with an Echo function)."""
         self.echo: EchoFunction | None = None
         """Our Echo function, attached by its constructor (None: no echo)."""
+        self.path_is_down = False
+        """The local path is gone (the interface is down, or the local address
+        was removed): see :meth:`path_down`."""
 
         # §6.8.3: the interval we advertise ("new") may differ from the one in
         # force until a Poll Sequence ends (after BIRD's des_min_tx_new/_int).
@@ -590,6 +594,45 @@ class Session:
         if self.state is State.UP or self.state is State.INIT:
             self._set_state(State.DOWN, Diag.ECHO_FUNCTION_FAILED, now, detect_time_us)
 
+    # ---------------------------------------------------------- the local path
+
+    def path_down(self, now: int) -> None:
+        """The owner saw the session's interface go down or its local address
+        go away: Down at once with diag 5, Path Down (RFC 5880 §4.1; FRR's
+        bfdd uses it when an interface or VRF goes away, BIRD has it only in
+        a commented-out close), rather than after the Detection Time.  The
+        remote is forgotten as on a timeout (§6.8.1) and nothing is sent until
+        :meth:`path_up`: packets could not leave anyway.  AdminDown stays
+        AdminDown (quiet too)."""
+        if self.path_is_down:
+            return
+        self.path_is_down = True
+        self._rx_last = b""
+        self.detect_deadline_us = None
+        self.next_tx_us = None
+        self.remote_discr = 0
+        self.remote_state = State.DOWN
+        self.remote_demand_mode = False
+        self.remote_min_rx_us = 1
+        self.remote_desired_min_tx_us = 0
+        self.remote_detect_mult = 0
+        self.remote_min_echo_rx_us = 0
+        self.poll_active = self._poll_pending = False
+        self._tx_in_force_us = self.desired_min_tx_us
+        self._rx_in_force_us = self.required_min_rx_us
+        if self.state is State.UP or self.state is State.INIT:
+            self._set_state(State.DOWN, Diag.PATH_DOWN, now)
+        elif self.state is State.DOWN:
+            self.local_diag = Diag.PATH_DOWN
+
+    def path_up(self, now: int) -> None:
+        """The path is back (interface up, local address present): the session
+        starts again from Down, its first packet at once."""
+        if not self.path_is_down:
+            return
+        self.path_is_down = False
+        self._reschedule_tx(now, immediately=True)
+
     def _wanted_rx_us(self) -> int:
         """bfd.RequiredMinRxInterval: the configured one, at least a second
         while our Echo function is active (§6.8.3)."""
@@ -601,8 +644,9 @@ class Session:
 
     def transmit_now(self, now: int) -> None:
         """Queue one packet at once, outside the schedule (the AdminDown burst
-        on shutdown).  A passive session that never heard its peer stays quiet."""
-        if self.remote_discr == 0 and self.config.passive:
+        on shutdown).  A passive session that never heard its peer stays quiet,
+        and so does a session whose path is down."""
+        if (self.remote_discr == 0 and self.config.passive) or self.path_is_down:
             return
         self._emit(now)
 
@@ -771,6 +815,8 @@ class Session:
 
     def _periodic_tx_allowed(self) -> bool:
         """RFC 5880 §6.8.7: when periodic Control packets may be sent."""
+        if self.path_is_down:
+            return False  # nowhere to send them (see path_down)
         if self.remote_discr == 0 and self.config.passive:
             return False  # the Passive role waits for the remote
         if self.remote_min_rx_us == 0:
