@@ -35,8 +35,10 @@ from .config import (
     KeySource,
     Overrides,
     SessionSettings,
+    SettingError,
     Settings,
     auth_config,
+    bind_peer,
     check_echo,
     check_echo_peer,
     find_default_config,
@@ -320,6 +322,24 @@ def build_parser() -> argparse.ArgumentParser:
         "back at most this fast (IPv4; needs CAP_NET_RAW; default 0: not willing)",
     )
 
+    where = parser.add_argument_group("interfaces, VRFs and network namespaces")
+    where.add_argument(
+        "--interface",
+        default="",
+        metavar="NAME",
+        help="bind the sessions to this interface (SO_BINDTODEVICE): a packet "
+        "that arrives on another is dropped",
+    )
+    where.add_argument(
+        "--vrf", default="", metavar="NAME", help="run the sessions in this VRF (its device)"
+    )
+    where.add_argument(
+        "--netns",
+        default="",
+        metavar="NAME",
+        help="run the sessions in this network namespace (/run/netns/NAME; needs CAP_SYS_ADMIN)",
+    )
+
     ops = parser.add_argument_group("operation")
     ops.add_argument("--config", metavar="FILE", default=None, help="TOML configuration file")
     ops.add_argument(
@@ -463,11 +483,25 @@ def _command_line(args: argparse.Namespace) -> Settings:
         )
     peers = []
     if args.remote:
-        specs = resolve_peers(args.local, args.remote, session.session_config(), args.family)
+        elsewhere = bool(args.vrf or args.netns)
+        specs = resolve_peers(
+            args.local,
+            args.remote,
+            session.session_config(),
+            args.family,
+            check_local=not elsewhere,
+        )
         echo = session.echo_config()
         peers = [dataclasses.replace(spec, hooks=session.hooks, echo=echo) for spec in specs]
         for spec in peers:
             check_echo_peer(spec)
+        try:
+            peers = [
+                bind_peer(spec, interface=args.interface, vrf=args.vrf, netns=args.netns)
+                for spec in peers
+            ]
+        except SettingError as exc:
+            raise ConfigError(f"--{exc.key}: {exc.message}") from None
     return Settings(
         tuple(peers),
         unsolicited=unsolicited,

@@ -77,8 +77,13 @@ def format_brief(sessions: list[dict[str, Any]]) -> str:
 
 def format_detail(info: dict[str, Any]) -> str:
     c = info["counters"]
+    bound = [
+        f"{k} {info[k]}"
+        for k in ("interface", "vrf", "netns")
+        if info.get(k) and not (k == "interface" and "%" in info["peer"])
+    ]
     lines = [
-        f"peer {info['peer']} local-address {info['local']}",
+        f"peer {info['peer']} local-address {info['local']}" + "".join(f" {b}" for b in bound),
         f"  State: {info['state']} (remote {info['remote_state']})"
         + (f", up for {_uptime(info)}" if info.get("uptime_s") is not None else ""),
         f"  Diagnostics: local {info['local_diag']} ({info['local_diag_name']}),"

@@ -104,6 +104,8 @@ def session_info(peer: Peer, now: int) -> dict[str, Any]:
         "remote": spec.remote,
         "local": spec.local,
         "interface": spec.interface or None,
+        "vrf": spec.vrf or None,
+        "netns": spec.netns or None,
         "peer": spec.display_remote(),
         "dynamic": peer.dynamic,
         "runtime": peer.runtime,

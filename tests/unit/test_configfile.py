@@ -187,7 +187,13 @@ ERRORS: list[tuple[str, str, str]] = [
     (peer(remote="no-such-host.invalid"), "peers[0].remote", "cannot resolve"),
     (peer(local="::1"), "peers[0]", "not of the same address family"),
     (peer(remote="fe80::1"), "peers[0].remote", "link-local"),
-    (peer(interface="lo"), "peers[0].interface", "only applies to IPv6 link-local"),
+    (peer(interface="a/b"), "peers[0].interface", "not an interface name"),
+    (peer(interface="x" * 16), "peers[0].interface", "not an interface name"),
+    (peer(vrf=5), "peers[0].vrf", "must be a VRF name"),
+    (peer(vrf="blue red"), "peers[0].vrf", "not an interface name"),
+    (peer(netns=""), "peers[0].netns", "network namespace name"),
+    (peer(netns=".."), "peers[0].netns", "not a network namespace name"),
+    (peer(netns="blue", echo_interval_ms=50), "peers[0].netns", "echo is not supported"),
     # authentication
     (
         peer(auth=Raw("{type = 'md4', keys = [{id = 1, env = 'BFD_KEY'}]}")),

@@ -52,7 +52,7 @@ def test_file_keys(tmp_path: Path) -> None:
     ("extra", "message"),
     [
         ("echo_interval_ms = 0", "peers[0].echo_interval_ms: must be a whole number from 1"),
-        ('interface = "lo"', "peers[0].interface: only applies to IPv6 link-local peers"),
+        ('interface = "lo"', "peers[0].interface: echo is not supported on a session bound"),
         ("passive = true", "peers[0].passive: an unaffiliated echo session cannot be passive"),
         ("multihop = true", "peers[0].multihop: an unaffiliated echo session cannot be multihop"),
     ],

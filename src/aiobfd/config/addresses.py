@@ -287,12 +287,15 @@ class Resolver:
         remote: str,
         session: SessionConfig,
         family: int = socket.AF_UNSPEC,
+        *,
+        check_local: bool = True,
         **extra: Any,
     ) -> PeerSpec:
         """One checked peer spec from a local and a remote address or name.
 
         ``extra``: the other fields of the :class:`PeerSpec` (``shutdown``,
-        ``hooks``, ``profile``).
+        ``hooks``, ``profile``).  ``check_local=False``: the local address is
+        not this namespace's or default VRF's to check (a session in another).
         """
         loc, rem = _pick_pair(
             local, self.resolve(local, family), remote, self.resolve(remote, family)
@@ -311,7 +314,8 @@ class Resolver:
             session,
             **extra,
         )
-        self.check_peer_local(Address(loc.address, loc.family, loc.scope))
+        if check_local:
+            self.check_peer_local(Address(loc.address, loc.family, loc.scope))
         return spec
 
 
@@ -327,13 +331,16 @@ def resolve_peers(
     remotes: Iterable[str],
     session: SessionConfig,
     family: int = socket.AF_UNSPEC,
+    *,
+    check_local: bool = True,
 ) -> list[PeerSpec]:
-    """Turn the classic ``LOCAL REMOTE...`` form into checked peer specs."""
+    """Turn the classic ``LOCAL REMOTE...`` form into checked peer specs
+    (``check_local``: as :meth:`Resolver.peer`'s)."""
     resolver = Resolver()
     specs: list[PeerSpec] = []
     seen: set[PeerKey] = set()
     for remote in remotes:
-        spec = resolver.peer(local, remote, session, family)
+        spec = resolver.peer(local, remote, session, family, check_local=check_local)
         if spec.key in seen:
             raise ConfigError(f"duplicate remote {remote}")
         seen.add(spec.key)

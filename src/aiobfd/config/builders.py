@@ -10,7 +10,9 @@ values to these builders, so the rules are written once:
   addresses resolved: the engine binds them without a lookup);
 * :func:`check_echo` refuses what an RFC 9747 unaffiliated echo session
   cannot be (multihop, passive, authenticated), and :func:`check_echo_peer`
-  the addresses it cannot use (link-local).
+  the addresses it cannot use (link-local);
+* :func:`bind_peer` binds a peer to an interface, a VRF or a network
+  namespace, checked.
 
 Session timers are :meth:`SessionSettings.session_config`.  Errors are
 :class:`SettingError` naming the key within the table (``keys[1].id``), which
@@ -22,7 +24,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..protocol.auth import AuthConfig, AuthKey
 from ..protocol.packet import AuthType
@@ -167,6 +169,57 @@ def check_echo(session: SessionSettings) -> None:
     ):
         if set_:
             raise SettingError(key, f"an unaffiliated echo session cannot be {key}")
+
+
+#: The longest interface name (IFNAMSIZ less its NUL).
+IFNAME_MAX = 15
+
+
+def check_netns_name(name: str) -> str | None:
+    """Why ``name`` cannot name a namespace under /run/netns, or None."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        return f"{name!r} is not a network namespace name (as in `ip netns add NAME`)"
+    return None
+
+
+def check_device_name(name: str) -> str | None:
+    """Why ``name`` cannot be an interface (or VRF device) name, or None."""
+    if (
+        not name
+        or len(name) > IFNAME_MAX
+        or name in (".", "..")
+        or any(c.isspace() or c in "/:\0" for c in name)
+    ):
+        return (
+            f"{name!r} is not an interface name (1-{IFNAME_MAX} characters, no '/', ':' or space)"
+        )
+    return None
+
+
+def bind_peer(spec: PeerSpec, *, interface: str = "", vrf: str = "", netns: str = "") -> PeerSpec:
+    """``spec`` bound to an interface, a VRF or a network namespace (``""``:
+    not), checked: the names, a link-local scope that names another interface,
+    and echo, which runs unbound in the daemon's own namespace and default VRF.
+    Raises :class:`SettingError` naming the key."""
+    for key, name, check in (
+        ("interface", interface, check_device_name),
+        ("vrf", vrf, check_device_name),
+        ("netns", netns, check_netns_name),
+    ):
+        if name and (why := check(name)) is not None:
+            raise SettingError(key, why)
+    if interface and spec.scope and interface != spec.interface:
+        raise SettingError(
+            "interface", f"{spec.display_remote()} is on {spec.interface}, not {interface}"
+        )
+    config = spec.session
+    echo = spec.echo is not None or config.echo_tx_us or config.required_min_echo_rx_us
+    if echo and (vrf or netns or (interface and not spec.scope)):
+        key = "interface" if interface and not spec.scope else "vrf" if vrf else "netns"
+        raise SettingError(
+            key, "echo is not supported on a session bound to an interface, a VRF or a namespace"
+        )
+    return replace(spec, interface=interface or spec.interface, vrf=vrf, netns=netns)
 
 
 def check_echo_peer(spec: PeerSpec) -> None:

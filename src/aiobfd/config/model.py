@@ -189,6 +189,12 @@ class SessionSettings:
         return Hooks(self.on_up, self.on_down, self.on_change, self.hook_timeout_s)
 
 
+def domain_of(netns: str, vrf: str) -> str:
+    """A PeerKey's domain: the network namespace and VRF (``netns NAME vrf
+    NAME``), "" for the daemon's own namespace and default VRF."""
+    return " ".join(p for p in (netns and f"netns {netns}", vrf and f"vrf {vrf}") if p)
+
+
 @dataclass(frozen=True, slots=True)
 class PeerSpec:
     """One configured session."""
@@ -202,7 +208,9 @@ class PeerSpec:
     scope: int = 0
     """Interface index for IPv6 link-local pairs, else 0."""
     interface: str = ""
-    """Interface name of ``scope``, for display."""
+    """The interface the session is bound to (``SO_BINDTODEVICE``: its packets
+    go out there, and one that arrives on another interface is dropped);
+    for an IPv6 link-local pair, the interface of ``scope``.  "": none."""
     session: SessionConfig = field(default_factory=SessionConfig)
     """Timers (in microseconds), role, mode and authentication, for the protocol core."""
     shutdown: bool = False
@@ -214,17 +222,35 @@ class PeerSpec:
     echo: EchoConfig | None = None
     """An RFC 9747 unaffiliated echo session toward ``remote`` (its gateway)
     with these settings, instead of a Control session; ``session`` is unused."""
+    vrf: str = ""
+    """The VRF the session is in: its sockets are bound to the VRF's l3mdev
+    device of this name.  "": the default VRF."""
+    netns: str = ""
+    """The network namespace the session is in (``/run/netns/NAME``): its
+    sockets are created there.  "": the daemon's own."""
 
     @property
     def multihop(self) -> bool:
         return self.session.multihop
 
     @property
+    def domain(self) -> str:
+        """Where the addresses live (see PeerKey): "" for the daemon's own
+        namespace and default VRF."""
+        return domain_of(self.netns, self.vrf)
+
+    @property
+    def device(self) -> str:
+        """The device the session's own sockets are bound to: its interface,
+        else its VRF; "": none."""
+        return self.interface or self.vrf
+
+    @property
     def key(self) -> PeerKey:
-        return PeerKey(self.remote, self.local, self.scope, self.session.multihop)
+        return PeerKey(self.remote, self.local, self.scope, self.session.multihop, self.domain)
 
     def display_remote(self) -> str:
-        return f"{self.remote}%{self.interface}" if self.interface else self.remote
+        return f"{self.remote}%{self.interface}" if self.scope else self.remote
 
 
 @dataclass(frozen=True, slots=True)

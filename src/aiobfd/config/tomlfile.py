@@ -31,6 +31,7 @@ from .builders import (
     AUTH_TYPES,
     KeySource,
     auth_config,
+    bind_peer,
     check_echo,
     check_echo_peer,
     unsolicited_config,
@@ -63,7 +64,7 @@ MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 #: Session keys allowed in [defaults], [profiles.NAME] and [[peers]].
 SESSION_KEYS = {f.name for f in dataclasses.fields(SessionSettings)}
-PEER_KEYS = SESSION_KEYS | {"remote", "local", "interface", "profile", "shutdown"}
+PEER_KEYS = SESSION_KEYS | {"remote", "local", "interface", "vrf", "netns", "profile", "shutdown"}
 DAEMON_KEYS = {
     "log_level",
     "log_format",
@@ -347,6 +348,13 @@ class _Reader:
         interface = peer.get("interface")
         if interface is not None and (not isinstance(interface, str) or not interface):
             raise where.error(f"{key}.interface", "must be an interface name")
+        binding: dict[str, str] = {}
+        for name in ("vrf", "netns"):
+            value = peer.get(name)
+            if value is not None and (not isinstance(value, str) or not value):
+                what = "a VRF name" if name == "vrf" else "a network namespace name"
+                raise where.error(f"{key}.{name}", f"must be {what}")
+            binding[name] = value or ""
         shutdown = _bool(where, f"{key}.shutdown", peer.get("shutdown", False))
         if interface:
             # The interface is the scope of link-local addresses written without one.
@@ -362,7 +370,8 @@ class _Reader:
         for name, text in (("remote", remote), ("local", local)):
             try:
                 addresses = resolver.resolve(text)
-                if name == "local" and len(addresses) == 1:
+                # In another namespace or VRF the local address is not ours to check.
+                if name == "local" and len(addresses) == 1 and not any(binding.values()):
                     resolver.check_peer_local(addresses[0])
             except ConfigError as exc:
                 raise where.error(f"{key}.{name}", str(exc)) from None
@@ -376,15 +385,15 @@ class _Reader:
                 hooks=settings.hooks,
                 profile=str(peer.get("profile") or ""),
                 echo=settings.echo_config(),
+                check_local=not any(binding.values()),
             )
             check_echo_peer(spec)
         except (ConfigError, ValueError) as exc:
             raise where.error(key, str(exc)) from None
-        if interface and not spec.scope:
-            raise where.error(
-                f"{key}.interface", "only applies to IPv6 link-local peers (fe80::/10)"
-            )
-        return spec
+        try:
+            return bind_peer(spec, interface=interface or "", **binding)
+        except SettingError as exc:
+            raise where.within(key, exc) from None
 
     def unsolicited(
         self, raw: Any, defaults: dict[str, Any], profiles: dict[str, dict[str, Any]]

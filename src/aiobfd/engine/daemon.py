@@ -34,6 +34,7 @@ from dataclasses import replace
 
 from ..config import PeerSpec, UnsolicitedConfig, check_local_address, resolve
 from ..io.clock import monotonic_us
+from ..io.netns import ifindex_of
 from ..io.ports import SourcePorts
 from ..io.sockets import close_transmit_socket, open_transmit_socket, sockaddr
 from ..protocol.constants import MULTIHOP_PORT, SINGLE_HOP_PORT
@@ -265,8 +266,22 @@ class Daemon:
         receive = self.receive
         listener = receive.listener_for(spec)
         try:
-            sock = open_transmit_socket(spec.family, spec.local, spec.scope, self.ports)
+            sock = open_transmit_socket(
+                spec.family,
+                spec.local,
+                spec.scope,
+                self.ports,
+                netns=spec.netns,
+                device=spec.device,
+            )
         except OSError:
+            receive.release_listener(spec, used=False)
+            raise
+        try:
+            # The interface's index in the session's own namespace.
+            ifindex = spec.scope or (ifindex_of(sock, spec.interface) if spec.interface else 0)
+        except OSError:
+            close_transmit_socket(sock, self.ports)
             receive.release_listener(spec, used=False)
             raise
         now = self._clock()
@@ -279,6 +294,7 @@ class Daemon:
         peer = Peer(
             spec, session, sock, sockaddr(spec.family, spec.remote, self.port_of(spec), spec.scope)
         )
+        peer.ifindex = ifindex
         try:
             # Connected, the kernel keeps the route and each send skips the
             # address; without a route yet, sendto() reports what is wrong.
@@ -543,8 +559,9 @@ class Daemon:
         return summary
 
     def _change_peer(self, peer: Peer, spec: PeerSpec) -> None:
-        if (peer.spec.echo is None) != (spec.echo is None):
-            # A Control session becomes an echo session or the reverse: a new one.
+        if (peer.spec.echo is None) != (spec.echo is None) or peer.spec.device != spec.device:
+            # A Control session becomes an echo session or the reverse, or its
+            # sockets must be bound to another device: a new one.
             self.remove_peer(peer.spec.key)
             self.add_peer(spec)
             return

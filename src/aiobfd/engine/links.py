@@ -143,8 +143,8 @@ class Links:
 
     def evaluate(self, peer: Peer) -> None:
         """Tell the daemon when ``peer``'s path changed (a Control session only)."""
-        if not isinstance(peer.session, Session) or self._nl is None:
-            return
+        if not isinstance(peer.session, Session) or self._nl is None or peer.spec.netns:
+            return  # (the links of another namespace are not followed)
         key = peer.spec.key
         reason = self.path_down_reason(peer.spec)
         if reason is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import PeerSpec
+from ..config.model import domain_of
 from ..io.sockets import SockAddr, kernel_drops
 from ..protocol.echo import EchoSession
 from ..protocol.errors import DropReason
@@ -54,6 +55,10 @@ class Peer:
     """When the last packet dropped from ``rx_sock`` was read."""
     rx_kernel_drops: int = 0
     """Packets the kernel dropped on former ``rx_sock`` sockets (see kernel_drops)."""
+    ifindex: int = 0
+    """The index of the interface the session is bound to, in its namespace
+    (``spec.interface``); 0: not bound to one.  A packet on a listener that
+    arrived on another interface is dropped (DropReason.WRONG_INTERFACE)."""
 
     @property
     def source_port(self) -> int:
@@ -87,10 +92,19 @@ class Listener:
     users: int = 0
     """Sessions using it; 0 for a listener kept for unsolicited sessions."""
     permanent: bool = False
+    netns: str = ""
+    """The network namespace it was opened in ("": the daemon's own)."""
+    vrf: str = ""
+    """The VRF device it is bound to ("": the default VRF)."""
 
     @property
-    def key(self) -> tuple[str, int, bool]:
-        return (self.local, self.scope, self.multihop)
+    def domain(self) -> str:
+        """Where the packets it hears arrived: a PeerKey's domain."""
+        return domain_of(self.netns, self.vrf)
+
+    @property
+    def key(self) -> tuple[str, int, bool, str]:
+        return (self.local, self.scope, self.multihop, self.domain)
 
 
 EventListener = Callable[[Peer, Event], None]

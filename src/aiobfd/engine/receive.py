@@ -36,14 +36,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config import PeerSpec
+from ..config.model import domain_of
 from ..io.sockets import (
-    ANCILLARY_SIZE,
+    LISTENER_ANCILLARY_SIZE,
+    arrival,
     attach_min_ttl_filter,
     kernel_drops,
     last_arrival_ns,
     open_receive_socket,
     open_session_socket,
-    received_ttl,
     sockaddr,
 )
 from ..protocol.constants import MAX_RECEIVE_HOLDOFF_MS, US_PER_SECOND
@@ -89,6 +90,12 @@ def _never() -> None:
     """The callback of an event that does not come (see Receive.start)."""
 
 
+def _arrived(remote: str, ifindex: int, domain: str) -> str:
+    """Where a packet from ``remote`` came in, for a drop's log line."""
+    where = f" on interface {ifindex}" if ifindex else ""
+    return f"from {remote}{where} in {domain or 'the default namespace and VRF'}"
+
+
 class Receive:
     """The engine's receive side: listeners, session sockets, the one entry."""
 
@@ -120,7 +127,7 @@ class Receive:
         self._arm: Callable[[Peer], None] = lambda peer: None
         self._on_ready: Callable[[], None] = lambda: None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._listeners: dict[tuple[str, int, bool], Listener] = {}
+        self._listeners: dict[tuple[str, int, bool, str], Listener] = {}
         # Established sessions' sockets sit in an epoll set of their own,
         # read at every wake-up; the loop watches the set only while the next
         # wake-up is further away than the receive hold-off.
@@ -179,26 +186,34 @@ class Receive:
         """RFC 5881 §4 / RFC 5883 §5: the destination port of a session."""
         return self._multihop_port if spec.multihop else self._port
 
-    def listen(self, family: int, local: str, scope: int, multihop: bool) -> Listener:
-        """The listener of a local address and port, opened on first use (OSError)."""
-        key = (local, scope, multihop)
+    def listen(
+        self, family: int, local: str, scope: int, multihop: bool, netns: str = "", vrf: str = ""
+    ) -> Listener:
+        """The listener of a local address and port, opened on first use
+        (OSError), in network namespace ``netns`` and VRF ``vrf`` ("": the
+        daemon's own, the default).  It is not bound to an interface: sessions
+        bound to one share it, and the arrival interface of each packet is
+        checked (IP_PKTINFO), so a packet on another interface is counted."""
+        key = (local, scope, multihop, domain_of(netns, vrf))
         listener = self._listeners.get(key)
         if listener is None:
             port = self._multihop_port if multihop else self._port
-            sock = open_receive_socket(family, local, scope, port)
-            listener = Listener(sock, local, family, scope, multihop)
+            sock = open_receive_socket(
+                family, local, scope, port, netns=netns, device=vrf, pktinfo=True
+            )
+            listener = Listener(sock, local, family, scope, multihop, netns=netns, vrf=vrf)
             assert self._loop is not None
             self._loop.add_reader(sock.fileno(), self._on_readable, listener)
             self._listeners[key] = listener
         return listener
 
     def listener_for(self, spec: PeerSpec) -> Listener:
-        return self.listen(spec.family, spec.local, spec.scope, spec.multihop)
+        return self.listen(spec.family, spec.local, spec.scope, spec.multihop, spec.netns, spec.vrf)
 
     def release_listener(self, spec: PeerSpec, *, used: bool = True) -> None:
         """A session of ``spec``'s address is gone (``used``: it had counted
         as a user); the listener closes with its last session unless kept."""
-        key = (spec.local, spec.scope, spec.multihop)
+        key = (spec.local, spec.scope, spec.multihop, spec.domain)
         listener = self._listeners.get(key)
         if listener is None:
             return
@@ -215,17 +230,25 @@ class Receive:
 
     def _on_readable(self, listener: Listener) -> None:
         recvmsg = listener.sock.recvmsg
+        domain = listener.domain
         for _ in range(RECV_BATCH):
             try:
-                data, ancdata, _flags, addr = recvmsg(RECV_SIZE, ANCILLARY_SIZE)
+                data, ancdata, _flags, addr = recvmsg(RECV_SIZE, LISTENER_ANCILLARY_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
                 self.receive_errors += 1
                 log.debug("receive error on %s: %s", listener.local, exc)
                 break
+            ttl, ifindex = arrival(ancdata)
             self.deliver(
-                data, addr, listener.local, received_ttl(ancdata), multihop=listener.multihop
+                data,
+                addr,
+                listener.local,
+                ttl,
+                multihop=listener.multihop,
+                ifindex=ifindex,
+                domain=domain,
             )
         if self._watch_stale:
             self.wakeup_armed(self._wakeup_at)  # a new session socket: watch the set?
@@ -242,11 +265,17 @@ class Receive:
         *,
         multihop: bool = False,
         dedicated: Peer | None = None,
+        ifindex: int = 0,
+        domain: str = "",
     ) -> None:
         """Process one datagram that arrived on ``local`` from ``addr`` at ``now``
-        (on a listener, or on the socket ``dedicated`` to a peer)."""
+        (on a listener, or on the socket ``dedicated`` to a peer), through
+        interface ``ifindex`` (0: unknown) in ``domain`` (the listener's
+        network namespace and VRF, see PeerKey)."""
         if now is None:
             now = self._clock()
+        if dedicated is not None:
+            domain = dedicated.spec.domain  # its own socket, in its own namespace
         remote = addr[0]
         scope = 0
         if len(addr) == 4 and addr[3]:
@@ -264,13 +293,19 @@ class Receive:
             if (
                 self._admission.enabled
                 and not pkt.your_discr
-                and PeerKey(remote, local, scope, multihop) not in self._peers
+                and PeerKey(remote, local, scope, multihop, domain) not in self._peers
                 and self._admission.admit(remote, local, scope, ttl, multihop, now) is None
             ):
                 table.count_drop(DropReason.UNKNOWN_PEER)
                 return
-            session = table.demultiplex(pkt, remote, local, scope, multihop)
+            session = table.demultiplex(pkt, remote, local, scope, multihop, domain)
             peer = self._peers[session.key]
+            if dedicated is None and (
+                session.key.domain != domain or (peer.ifindex and ifindex != peer.ifindex)
+            ):
+                # Bound to an interface, a VRF or a namespace, and heard on
+                # another: a forged or misrouted packet (FRR 8.4 takes it).
+                session.reject(DropReason.WRONG_INTERFACE, _arrived(remote, ifindex, domain))
             if self.ttl_check and ttl is not None and ttl < session.min_rx_ttl:
                 session.reject(DropReason.TTL, f"TTL {ttl} from {remote}")
             session.receive(pkt, now, data)
@@ -538,6 +573,8 @@ class Receive:
                 sockaddr(spec.family, spec.remote, addr[1], spec.scope),
                 self.port_of(spec),
                 peer.session.min_rx_ttl if self.ttl_check else None,
+                netns=spec.netns,
+                device=spec.device,
             )
         except OSError as exc:
             log.debug("no dedicated socket for %s: %s", spec.display_remote(), exc)

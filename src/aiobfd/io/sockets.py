@@ -11,6 +11,11 @@
   port of 49152-65535 that no other socket holds and none of the daemon's other
   sessions, whatever their address, while one is left (RFC 5881 §4; see
   :mod:`.ports`), sending with TTL / Hop Limit 255 (RFC 5881 §5).
+
+A session bound to a network namespace has these sockets created there, and
+one bound to an interface or a VRF has them bound to that device
+(:mod:`.netns`); listeners then report each packet's arrival interface
+(``IP_PKTINFO``, ``IPV6_RECVPKTINFO``) for the daemon to check.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 from typing import Final
 
 from ..protocol.constants import SINGLE_HOP_PORT, TTL_SINGLE_HOP
+from .netns import bind_to_device, socket_in
 from .ports import SourcePorts
 
 #: Linux value; Python's socket module does not export it.
@@ -33,6 +39,12 @@ IPV6_HOPLIMIT: Final = getattr(socket, "IPV6_HOPLIMIT", 52)
 TOS_NETWORK_CONTROL: Final = 0xC0
 #: Room for the ancillary data of recvmsg (one int, with headers).
 ANCILLARY_SIZE: Final = socket.CMSG_SPACE(4)
+#: Room for a listener's: the TTL and the arrival interface (in6_pktinfo, 20
+#: octets, the larger of the two families').
+LISTENER_ANCILLARY_SIZE: Final = socket.CMSG_SPACE(4) + socket.CMSG_SPACE(20)
+IPV6_RECVPKTINFO: Final = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO: Final = getattr(socket, "IPV6_PKTINFO", 50)
+IP_PKTINFO: Final = getattr(socket, "IP_PKTINFO", 8)
 _TIMESPEC = struct.Struct("@qq")
 #: ioctl: the arrival time of the last packet read from a socket (Linux).
 SIOCGSTAMPNS: Final = 0x8907
@@ -60,22 +72,34 @@ def sockaddr(family: int, address: str, port: int, scope: int = 0) -> SockAddr:
 
 
 def open_receive_socket(
-    family: int, local: str, scope: int = 0, port: int = SINGLE_HOP_PORT
+    family: int,
+    local: str,
+    scope: int = 0,
+    port: int = SINGLE_HOP_PORT,
+    *,
+    netns: str = "",
+    device: str = "",
+    pktinfo: bool = False,
 ) -> socket.socket:
-    """A non-blocking UDP socket on ``local``:3784 that reports received TTLs.
+    """A non-blocking UDP socket on ``local``:3784 that reports received TTLs
+    (and, with ``pktinfo``, each packet's arrival interface: :func:`arrival`).
 
     It is opened with SO_REUSEADDR so that per-session sockets connected to a
     known peer (:func:`open_session_socket`) can share the port; a probe bind
-    without it first makes sure no other process holds the port.
+    without it first makes sure no other process holds the port.  ``netns``:
+    created in that network namespace; ``device``: bound to that interface or
+    VRF device (:mod:`.netns`; BindingError).
     """
-    probe = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    probe = socket_in(netns, family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         if family == socket.AF_INET6:
             probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if device:
+            bind_to_device(probe, device)
         probe.bind(sockaddr(family, local, port, scope))
     finally:
         probe.close()
-    return _bound_receiver(family, local, scope, port)
+    return _bound_receiver(family, local, scope, port, netns=netns, device=device, pktinfo=pktinfo)
 
 
 def open_session_socket(
@@ -85,6 +109,9 @@ def open_session_socket(
     remote: SockAddr,
     port: int = SINGLE_HOP_PORT,
     min_ttl: int | None = None,
+    *,
+    netns: str = "",
+    device: str = "",
 ) -> socket.socket:
     """A receive socket on ``local``:3784 connected to one peer's address and port.
 
@@ -93,8 +120,9 @@ def open_session_socket(
     a flood of strangers fills the shared socket, not this one.  Packets with
     a TTL / Hop Limit below ``min_ttl`` never reach it (counted in
     :func:`kernel_drops`); the arrival of the last packet read is kept.
+    Bound to ``device``, it hears the peer on that interface or VRF only.
     """
-    sock = _bound_receiver(family, local, scope, port, report_ttl=False)
+    sock = _bound_receiver(family, local, scope, port, report_ttl=False, netns=netns, device=device)
     try:
         if min_ttl is not None:
             attach_min_ttl_filter(sock, min_ttl)
@@ -147,9 +175,17 @@ def kernel_drops(sock: socket.socket) -> int:
 
 
 def _bound_receiver(
-    family: int, local: str, scope: int, port: int, *, report_ttl: bool = True
+    family: int,
+    local: str,
+    scope: int,
+    port: int,
+    *,
+    report_ttl: bool = True,
+    netns: str = "",
+    device: str = "",
+    pktinfo: bool = False,
 ) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    sock = socket_in(netns, family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -157,8 +193,15 @@ def _bound_receiver(
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if report_ttl:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
-        elif report_ttl:
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            if pktinfo:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        else:
+            if report_ttl:
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+            if pktinfo:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        if device:
+            bind_to_device(sock, device)
         sock.bind(sockaddr(family, local, port, scope))
     except BaseException:
         sock.close()
@@ -166,13 +209,22 @@ def _bound_receiver(
     return sock
 
 
-def open_transmit_socket(family: int, local: str, scope: int, ports: SourcePorts) -> socket.socket:
+def open_transmit_socket(
+    family: int,
+    local: str,
+    scope: int,
+    ports: SourcePorts,
+    *,
+    netns: str = "",
+    device: str = "",
+) -> socket.socket:
     """A non-blocking UDP socket on ``local`` with a source port of 49152-65535
     that none of the daemon's other sessions holds, while one is left (``ports``:
     the daemon's account, see :mod:`.ports`).  Close it with
-    :func:`close_transmit_socket`, which gives the port back.
+    :func:`close_transmit_socket`, which gives the port back.  ``netns``,
+    ``device``: as :func:`open_receive_socket`'s (it sends through the device).
     """
-    sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    sock = socket_in(netns, family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         sock.setblocking(False)
         if family == socket.AF_INET6:
@@ -182,6 +234,8 @@ def open_transmit_socket(family: int, local: str, scope: int, ports: SourcePorts
         else:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, TTL_SINGLE_HOP)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, TOS_NETWORK_CONTROL)
+        if device:
+            bind_to_device(sock, device)
         ports.bind(lambda port: sock.bind(sockaddr(family, local, port, scope)))
     except BaseException:
         sock.close()
@@ -222,3 +276,15 @@ def received_ttl(ancdata: list[tuple[int, int, bytes]]) -> int | None:
             if data:
                 return data[0]
     return None
+
+
+def arrival(ancdata: list[tuple[int, int, bytes]]) -> tuple[int | None, int]:
+    """The TTL / Hop Limit (None if absent) and the arrival interface's index
+    (0 if absent) from a listener's ``recvmsg`` ancillary data."""
+    ifindex = 0
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 4:
+            ifindex = int.from_bytes(data[:4], sys.byteorder)  # in_pktinfo.ipi_ifindex
+        elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 20:
+            ifindex = int.from_bytes(data[16:20], sys.byteorder)  # in6_pktinfo.ipi6_ifindex
+    return received_ttl(ancdata), ifindex

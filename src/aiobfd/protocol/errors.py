@@ -39,6 +39,9 @@ class DropReason(StrEnum):
     """Your Discriminator is zero and no session exists for the source."""
     WRONG_PEER = "wrong_peer"
     """Your Discriminator names a session whose peer is another address."""
+    WRONG_INTERFACE = "wrong_interface"
+    """The packet names a session bound to an interface, a VRF or a network
+    namespace, and arrived on another one."""
     TTL = "ttl"
     """Received TTL / Hop Limit is not 255 (RFC 5881 §5)."""
     SESSION_ADMIN_DOWN = "session_admin_down"

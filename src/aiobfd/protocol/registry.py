@@ -17,23 +17,28 @@ from .timers import RandomSource
 
 
 class PeerKey(NamedTuple):
-    """Identifies a session: remote address, local address, scope, multihop.
+    """Identifies a session: remote address, local address, scope, multihop, domain.
 
     Addresses are in their canonical text form (``ipaddress`` ``str()``).  The
     scope is the interface index of an IPv6 link-local pair, else 0.  A
     multihop session (RFC 5883) is keyed by the address pair alone, so a
-    single-hop and a multihop session to one remote stay distinct.
+    single-hop and a multihop session to one remote stay distinct.  The
+    domain is where the addresses live: "" for the daemon's own network
+    namespace and default VRF, else its network namespace and VRF
+    (``netns NAME``, ``vrf NAME``): the same pair may be in both.
     """
 
     remote: str
     local: str
     scope: int = 0
     multihop: bool = False
+    domain: str = ""
 
     def __str__(self) -> str:
         suffix = f"%{self.scope}" if self.scope else ""
         kind = " (multihop)" if self.multihop else ""
-        return f"{self.remote}{suffix} from {self.local}{kind}"
+        where = f" in {self.domain}" if self.domain else ""
+        return f"{self.remote}{suffix} from {self.local}{kind}{where}"
 
 
 class SessionTable:
@@ -87,10 +92,14 @@ class SessionTable:
         local: str,
         scope: int = 0,
         multihop: bool = False,
+        domain: str = "",
     ) -> Session:
         """Find the session a received packet belongs to, or raise PacketError.
 
-        ``multihop`` says the packet came to the multihop port (RFC 5883)."""
+        ``multihop`` says the packet came to the multihop port (RFC 5883);
+        ``domain`` is where it arrived (see PeerKey).  A session found by Your
+        Discriminator may be of another domain: the caller checks where it
+        arrived (DropReason.WRONG_INTERFACE)."""
         if pkt.your_discr:
             session = self._by_discr.get(pkt.your_discr)
             if session is None:
@@ -102,7 +111,7 @@ class SessionTable:
                 self.count_drop(DropReason.WRONG_PEER)
                 raise PacketError(DropReason.WRONG_PEER, f"{pkt.your_discr} from {remote}")
             return session
-        found = self._by_peer.get(PeerKey(remote, local, scope, multihop))
+        found = self._by_peer.get(PeerKey(remote, local, scope, multihop, domain))
         if found is None:
             self.count_drop(DropReason.UNKNOWN_PEER)
             raise PacketError(DropReason.UNKNOWN_PEER, remote)
