@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import socket
 import struct
@@ -157,6 +158,39 @@ async def test_multihop_packets_below_the_minimum_ttl_create_nothing() -> None:
         assert peer.spec.multihop and peer.dynamic
     finally:
         b.close()
+
+
+async def test_dynamic_sessions_are_frozen_out_of_the_collector_and_still_freed() -> None:
+    """Sessions made at run time are moved out of the garbage collector's reach
+    (gc.freeze, a second after a burst), and freed by reference counting when
+    they go: frozen, they would leak if they held a reference cycle."""
+    b = Daemon([], unsolicited=unsolicited(max_sessions=1000, rate_per_s=1000.0, burst=1000))
+    await b.start()
+    senders = []
+    try:
+        for i in range(40):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+            s.bind((f"127.0.13.{i + 1}", 0))
+            senders.append(s)
+        for _ in range(5):  # what one turn had no time to make comes at the next packet
+            for i, s in enumerate(senders):
+                s.sendto(down_packet(i + 1), (B, 3784))
+            await asyncio.sleep(0.05)
+        await wait_until(lambda: len(b.peers) == 40)
+        before = gc.get_freeze_count()
+        await wait_until(lambda: gc.get_freeze_count() > before, timeout=3)
+        frozen = gc.get_freeze_count()
+        for key in list(b.peers):
+            b.remove_peer(key)
+        # Freed once the last reference goes (their goodbyes are sent, their
+        # places in the schedule and the admission's queues pass): not leaked.
+        await wait_until(lambda: frozen - gc.get_freeze_count() >= 40 * 5, timeout=10)
+    finally:
+        for s in senders:
+            s.close()
+        b.close()
+        gc.unfreeze()
 
 
 async def test_dynamic_session_removed_after_staying_down() -> None:

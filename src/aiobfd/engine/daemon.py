@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import random
 from collections.abc import Callable
@@ -59,6 +60,9 @@ log = logging.getLogger("aiobfd")
 #: AdminDown burst on shutdown and removal: packets per session and the gap between them.
 SHUTDOWN_REPEATS = 3
 SHUTDOWN_GAP_S = 0.05
+#: Sessions made at run time are frozen out of the garbage collector's reach
+#: this long after the first of a burst (see Daemon._freeze_soon).
+FREEZE_DELAY_S = 1.0
 
 __all__ = ["Daemon", "EventListener", "Peer", "monotonic_us"]
 
@@ -98,6 +102,7 @@ class Daemon:
         self.peers: dict[PeerKey, Peer] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
+        self._freeze_handle: asyncio.TimerHandle | None = None
         self._stopping = False
         self._farewells: dict[PeerKey, tuple[asyncio.TimerHandle, Peer]] = {}
         """Removed sessions still repeating their AdminDown, by peer key."""
@@ -209,6 +214,9 @@ class Daemon:
 
     def close(self) -> None:
         """Release every socket and timer at once (no goodbye packets)."""
+        if self._freeze_handle is not None:
+            self._freeze_handle.cancel()
+            self._freeze_handle = None
         for peer in list(self.peers.values()):
             if peer.spec.echo is not None:
                 self.echo.remove(peer)
@@ -432,7 +440,27 @@ class Daemon:
         return peer
 
     def _add_dynamic(self, spec: PeerSpec) -> Peer:
-        return self.add_peer(spec, dynamic=True)
+        peer = self.add_peer(spec, dynamic=True)
+        self._freeze_soon()
+        return peer
+
+    def _freeze_soon(self) -> None:
+        """Sessions were made at run time: in a moment, move every object
+        alive then out of the garbage collector's reach (``gc.freeze``).
+
+        A session lives for seconds at least and is freed by reference
+        counting when it goes (it holds no reference cycle); left to the
+        collector, thousands of them made its full passes long: 40-52 ms
+        each under a flood of unsolicited sessions
+        (bench/adversarial_unsolicited.py), a third of a 150 ms Detection
+        Time.  Once a second at most."""
+        if self._freeze_handle is not None or self._loop is None:
+            return
+        self._freeze_handle = self._loop.call_later(FREEZE_DELAY_S, self._freeze)
+
+    def _freeze(self) -> None:
+        self._freeze_handle = None
+        gc.freeze()
 
     def remove_peer(self, key: PeerKey) -> None:
         """Forget a session, telling the remote AdminDown (RFC 5880 §6.8.16).
