@@ -37,6 +37,16 @@ hold time 9 s, routes announced statically by ExaBGP): the BGP-only baseline.
     sudo .venv/bin/python examples/anycast/lab.py --no-bfd -n 5    # the BGP-only figure
     sudo .venv/bin/python examples/anycast/lab.py --modes link -n 3 --keep /tmp/anycast-logs
 
+``--loss`` measures a client's stream instead: 1,000 UDP packets a second from the
+client to the anycast address over 16 flows (the router hashes them over both hosts,
+``fib_multipath_hash_policy`` 1), each host's service counting what it receives,
+while host a is taken out: ``drain`` (``aiobfdctl drain --all --wait MS``, then its
+service stops once the session is AdminDown), ``term`` (SIGTERM to aiobfd, ExaBGP and
+the service at once), ``kill`` (SIGKILL to the same) or ``link`` (its port down).
+It reports the packets that reached neither host and when the router's FIB moved:
+
+    sudo .venv/bin/python examples/anycast/lab.py --loss drain,term,kill,link -n 5 -i 50
+
 Needs iproute2, FRR (/usr/lib/frr/{zebra,bgpd,bfdd}, vtysh), exabgp and nft, and
 aiobfd installed (the lab is built with ``aiobfd.lab``). Namespaces are named
 ``abfdx-<tag><role>``; everything is removed on exit, also on failure, and
@@ -55,6 +65,7 @@ import re
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -64,6 +75,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aiobfd.client import ClientError, request
 from aiobfd.lab import (
     BFDD,
     BGPD,
@@ -92,6 +104,11 @@ CLIENT = "203.0.113.10"
 HOSTS = {"a": "198.51.100.11", "b": "198.51.100.12"}
 ROUTER_AS, HOSTS_AS = 65000, 65001
 MODES = ("link", "stop", "drop")
+LOSS_VARIANTS = ("drain", "term", "kill", "link")
+"""How `AnycastLab.loss_round` takes host a out under the client's stream: ``drain``
+(``aiobfdctl drain --all``, then the service stops once the sessions are AdminDown),
+``term`` (SIGTERM to aiobfd, ExaBGP and the service at once: a plain stop), ``kill``
+(SIGKILL to the same: a crash), ``link`` (its port on the switch goes down)."""
 
 TOOLS: tuple[str | Path, ...] = ("ip", "vtysh", "exabgp", "nft", ZEBRA, BGPD, BFDD)
 
@@ -241,6 +258,42 @@ s.sendto(b"who", (sys.argv[1], {SERVICE_PORT}))
 print(s.recvfrom(512)[0].decode())
 """
 
+# -- a client's UDP stream through the router, and a sink on each host ------------------
+
+STREAM_PORT = 5354
+STREAM_RATE = 1000
+"""Packets a second: at this rate one lost packet is one millisecond without service."""
+STREAM_FLOWS = 16
+"""Source ports the stream is spread over: the router hashes flows over both hosts
+(``fib_multipath_hash_policy`` 1), so each host carries part of it."""
+_SINK = f"""
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+s.bind((sys.argv[1], {STREAM_PORT}))
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+while True:
+    data = s.recv(64)
+    if len(data) == 4:
+        os.write(fd, data)  # unbuffered: what was received is on disk even after a kill
+"""
+_SEND = f"""
+import json, socket, struct, sys, time
+dst, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range({STREAM_FLOWS})]
+for s in socks:
+    s.bind(("0.0.0.0", 0))
+start, wall, late = time.monotonic(), time.time(), 0.0
+for i in range(count):
+    wait = start + i / {STREAM_RATE} - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    else:
+        late = max(late, -wait)
+    socks[i % len(socks)].sendto(struct.pack("!I", first + i), (dst, {STREAM_PORT}))
+print(json.dumps({{"sent": count, "start": wall, "late_ms": late * 1000}}))
+"""
+
 
 # -- the lab -----------------------------------------------------------------------------
 
@@ -323,6 +376,56 @@ class Results:
             "summary": [self.summary(m) for m in modes],
             "trials": [t.__dict__ for t in self.trials],
         }
+
+
+@dataclass
+class LossRound:
+    """One round of `AnycastLab.loss_round`: the client's stream while host a goes."""
+
+    variant: str
+    interval_ms: int
+    multiplier: int
+    sent: int
+    lost: int
+    """Packets of the stream that reached neither host."""
+    lost_window_ms: float | None
+    """From the first lost packet to the last, at the stream's rate (None: none lost)."""
+    lost_from_ms: float | None
+    """When the first lost packet was sent, ms after the action started."""
+    last_to_host_ms: float | None
+    """When the last packet that host a received was sent, ms after the action started."""
+    withdrawn_ms: float | None
+    """The action's start -> the router's FIB without host a (`ip monitor`'s stamp)."""
+    back_s: float | None
+    """The restore's start -> the router's FIB with host a again."""
+    sender_late_ms: float
+    """The sender's worst lateness against its schedule (it is a Python loop)."""
+    drain_wait_ms: int | None = None
+
+
+def loss_table(rounds: Sequence[LossRound]) -> str:
+    lines = [
+        "| variant | timers | sent | lost | lost window | lost from | last packet to host a"
+        " | FIB without host a | route back |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f} ms"
+
+    for r in rounds:
+        variant = r.variant + (f" ({r.drain_wait_ms} ms)" if r.drain_wait_ms is not None else "")
+        back = "-" if r.back_s is None else f"{r.back_s:.1f} s"
+        lines.append(
+            f"| {variant} | {r.interval_ms} ms x {r.multiplier} | {r.sent} | {r.lost}"
+            f" | {ms(r.lost_window_ms)} | {ms(r.lost_from_ms)} | {ms(r.last_to_host_ms)}"
+            f" | {ms(r.withdrawn_ms)} | {back} |"
+        )
+    lines.append(
+        f"(a UDP stream of {STREAM_RATE} packets/s over {STREAM_FLOWS} flows from the client"
+        " to the anycast address; times are ms after the action started)"
+    )
+    return "\n".join(lines)
 
 
 class AnycastLab(NetnsLab):
@@ -427,6 +530,9 @@ class AnycastLab(NetnsLab):
         self.ip("r", f"link set {self.link('r', 's')} up")
         self.ip("r", f"link set {rc} up")
         self.sysctl("r", "net.ipv4.ip_forward", 1)
+        # Hash flows by ports too: the client's stream (many source ports) is then
+        # carried by both hosts, as real clients are.
+        self.sysctl("r", "net.ipv4.fib_multipath_hash_policy", 1)
         self.ip("c", f"addr add {CLIENT}/24 dev {cr}")
         self.ip("c", f"link set {cr} up")
         self.ip("c", f"route add default via {CLIENT_LAN}")
@@ -615,6 +721,16 @@ class AnycastLab(NetnsLab):
             self.start_aiobfd(host)
         self.spawn(host, f"exabgp-{host}", "exabgp", str(conf), env=env)
         self.spawn(host, f"service-{host}", sys.executable, "-c", _SERVE, ANYCAST, host)
+        self.start_sink(host)
+
+    def sink_file(self, host: str) -> Path:
+        """The sequence numbers (4 bytes each) of the stream's packets `host` received."""
+        return self.rundir / f"sink-{host}.bin"
+
+    def start_sink(self, host: str) -> None:
+        """The service the stream is for on `host` (appends to `sink_file`)."""
+        self.spawn(host, f"sink-{host}", sys.executable, "-c", _SINK, ANYCAST,
+                   str(self.sink_file(host)))  # fmt: skip
 
     def start_aiobfd(self, host: str) -> None:
         """aiobfd on `host`: one session toward the router."""
@@ -631,6 +747,115 @@ class AnycastLab(NetnsLab):
         proc = self.procs.pop(f"aiobfd-{host}")
         proc.kill()
         proc.wait(5)
+
+    def ctl(self, host: str, *args: str) -> str:
+        """``aiobfdctl -s SOCKET ARGS`` for `host`'s aiobfd; its output."""
+        argv = [sys.executable, "-m", "aiobfd.ctl", "-s", str(self.control_socket(host)), *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10,
+                              env={**os.environ, **daemon_env()})  # fmt: skip
+        if proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
+        return proc.stdout
+
+    def session_states(self, host: str) -> list[str]:
+        """States of `host`'s aiobfd sessions ([] while it does not answer)."""
+        try:
+            answer = request(str(self.control_socket(host)), {"command": "show sessions"})
+        except ClientError:
+            return []
+        return [str(s["state"]) for s in answer["sessions"]]
+
+    def received(self, first: int, count: int) -> dict[str, list[int]]:
+        """Sequence numbers of [first, first + count) that each host's sink received."""
+        out: dict[str, list[int]] = {}
+        for host in HOSTS:
+            path = self.sink_file(host)
+            data = path.read_bytes() if path.exists() else b""
+            data = data[: len(data) // 4 * 4]
+            seqs = struct.unpack(f"!{len(data) // 4}I", data)
+            out[host] = sorted(q for q in seqs if first <= q < first + count)
+        return out
+
+    def loss_round(
+        self, variant: str, host: str = "a", *, drain_wait_ms: int = 2000, first: int = 0,
+        before_s: float = 1.0, after_s: float = 1.5, timeout: float = 60.0,
+    ) -> LossRound:  # fmt: skip
+        """Take `host` out in `variant` (see LOSS_VARIANTS) under the client's stream,
+        count what was lost, then bring the host back.
+
+        The stream runs `before_s` before the action, and `drain_wait_ms` + `after_s`
+        after it; its sequence numbers start at `first` (the sinks' files accumulate)."""
+        if variant not in LOSS_VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}")
+        assert self.monitor is not None
+        gateway = HOSTS[host]
+        self.wait_steady(timeout)
+        count = round((before_s + drain_wait_ms / 1000 + after_s) * STREAM_RATE)
+        sender = self.popen("c", sys.executable, "-c", _SEND, ANYCAST, str(first), str(count),
+                            stdout=subprocess.PIPE)  # fmt: skip
+        time.sleep(before_s)
+        mark = self.monitor.mark()
+        t_action = time.time()
+        victims = [f"aiobfd-{host}", f"exabgp-{host}", f"sink-{host}"]
+        stopped: list[subprocess.Popen[bytes]] = []
+        if variant == "drain":
+            self.ctl(host, "drain", "--all", "--wait", str(drain_wait_ms))
+            # The planned work starts once aiobfd has taken the sessions AdminDown.
+            self._wait(lambda: self.session_states(host) == ["admin_down"],
+                       drain_wait_ms / 1000 + 5, f"host {host} AdminDown")  # fmt: skip
+            sink = self.procs.pop(f"sink-{host}")
+            self.stop_process(sink)
+        elif variant in ("term", "kill"):
+            sig = signal.SIGTERM if variant == "term" else signal.SIGKILL
+            stopped = [self.procs.pop(name) for name in victims]
+            for proc in stopped:
+                proc.send_signal(sig)
+        else:
+            self.fail(host, "link")
+        gone = self.monitor.wait(mark, lambda e: not e.points_at(gateway), 15)
+        for proc in stopped:
+            self.stop_process(proc, 5)
+        out, _ = sender.communicate(timeout=count / STREAM_RATE + 30)
+        sent = json.loads(out)
+        seen = self.received(first, count)
+        got = set(seen["a"]) | set(seen["b"])
+        lost = [q for q in range(first, first + count) if q not in got]
+
+        def after_action(seq: int) -> float:
+            """When packet `seq` was due to be sent, ms after the action started."""
+            return (float(sent["start"]) + (seq - first) / STREAM_RATE - t_action) * 1000
+
+        # Bring the host back.
+        mark = self.monitor.mark()
+        t_restore = time.time()
+        if variant == "drain":
+            self.start_sink(host)
+            self.ctl(host, "undrain", "--all")
+        elif variant in ("term", "kill"):
+            with contextlib.suppress(FileNotFoundError):
+                self.control_socket(host).unlink()  # a killed aiobfd leaves it
+            self.start_sink(host)
+            self.start_aiobfd(host)
+            self.spawn(host, f"exabgp-{host}", "exabgp", str(self.rundir / f"exabgp-{host}.conf"),
+                       env=self.exabgp_env(host))  # fmt: skip
+        else:
+            self.recover(host)
+        back = self.monitor.wait(mark, lambda e: e.points_at(gateway), timeout)
+        self.wait_steady(timeout)
+        return LossRound(
+            variant=variant,
+            interval_ms=self.interval_ms,
+            multiplier=self.multiplier,
+            sent=int(sent["sent"]),
+            lost=len(lost),
+            lost_window_ms=(lost[-1] - lost[0] + 1) * 1000 / STREAM_RATE if lost else None,
+            lost_from_ms=after_action(lost[0]) if lost else None,
+            last_to_host_ms=after_action(seen[host][-1]) if seen[host] else None,
+            withdrawn_ms=(gone.time - t_action) * 1000 if gone is not None else None,
+            back_s=back.time - t_restore if back is not None else None,
+            sender_late_ms=float(sent["late_ms"]),
+            drain_wait_ms=drain_wait_ms if variant == "drain" else None,
+        )
 
     # -- state -----------------------------------------------------------------------------
 
@@ -815,6 +1040,37 @@ def run(
     return results
 
 
+def run_loss(
+    variants: Sequence[str],
+    rounds: int,
+    *,
+    interval_ms: int = 100,
+    multiplier: int = 3,
+    drain_wait_ms: int = 2000,
+    workdir: Path | None = None,
+    say: Callable[[str], None] = print,
+) -> list[LossRound]:
+    """Build the lab, run `rounds` rounds of each variant on host a under the client's
+    stream (see `AnycastLab.loss_round`), tear it down."""
+    out: list[LossRound] = []
+    started = time.monotonic()
+    with AnycastLab(
+        interval_ms=interval_ms, multiplier=multiplier, workdir=workdir, log=say
+    ) as lab:
+        say(f"lab up in {time.monotonic() - started:.1f} s: {ROUTE} via {sorted(lab.fib())}")
+        for i in range(1, rounds + 1):
+            for variant in variants:
+                r = lab.loss_round(variant, drain_wait_ms=drain_wait_ms, first=len(out) * 10**6)
+                out.append(r)
+                say(
+                    f"  {variant:5} {i}/{rounds}: lost {r.lost}/{r.sent}"
+                    f" (window {r.lost_window_ms} ms), FIB without host a after"
+                    f" {r.withdrawn_ms and round(r.withdrawn_ms)} ms, last packet to it at"
+                    f" {r.last_to_host_ms and round(r.last_to_host_ms)} ms"
+                )
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -860,6 +1116,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keep", type=Path, metavar="DIR", help="copy configs and logs into DIR at the end"
     )
+    parser.add_argument(
+        "--loss",
+        metavar="VARIANTS",
+        help="instead of the FIB failover trials: a client's stream of"
+        f" {STREAM_RATE} packets/s while host a goes, counting lost packets; comma-separated"
+        f" from {','.join(LOSS_VARIANTS)} (default rounds: 3)",
+    )
+    parser.add_argument(
+        "--drain-wait",
+        type=int,
+        default=2000,
+        metavar="MS",
+        help="with --loss drain: aiobfdctl drain --wait MS (default 2000)",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results as JSON")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="print each trial's route event"
@@ -872,6 +1142,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("run as root (network namespaces)")
     if missing := missing_tools(*TOOLS):
         parser.error(f"missing {', '.join(missing)} (apt-get install frr exabgp nftables)")
+    if args.loss is not None:
+        variants = [v for v in args.loss.split(",") if v]
+        if bad := [v for v in variants if v not in LOSS_VARIANTS]:
+            parser.error(f"unknown variant(s) {bad}; choose from {', '.join(LOSS_VARIANTS)}")
+        print(f"== loss, BFD {args.interval} ms x {args.multiplier}: {', '.join(variants)}")
+        rounds = run_loss(
+            variants, args.trials or 3, interval_ms=args.interval, multiplier=args.multiplier,
+            drain_wait_ms=args.drain_wait, workdir=args.keep,
+            say=lambda s: print(s, flush=True),
+        )  # fmt: skip
+        print(loss_table(rounds), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps([r.__dict__ for r in rounds], indent=2) + "\n")
+        return 0
     runs = [(True, args.trials or 20), (False, args.trials_no_bfd)] if args.both else [
         (args.bfd, args.trials or (20 if args.bfd else 5))
     ]  # fmt: skip
@@ -906,4 +1190,15 @@ if __name__ == "__main__":
     raise SystemExit(130)
 
 
-__all__ = ["AnycastLab", "LabError", "Results", "RouteEvent", "Trial", "missing_tools", "run"]
+__all__ = [
+    "AnycastLab",
+    "LabError",
+    "LossRound",
+    "Results",
+    "RouteEvent",
+    "Trial",
+    "loss_table",
+    "missing_tools",
+    "run",
+    "run_loss",
+]

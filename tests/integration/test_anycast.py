@@ -96,3 +96,34 @@ def test_failover_with_bfd_within_a_second_and_route_returns(
     assert helper_log.count("aiobfd-exabgp: INFO withdraw") >= TRIALS
     assert helper_log.count("aiobfd-exabgp: INFO announce") >= TRIALS + 1
     assert not set(namespaces) & set(list_namespaces(anycast.NAMING.ns_prefix))
+
+
+DRAIN_WAIT_MS = 2000
+
+
+def test_drain_loses_nothing_where_a_plain_stop_loses_packets(
+    _interop_session: None, tmp_path: Path
+) -> None:
+    """A client's stream of 1,000 packets a second to the anycast address, carried by
+    both hosts. ``aiobfdctl drain --all`` on host a (then its service stops once the
+    session is AdminDown): not one packet lost. SIGTERM to aiobfd, ExaBGP and the
+    service at once: the packets sent to host a until the router moves them are lost."""
+    require(*anycast.TOOLS)
+    lab = anycast.AnycastLab(bfd=True, interval_ms=100, multiplier=3, workdir=tmp_path / "lab")
+    with lab:
+        drained = lab.loss_round("drain", drain_wait_ms=DRAIN_WAIT_MS, first=0)
+        stopped = lab.loss_round("term", drain_wait_ms=DRAIN_WAIT_MS, first=10**6)
+        lab.wait_steady(30)
+        helper_log = (lab.rundir / "exabgp-a.out").read_text(errors="replace")
+    print(anycast.loss_table([drained, stopped]))
+    # The stream reached host a before each action: it carried part of the traffic.
+    for r in (drained, stopped):
+        assert r.last_to_host_ms is not None and r.last_to_host_ms > -100, r
+    assert drained.lost == 0, drained
+    # The router moved the traffic within the drain's wait, while host a still served it.
+    assert drained.withdrawn_ms is not None and drained.withdrawn_ms < DRAIN_WAIT_MS, drained
+    assert drained.last_to_host_ms is not None and drained.last_to_host_ms < DRAIN_WAIT_MS
+    assert stopped.lost > 0, stopped
+    assert stopped.withdrawn_ms is not None and stopped.withdrawn_ms < 1000, stopped
+    # The helper withdrew because of the drain, not because a session went Down.
+    assert "(draining)" in helper_log, helper_log[-2000:]
