@@ -110,12 +110,11 @@ class Application:
         """The configuration running now (replaced by each accepted reload)."""
         self._reload_from = reload_from
         daemon = settings.daemon
-        holdoff_ms = daemon.receive_holdoff_ms
         self.daemon = Daemon(
             list(settings.peers),
             ttl_check=daemon.ttl_check,
             unsolicited=settings.unsolicited,
-            rx_holdoff_us=None if holdoff_ms is None else holdoff_ms * US_PER_MS,
+            rx_holdoff_us=_holdoff_us(daemon.receive_holdoff_ms, settings),
         )
         self.daemon.drain.wait_ms = daemon.drain_wait_ms
         self.notifier = Notifier.from_environment()
@@ -353,6 +352,9 @@ class Application:
         """Make the sessions match ``new``; ``done``: the sessions already added and removed."""
         try:
             summary = self.daemon.apply_config(list(new.peers))
+            self.daemon.receive.rx_holdoff_us = _holdoff_us(
+                self.settings.daemon.receive_holdoff_ms, new
+            )
         except OSError as exc:
             log.error("reload incomplete: %s", exc)
             raise ControlError(f"reload incomplete: {exc}") from None
@@ -424,6 +426,17 @@ class Application:
 
 def _hooks_of(peer: Peer) -> Hooks:
     return peer.spec.hooks
+
+
+def _holdoff_us(configured_ms: int | None, settings: Settings) -> int | None:
+    """The receive hold-off (see aiobfd.engine.receive): as configured; else
+    automatic, or 0 when ``[[routes]]`` follow the sessions, so that a route
+    follows a Down the peer signals within a couple of milliseconds rather
+    than the hold-off (a host with routes has a few sessions: reading each
+    packet at once costs it nothing)."""
+    if configured_ms is not None:
+        return configured_ms * US_PER_MS
+    return 0 if settings.routes else None
 
 
 def fit_file_limit(settings: Settings, running: Settings | None = None) -> fdlimit.Fit:

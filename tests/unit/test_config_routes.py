@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,3 +111,18 @@ def test_routes_must_be_tables(tmp_path: Path) -> None:
     path.write_text("routes = 3\n" + PEERS)
     with pytest.raises(ConfigError, match="routes: must be an array of tables"):
         load_config(str(path), {})
+
+
+def test_with_routes_the_automatic_receive_holdoff_is_zero() -> None:
+    """A route follows a Down the peer signals at once: with [[routes]] the
+    packets of established sessions are read as they come, unless the file
+    says otherwise."""
+    from types import SimpleNamespace
+
+    from aiobfd.app import _holdoff_us
+
+    with_routes: Any = SimpleNamespace(routes=("a route",))
+    without: Any = SimpleNamespace(routes=())
+    assert _holdoff_us(None, with_routes) == 0
+    assert _holdoff_us(None, without) is None  # automatic (engine.receive)
+    assert _holdoff_us(3, with_routes) == 3000
