@@ -14,14 +14,22 @@ route added by hand (protocol static, metric 200) stands beside it.
   and within 5 ms of the session's Down;
 * restored: gw1 comes back after the dampening's hold;
 * stop: aiobfd's route is gone, the hand-made one untouched; with
-  ``persist = true`` aiobfd's route stays.
+  ``persist = true`` aiobfd's route stays;
+* a client's UDP stream through the host (1,000 numbered packets a second over
+  16 flows to an address each gateway holds and counts what arrives at):
+  each gateway in turn fails, its BFD and the stream dropped by nftables; the
+  packets lost are only its flows', at most the Detection Time + 20 ms of them
+  (170 packets in all), in a window of the packet numbers of at most 170 ms;
+  back, its flows go through it again.
 
 Needs root, FRR and nftables.
 """
 
 from __future__ import annotations
 
+import array
 import json
+import math
 import statistics
 import sys
 import time
@@ -252,3 +260,190 @@ def test_conflicting_route_is_left_alone(two_gateways: tuple[Lab, str], tmp_path
     assert route["protocol"] == "static"
     log = daemon.log.read_text()
     assert "a route of protocol 4 (not aiobfd's 200) is there: left alone" in log
+
+
+# -- a client's UDP stream through the two gateways ---------------------------------------
+
+SINK = "192.0.2.100"
+"""The stream's destination: held by each gateway (on its lo), reached through the
+default route, so it sits behind both next hops. A documentation address, only in the
+lab's namespaces."""
+SINK_PORT = 9000
+RATE = 1000
+"""Packets a second, numbered, in turn over `FLOWS` sockets (source ports)."""
+FLOWS = 16
+MAX_LOST = 170
+"""Detection Time + 20 ms of the whole stream at `RATE`: a safe bound whatever the share
+of the flows that went through the cut gateway."""
+CUT_TABLE = "aiobfd_routes_stream"
+
+#: The client, in the host's namespace: packet i (4-byte number, 64 bytes) goes from
+#: socket i % FLOWS, one every 1/RATE s; late, it resets its schedule rather than
+#: catching up in a burst. Each send's CLOCK_MONOTONIC is written on SIGTERM.
+SENDER = r"""
+import array, os, signal, socket, struct, sys, time
+sink, port, rate, flows, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+socks = []
+for _ in range(flows):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 0))
+    socks.append(s)
+times = array.array("d")
+period = 1 / rate
+pad = bytes(60)
+try:
+    due = time.monotonic()
+    seq = 0
+    while True:
+        now = time.monotonic()
+        if now < due:
+            time.sleep(due - now)
+        elif now - due > 0.005:
+            due = now
+        stamp = time.monotonic()
+        socks[seq % flows].sendto(struct.pack("!I", seq) + pad, (sink, port))
+        times.append(stamp)
+        seq += 1
+        due += period
+finally:
+    with open(out + ".tmp", "wb") as f:
+        times.tofile(f)
+    os.rename(out + ".tmp", out)
+"""
+
+#: A sink, in a gateway's namespace: the number of each packet received, 4 bytes each,
+#: written at once.
+RECEIVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+s.bind((sys.argv[1], int(sys.argv[2])))
+out = open(sys.argv[3], "wb", buffering=0)
+open(sys.argv[3] + ".ready", "w").close()
+while True:
+    out.write(s.recv(2048)[:4])
+"""
+
+
+def cut_gateway(lab: Lab, ns: str) -> None:
+    """The gateway fails: its BFD (UDP 3784, in and out) and the stream dropped at once."""
+    lab.run(
+        ns,
+        "nft",
+        f"add table inet {CUT_TABLE} ; "
+        f"add chain inet {CUT_TABLE} in {{ type filter hook input priority 0 ; }} ; "
+        f"add chain inet {CUT_TABLE} out {{ type filter hook output priority 0 ; }} ; "
+        f"add rule inet {CUT_TABLE} in udp dport {{ 3784, {SINK_PORT} }} drop ; "
+        f"add rule inet {CUT_TABLE} out udp dport 3784 drop",
+    )
+
+
+def received(path: Path) -> list[int]:
+    data = path.read_bytes()
+    return [int.from_bytes(data[i : i + 4], "big") for i in range(0, len(data) - 3, 4)]
+
+
+def flows_between(seqs: list[int], sent: list[float], start: float, end: float) -> set[int]:
+    """The flows of the packets in `seqs` sent in [start, end)."""
+    return {s % FLOWS for s in seqs if start <= sent[s] < end}
+
+
+def test_stream_loses_at_most_the_detection_time(
+    two_gateways: tuple[Lab, str], tmp_path: Path
+) -> None:
+    """A gateway fails (BFD and the stream dropped on it): the stream's flows through it
+    lose no more than the Detection Time + 20 ms, and go through it again once it is back."""
+    lab, gw2 = two_gateways
+    gateways = {GW1: "peer", GW2: gw2}
+    lab.sysctl("host", "net.ipv4.fib_multipath_hash_policy", 1)  # ECMP by ports too
+    sinks: dict[str, Path] = {}
+    for gw, ns in gateways.items():
+        lab.ip(ns, f"addr add {SINK}/32 dev lo")
+        sinks[gw] = tmp_path / f"sink-{lab.role(ns)}.bin"
+        lab.popen(ns, sys.executable, "-c", RECEIVER, SINK, str(SINK_PORT), str(sinks[gw]))
+    for path in sinks.values():
+        wait_for(lambda p=path: Path(f"{p}.ready").exists(), 5, "the sinks")
+    daemon = start(lab, tmp_path)
+    times = tmp_path / "sent.bin"
+    sender = lab.popen(
+        "host", sys.executable, "-c", SENDER, SINK, str(SINK_PORT), str(RATE), str(FLOWS),
+        str(times),
+    )  # fmt: skip
+
+    # (gateway, before the cut, after it, its session's Down, removed, back in the route)
+    trials: list[tuple[str, float, float, float, float, float]] = []
+    try:
+        time.sleep(1.0)
+        for gw, ns in gateways.items():
+            other = GW2 if gw == GW1 else GW1
+            wait_for(lambda: ours(lab) == sorted([GW1, GW2]), HOLD_S + 5, "both next hops")
+            time.sleep(0.5)
+            before = time.monotonic()
+            cut_gateway(lab, ns)
+            after = time.monotonic()
+            wait_for(lambda: ours(lab) == [other], 5, f"{gw} removed")  # noqa: B023
+            removed = time.monotonic()
+            info = daemon.session(gw)
+            assert info["state"] == "down", info
+            down = float(info["last_state_change_monotonic"])
+            time.sleep(0.3)
+            lab.run(ns, "nft", "delete", "table", "inet", CUT_TABLE)
+            daemon.wait_state(gw, "up", 10)
+            wait_for(lambda: ours(lab) == sorted([GW1, GW2]), HOLD_S + 3, f"{gw} back")
+            trials.append((gw, before, after, down, removed, time.monotonic()))
+        time.sleep(0.7)
+    finally:
+        lab.stop_process(sender)
+    # Let the sinks read what is still on its way, then stop them.
+    sizes: list[int] = []
+    while len(sizes) < 3 or (sizes[-1] != sizes[-3] and len(sizes) < 50):
+        time.sleep(0.1)
+        sizes.append(sum(p.stat().st_size for p in sinks.values()))
+    sent = array.array("d", times.read_bytes()).tolist()
+    # (a packet sent as SIGTERM came, but not stamped, is left out)
+    got = {gw: [s for s in received(path) if s < len(sent)] for gw, path in sinks.items()}
+    assert sum(len(s) for s in got.values()) == len(set(got[GW1]) | set(got[GW2]))
+    lost = sorted(set(range(len(sent))) - set(got[GW1]) - set(got[GW2]))
+    lost_set = set(lost)
+    end = sent[-1]
+
+    figures = []
+    unexplained = set(lost_set)
+    for i, (gw, before, after, down, removed, back) in enumerate(trials):
+        other = GW2 if gw == GW1 else GW1
+        ahead = trials[i - 1][5] if i else sent[0]
+        # The flows through each gateway before the cut (ECMP by ports: both have some).
+        mine = flows_between(got[gw], sent, ahead, before)
+        theirs = flows_between(got[other], sent, ahead, before)
+        assert mine and theirs and not mine & theirs, (gw, sorted(mine), sorted(theirs))
+        window = [s for s in lost if before - 0.005 <= sent[s] <= removed + 0.05]
+        unexplained -= set(window)
+        assert window, f"{gw}: nothing lost: the cut did not cut"
+        assert {s % FLOWS for s in window} <= mine, (gw, sorted(mine), window)
+        span_ms = (sent[window[-1]] - sent[window[0]]) * 1000
+        # Bracketed by the packets of the same flows delivered just before and after.
+        delivered = [s for s in range(len(sent)) if s % FLOWS in mine and s not in lost_set]
+        last_ok = max(s for s in delivered if s < window[0])
+        next_ok = min(s for s in delivered if s > window[-1])
+        bracket_ms = (sent[next_ok] - sent[last_ok]) * 1000
+        figure = (
+            f"{gw}: {len(window)} packets lost ({len(mine)} of {FLOWS} flows through it), "
+            f"loss window {span_ms:.1f} ms (between delivered packets {bracket_ms:.1f} ms; "
+            f"first lost {1000 * (sent[window[0]] - after):+.1f} ms from the nft command's "
+            f"return), session Down {1000 * (down - before):.1f} ms "
+            f"after the cut, last lost {1000 * (sent[window[-1]] - down):+.1f} ms from it"
+        )
+        figures.append(figure)
+        assert len(window) <= MAX_LOST, figure
+        # No more than the Detection Time + 20 ms of the flows through it.
+        per_flow = math.ceil(RATE / FLOWS * (DETECT_S + SLACK_S)) + 1
+        assert len(window) <= len(mine) * per_flow, figure
+        assert span_ms <= (DETECT_S + SLACK_S) * 1000, figure
+        # Back: the gateway's flows go through it again, and nothing more is lost.
+        following = trials[i + 1][1] if i + 1 < len(trials) else end
+        again = flows_between(got[gw], sent, back + 0.05, following)
+        assert again == mine, (gw, sorted(again), sorted(mine))
+    print("; ".join(figures))
+    assert not unexplained, f"lost outside the cuts: {sorted(unexplained)}; {figures}"
+    assert daemon.stop() == 0
