@@ -55,9 +55,8 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, PeerSpec, literal, resolve_peer
 from .engine import Daemon, Peer
-from .engine.drain import DrainChanged
 from .paths import check_socket_directory
-from .protocol.events import Event, SessionRemoved, StateChanged
+from .protocol.events import DrainChanged, Event, SessionRemoved, StateChanged
 from .protocol.session import SessionConfig
 from .status import session_info
 

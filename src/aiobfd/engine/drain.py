@@ -19,9 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-from ..protocol.events import Event
+from ..protocol.events import DrainChanged, Event
 from ..protocol.packet import State
 from ..protocol.registry import PeerKey
 from .peer import Peer
@@ -30,15 +29,6 @@ log = logging.getLogger("aiobfd")
 
 #: How long a drain waits between the withdrawal and the AdminDown, by default.
 DEFAULT_DRAIN_WAIT_MS = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class DrainChanged(Event):
-    """A session started draining (``draining``) or was undrained.  Reported
-    by the engine, not by the sans-IO core."""
-
-    draining: bool
-    at_us: int
 
 
 class Drain:

@@ -40,6 +40,17 @@ class SessionRemoved(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class DrainChanged(Event):
+    """A session started draining (``draining``) or was undrained.  Reported
+    by the engine (aiobfd.engine.drain), not by the sans-IO core; here because
+    mypyc compiles this module, and an interpreted class cannot derive from a
+    compiled one."""
+
+    draining: bool
+    at_us: int
+
+
+@dataclass(frozen=True, slots=True)
 class PollSequenceCompleted(Event):
     """A Poll Sequence we started was answered with Final (RFC 5880 §6.5)."""
 
