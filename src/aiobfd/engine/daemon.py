@@ -582,11 +582,13 @@ class Daemon:
             elif not changed:
                 summary["unchanged"].append(spec.display_remote())
             else:
-                self._change_peer(running, spec)
+                self.change_peer(running, spec)
                 summary["changed"].append(spec.display_remote())
         return summary
 
-    def _change_peer(self, peer: Peer, spec: PeerSpec) -> None:
+    def change_peer(self, peer: Peer, spec: PeerSpec) -> None:
+        """Change a running session to ``spec`` in place (a reload's change),
+        or replace it when its sockets must change."""
         if (peer.spec.echo is None) != (spec.echo is None) or peer.spec.device != spec.device:
             # A Control session becomes an echo session or the reverse, or its
             # sockets must be bound to another device: a new one.
