@@ -59,7 +59,6 @@ from .engine import Daemon, Peer
 from .hooks import Dampening
 from .io.kroutes import (
     RTPROT_AIOBFD,
-    DumpDone,
     Message,
     NextHop,
     RouteKey,
@@ -67,7 +66,7 @@ from .io.kroutes import (
     RouteSocket,
     key_of,
 )
-from .io.netlink import NetlinkError
+from .io.netlink import DumpDone, NetlinkError
 from .protocol.events import Event, SessionRemoved, StateChanged
 from .protocol.packet import State
 from .protocol.registry import PeerKey

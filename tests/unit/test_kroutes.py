@@ -14,16 +14,14 @@ from aiobfd.io.kroutes import (
     RTA_PRIORITY,
     RTA_TABLE,
     RTPROT_AIOBFD,
-    DumpDone,
     NextHop,
     RouteKey,
     RouteSeen,
     key_of,
-    message,
     parse,
     route_body,
 )
-from aiobfd.io.netlink import RTA_DST, RTA_GATEWAY, RTM_NEWROUTE, NetlinkError
+from aiobfd.io.netlink import RTA_DST, RTA_GATEWAY, RTM_NEWROUTE, DumpDone, NetlinkError, message
 
 RTMSG = struct.Struct("=BBBBBBBBI")
 

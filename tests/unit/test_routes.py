@@ -18,8 +18,8 @@ from typing import Any, cast
 from aiobfd.config import PeerSpec, RouteSpec
 from aiobfd.engine import Daemon, Peer
 from aiobfd.hooks import Dampening
-from aiobfd.io.kroutes import RTPROT_AIOBFD, DumpDone, Message, NextHop, RouteKey, RouteSeen
-from aiobfd.io.netlink import NetlinkError
+from aiobfd.io.kroutes import RTPROT_AIOBFD, Message, NextHop, RouteKey, RouteSeen
+from aiobfd.io.netlink import DumpDone, NetlinkError
 from aiobfd.protocol.events import Event, SessionRemoved, StateChanged
 from aiobfd.protocol.packet import Diag, State
 from aiobfd.routes import ROUTES_PER_TURN, KernelRoutes

@@ -27,8 +27,6 @@ own rtnetlink socket (:mod:`aiobfd.io.netlink`) for the same reasons.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import ipaddress
 import socket
 import struct
@@ -36,18 +34,19 @@ from dataclasses import dataclass
 from typing import Final
 
 from .netlink import (
-    NETLINK_ROUTE,
-    NLM_F_REQUEST,
     NLMSG_DONE,
     NLMSG_ERROR,
-    READ_BATCH,
     RTA_DST,
     RTA_GATEWAY,
     RTA_OIF,
     RTM_GETROUTE,
     RTM_NEWROUTE,
     RTN_UNICAST,
+    DumpDone,
     NetlinkError,
+    NetlinkSocket,
+    error_of,
+    messages,
 )
 
 #: aiobfd's route protocol number (``rtm_protocol``; ``ip route ... proto 200``):
@@ -75,14 +74,11 @@ RT_TABLE_MAIN: Final = 254
 #: IPv6 routes without a metric get this one (IP6_RT_PRIO_USER).
 IPV6_DEFAULT_METRIC: Final = 1024
 
-_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 # family, dst_len, src_len, tos, table, protocol, scope, type, flags
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _RTATTR = struct.Struct("=HH")  # length, type
 _RTNEXTHOP = struct.Struct("=HBBi")  # length, flags, hops (weight - 1), ifindex
 _U32 = struct.Struct("=I")
-_ERRNO = struct.Struct("=i")
-_RECV_SIZE = 65536
 #: The socket's receive buffer asked for: a burst of route events (a routing
 #: daemon's) fits before the kernel drops some (then: a dump again).
 RCVBUF_BYTES: Final = 1 << 20
@@ -125,13 +121,6 @@ class RouteSeen:
     """An RTM_DELROUTE event: the route is gone."""
     dump: bool = False
     """Part of a dump's answer (``NLM_F_MULTI``), not an event."""
-
-
-@dataclass(frozen=True, slots=True)
-class DumpDone:
-    """The end of a dump's answer."""
-
-    seq: int
 
 
 Message = RouteSeen | DumpDone | NetlinkError
@@ -188,12 +177,7 @@ def delete_body(key: RouteKey, protocol: int = RTPROT_AIOBFD) -> bytes:
     return _header(key, protocol=protocol, kind=RTN_UNICAST)
 
 
-def message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
-    """One netlink message: the header before ``body``."""
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
-
-
-class RouteSocket:
+class RouteSocket(NetlinkSocket):
     """A non-blocking rtnetlink socket for routes; see the module docstring.
 
     Each request method returns the request's sequence number; a refusal
@@ -202,82 +186,40 @@ class RouteSocket:
     """
 
     def __init__(self, *, events: bool = True) -> None:
-        sock = socket.socket(
-            socket.AF_NETLINK,
-            socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-            NETLINK_ROUTE,
+        super().__init__(
+            RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE if events else 0, rcvbuf=RCVBUF_BYTES
         )
-        try:
-            with contextlib.suppress(OSError):  # else the default, and a dump again on loss
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
-            sock.bind((0, RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE if events else 0))
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-        self._seq = 0
-        self.lost = 0
-        """Times the kernel said answers or events were lost (ENOBUFS)."""
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
 
     def add(self, key: RouteKey, nexthops: tuple[NextHop, ...]) -> int:
         """Create the route; refused (EEXIST) if any route is at ``key`` already."""
-        return self._send(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, route_body(key, nexthops))
+        return self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, route_body(key, nexthops))
 
     def replace(self, key: RouteKey, nexthops: tuple[NextHop, ...]) -> int:
         """Replace the route at ``key`` (or create it) with these next hops, at once."""
-        return self._send(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, route_body(key, nexthops))
+        return self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, route_body(key, nexthops))
 
     def delete(self, key: RouteKey) -> int:
         """Delete aiobfd's route at ``key`` (a route of another protocol is never matched)."""
-        return self._send(RTM_DELROUTE, 0, delete_body(key))
+        return self.request(RTM_DELROUTE, 0, delete_body(key))
 
     def dump(self, family: int) -> int:
         """Ask for every route of ``family``: :class:`RouteSeen` each, then :class:`DumpDone`."""
         body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-        return self._send(RTM_GETROUTE, NLM_F_DUMP, body)
-
-    def _send(self, kind: int, flags: int, body: bytes) -> int:
-        self._seq = seq = self._seq % 0x7FFF_FFFF + 1  # never 0: that is an event
-        self.sock.sendto(message(kind, NLM_F_REQUEST | flags, seq, body), (0, 0))
-        return seq
+        return self.request(RTM_GETROUTE, NLM_F_DUMP, body)
 
     def read(self) -> list[Message]:
         """What waits on the socket, parsed (answers and events, in order)."""
-        out: list[Message] = []
-        for _ in range(READ_BATCH):
-            try:
-                data = self.sock.recv(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # the queue overflowed: events were lost
-                    self.lost += 1
-                    continue
-                raise
-            out.extend(parse(data))
-        return out
+        return self.read_parsed(parse)
 
 
 def parse(data: bytes) -> list[Message]:
     """The messages of one netlink datagram that this module knows."""
     out: list[Message] = []
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, flags, seq, _port = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
-            break
-        body = offset + _NLMSGHDR.size
-        end = offset + length
-        if kind == NLMSG_ERROR and length >= _NLMSGHDR.size + _ERRNO.size:
-            code = -_ERRNO.unpack_from(data, body)[0]
-            if code:  # 0 is an acknowledgement
-                out.append(NetlinkError(seq, code))
+    for kind, flags, seq, body, end in messages(data):
+        if kind == NLMSG_ERROR:
+            error = error_of(data, body, end, seq)
+            if error is not None:
+                out.append(error)
         elif kind == NLMSG_DONE:
             out.append(DumpDone(seq))
         elif kind in (RTM_NEWROUTE, RTM_DELROUTE) and end - body >= _RTMSG.size:
@@ -286,7 +228,6 @@ def parse(data: bytes) -> list[Message]:
             )
             if seen is not None:
                 out.append(seen)
-        offset += (length + 3) & ~3
     return out
 
 

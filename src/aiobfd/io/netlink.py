@@ -21,12 +21,14 @@ interface check of unsolicited sessions; it could use this module.)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 # linux/netlink.h, linux/rtnetlink.h, linux/neighbour.h
 NETLINK_ROUTE: Final = 0
@@ -125,17 +127,49 @@ class NetlinkError:
 Answer = Route | Neighbour | NetlinkError
 
 
-class RouteNetlink:
-    """A non-blocking rtnetlink socket: route and neighbour queries, neighbour events."""
+_Parsed = TypeVar("_Parsed")
 
-    def __init__(self, *, neighbours: bool = False) -> None:
+
+def message(kind: int, flags: int, seq: int, body: bytes) -> bytes:
+    """One netlink message: the header before ``body``."""
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
+
+
+def messages(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+    """The messages of one netlink datagram: (type, flags, sequence number,
+    offset of the body, its end), up to the first one that does not fit."""
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(data):
+        length, kind, flags, seq, _port = _NLMSGHDR.unpack_from(data, offset)
+        if length < _NLMSGHDR.size or offset + length > len(data):
+            return
+        yield kind, flags, seq, offset + _NLMSGHDR.size, offset + length
+        offset += (length + 3) & ~3
+
+
+def error_of(data: bytes, body: int, end: int, seq: int) -> NetlinkError | None:
+    """The refusal an NLMSG_ERROR carries (None: an acknowledgement, or too short)."""
+    if end - body < _ERRNO.size:
+        return None
+    code = -_ERRNO.unpack_from(data, body)[0]
+    return NetlinkError(seq, code) if code else None
+
+
+class NetlinkSocket:
+    """A non-blocking rtnetlink socket subscribed to ``groups``: requests
+    numbered in sequence, what comes back read in bounded batches."""
+
+    def __init__(self, groups: int = 0, *, rcvbuf: int = 0) -> None:
         sock = socket.socket(
             socket.AF_NETLINK,
             socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
             NETLINK_ROUTE,
         )
         try:
-            sock.bind((0, RTMGRP_NEIGH if neighbours else 0))
+            if rcvbuf:
+                with contextlib.suppress(OSError):  # else the default, and a dump again on loss
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.bind((0, groups))
         except BaseException:
             sock.close()
             raise
@@ -150,31 +184,15 @@ class RouteNetlink:
     def close(self) -> None:
         self.sock.close()
 
-    def ask_route(self, address: str) -> int:
-        """Send a route query for ``address``; its sequence number (OSError if refused)."""
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        dst = socket.inet_pton(family, address)
-        attr = _RTATTR.pack(_RTATTR.size + len(dst), RTA_DST) + dst
-        body = _RTMSG.pack(family, len(dst) * 8, 0, 0, 0, 0, 0, 0, 0) + attr
-        return self._send(RTM_GETROUTE, body)
-
-    def ask_neighbour(self, address: str, ifindex: int) -> int:
-        """Send a query for the neighbour entry of ``address`` on ``ifindex``."""
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        dst = socket.inet_pton(family, address)
-        attr = _RTATTR.pack(_RTATTR.size + len(dst), NDA_DST) + dst
-        body = _NDMSG.pack(family, 0, 0, ifindex, 0, 0, 0) + attr
-        return self._send(RTM_GETNEIGH, body)
-
-    def _send(self, kind: int, body: bytes) -> int:
+    def request(self, kind: int, flags: int, body: bytes) -> int:
+        """Send a request; its sequence number (OSError if refused)."""
         self._seq = seq = self._seq % 0x7FFF_FFFF + 1  # never 0: that is an event
-        msg = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, NLM_F_REQUEST, seq, 0)
-        self.sock.sendto(msg + body, (0, 0))
+        self.sock.sendto(message(kind, NLM_F_REQUEST | flags, seq, body), (0, 0))
         return seq
 
-    def read(self) -> list[Answer]:
-        """What waits on the socket, parsed (answers and events, in order)."""
-        out: list[Answer] = []
+    def read_parsed(self, parse: Callable[[bytes], list[_Parsed]]) -> list[_Parsed]:
+        """What waits on the socket (:data:`READ_BATCH` datagrams at most), parsed."""
+        out: list[_Parsed] = []
         for _ in range(READ_BATCH):
             try:
                 data = self.sock.recv(_RECV_SIZE)
@@ -189,27 +207,47 @@ class RouteNetlink:
         return out
 
 
+class RouteNetlink(NetlinkSocket):
+    """A non-blocking rtnetlink socket: route and neighbour queries, neighbour events."""
+
+    def __init__(self, *, neighbours: bool = False) -> None:
+        super().__init__(RTMGRP_NEIGH if neighbours else 0)
+
+    def ask_route(self, address: str) -> int:
+        """Send a route query for ``address``; its sequence number (OSError if refused)."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        dst = socket.inet_pton(family, address)
+        attr = _RTATTR.pack(_RTATTR.size + len(dst), RTA_DST) + dst
+        body = _RTMSG.pack(family, len(dst) * 8, 0, 0, 0, 0, 0, 0, 0) + attr
+        return self.request(RTM_GETROUTE, 0, body)
+
+    def ask_neighbour(self, address: str, ifindex: int) -> int:
+        """Send a query for the neighbour entry of ``address`` on ``ifindex``."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        dst = socket.inet_pton(family, address)
+        attr = _RTATTR.pack(_RTATTR.size + len(dst), NDA_DST) + dst
+        body = _NDMSG.pack(family, 0, 0, ifindex, 0, 0, 0) + attr
+        return self.request(RTM_GETNEIGH, 0, body)
+
+    def read(self) -> list[Answer]:
+        """What waits on the socket, parsed (answers and events, in order)."""
+        return self.read_parsed(parse)
+
+
 def parse(data: bytes) -> list[Answer]:
     """The messages of one netlink datagram that this module knows."""
     out: list[Answer] = []
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, seq, _port = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
-            break
-        body = offset + _NLMSGHDR.size
-        end = offset + length
-        if kind == NLMSG_ERROR and length >= _NLMSGHDR.size + _ERRNO.size:
-            code = -_ERRNO.unpack_from(data, body)[0]
-            if code:  # 0 is an acknowledgement
-                out.append(NetlinkError(seq, code))
+    for kind, _flags, seq, body, end in messages(data):
+        if kind == NLMSG_ERROR:
+            error = error_of(data, body, end, seq)
+            if error is not None:
+                out.append(error)
         elif kind == RTM_NEWROUTE and end - body >= _RTMSG.size:
             out.append(_route(data, body, end, seq))
         elif kind in (RTM_NEWNEIGH, RTM_DELNEIGH) and end - body >= _NDMSG.size:
             neighbour = _neighbour(data, body, end, seq, deleted=kind == RTM_DELNEIGH)
             if neighbour is not None:
                 out.append(neighbour)
-        offset += (length + 3) & ~3
     return out
 
 
@@ -334,34 +372,16 @@ class DumpDone:
 LinkEvent = Link | IfAddress | DumpDone | NetlinkError
 
 
-class LinkNetlink:
+class LinkNetlink(NetlinkSocket):
     """A non-blocking rtnetlink socket that hears link and address changes.
 
     It is subscribed to RTMGRP_LINK and both address groups; :meth:`dump`
-    asks for every link and address once (at start, and after lost events).
+    asks for every link and address once (at start, and after lost events:
+    ``lost`` grew).
     """
 
     def __init__(self) -> None:
-        sock = socket.socket(
-            socket.AF_NETLINK,
-            socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-            NETLINK_ROUTE,
-        )
-        try:
-            sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
-        self._seq = 0
-        self.lost = 0
-        """Times the kernel said events were lost (ENOBUFS): dump again."""
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
+        super().__init__(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
 
     def dump(self) -> list[LinkEvent]:
         """Every link, then every address, read at once (the kernel builds a
@@ -372,11 +392,7 @@ class LinkNetlink:
             (RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0)),
             (RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)),
         ):
-            self._seq = seq = self._seq % 0x7FFF_FFFF + 1
-            msg = _NLMSGHDR.pack(
-                _NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0
-            )
-            self.sock.sendto(msg + body, (0, 0))
+            seq = self.request(kind, NLM_F_DUMP, body)
             while True:
                 batch = self.read()
                 out.extend(batch)
@@ -388,37 +404,19 @@ class LinkNetlink:
 
     def read(self) -> list[LinkEvent]:
         """What waits on the socket, parsed, in order."""
-        out: list[LinkEvent] = []
-        for _ in range(READ_BATCH):
-            try:
-                data = self.sock.recv(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self.lost += 1
-                    continue
-                raise
-            out.extend(parse_links(data))
-        return out
+        return self.read_parsed(parse_links)
 
 
 def parse_links(data: bytes) -> list[LinkEvent]:
     """The link and address messages of one netlink datagram."""
     out: list[LinkEvent] = []
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, seq, _port = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
-            break
-        body = offset + _NLMSGHDR.size
-        end = offset + length
+    for kind, _flags, seq, body, end in messages(data):
         if kind == NLMSG_DONE:
             out.append(DumpDone(seq))
-        elif kind == NLMSG_ERROR and length >= _NLMSGHDR.size + _ERRNO.size:
-            code = -_ERRNO.unpack_from(data, body)[0]
-            if code:
-                out.append(NetlinkError(seq, code))
+        elif kind == NLMSG_ERROR:
+            error = error_of(data, body, end, seq)
+            if error is not None:
+                out.append(error)
         elif kind in (RTM_NEWLINK, RTM_DELLINK) and end - body >= _IFINFOMSG.size:
             _family, _pad, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, body)
             attrs = _attributes(data, body + _IFINFOMSG.size, end)
@@ -434,5 +432,4 @@ def parse_links(data: bytes) -> list[LinkEvent]:
                 address = _address(family, attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS))
                 if address is not None:
                     out.append(IfAddress(address, index, flags, kind == RTM_DELADDR))
-        offset += (length + 3) & ~3
     return out
