@@ -288,7 +288,7 @@ class SlowRouteLookup(RouteLookup):
 
     def __init__(self) -> None:
         super().__init__()
-        self._sock = _SlowKernel(self._sock, self.delay)  # type: ignore[assignment]
+        self._nl.sock = _SlowKernel(self._nl.sock, self.delay)  # type: ignore[assignment]
         self.made.append(self)
 
 

@@ -47,13 +47,13 @@ import errno
 import ipaddress
 import logging
 import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from ..config import Hooks, PeerSpec, UnsolicitedConfig
+from ..io.netlink import NetlinkError, Route, RouteNetlink, parse
 from ..protocol.events import StateChanged
 from ..protocol.packet import State
 from ..protocol.session import SessionConfig, minimum_rx_ttl
@@ -416,20 +416,6 @@ def _index_name(index: int) -> str:
 
 
 # ------------------------------------------------------------ route lookup
-# RFC 3549 / linux/rtnetlink.h: what RTM_GETROUTE needs, and nothing more.
-_NETLINK_ROUTE = 0
-_RTM_NEWROUTE = 24
-_RTM_GETROUTE = 26
-_NLM_F_REQUEST = 1
-_NLMSG_ERROR = 2
-_RTA_DST = 1
-_RTA_OIF = 4
-_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
-# family, dst_len, src_len, tos, table, protocol, scope, type, flags
-_RTMSG = struct.Struct("=BBBBBBBBI")
-_RTATTR = struct.Struct("=HH")  # length, type
-_U32 = struct.Struct("=I")
-_ERRNO = struct.Struct("=i")
 #: Replies read from the netlink socket per query, at most.
 _READS_PER_QUERY = 16
 
@@ -446,18 +432,7 @@ class RouteLookup:
     """
 
     def __init__(self) -> None:
-        sock = socket.socket(
-            socket.AF_NETLINK,
-            socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-            _NETLINK_ROUTE,
-        )
-        try:
-            sock.bind((0, 0))
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-        self._seq = 0
+        self._nl = RouteNetlink()
         self._asked: dict[int, str] = {}
         """Queries not answered yet: sequence number -> address."""
         self._answers: dict[str, tuple[int, float]] = {}
@@ -465,7 +440,7 @@ class RouteLookup:
         self.queries = 0
 
     def close(self) -> None:
-        self._sock.close()
+        self._nl.close()
 
     def interface_of(self, address: str) -> int | None:
         """The index of the interface the route to ``address`` goes through
@@ -488,14 +463,8 @@ class RouteLookup:
         return answer[0]
 
     def _ask(self, address: str) -> None:
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        dst = socket.inet_pton(family, address)
-        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
-        attr = _RTATTR.pack(_RTATTR.size + len(dst), _RTA_DST) + dst
-        body = _RTMSG.pack(family, len(dst) * 8, 0, 0, 0, 0, 0, 0, 0) + attr
-        msg = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), _RTM_GETROUTE, _NLM_F_REQUEST, seq, 0)
         try:
-            self._sock.sendto(msg + body, (0, 0))
+            seq = self._nl.ask_route(address)
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):
                 log.debug("route query for %s failed: %s", address, exc)
@@ -507,47 +476,19 @@ class RouteLookup:
             del asked[next(iter(asked))]
 
     def _read(self) -> None:
-        """Take the answers waiting on the socket (a few at most)."""
-        for _ in range(_READS_PER_QUERY):
-            if not self._asked:
-                return
-            try:
-                data = self._sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # ENOBUFS: answers were lost; they are asked again
-                log.debug("route answers lost: %s", exc)
-                return
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _flags, seq, _port = _NLMSGHDR.unpack_from(data, offset)
-                if length < _NLMSGHDR.size:
-                    break
-                address = self._asked.pop(seq, None)
-                if address is not None:
-                    index = _parse_answer(data, offset, length, kind)
-                    answers = self._answers
-                    answers.pop(address, None)
-                    answers[address] = (index, time.monotonic())
-                    while len(answers) > ROUTE_CACHE_MAX:
-                        del answers[next(iter(answers))]
-                offset += (length + 3) & ~3
-
-
-def _parse_answer(data: bytes, offset: int, length: int, kind: int) -> int:
-    """The output interface of an RTM_NEWROUTE answer; 0 for an error (no route)."""
-    if kind != _RTM_NEWROUTE:
-        if kind == _NLMSG_ERROR and length >= _NLMSGHDR.size + _ERRNO.size:
-            code = -_ERRNO.unpack_from(data, offset + _NLMSGHDR.size)[0]
-            log.debug("no route: %s", errno.errorcode.get(code, code))
-        return 0
-    end = min(offset + length, len(data))
-    at = offset + _NLMSGHDR.size + _RTMSG.size
-    while at + _RTATTR.size <= end:
-        size, kind = _RTATTR.unpack_from(data, at)
-        if size < _RTATTR.size:
-            break
-        if kind == _RTA_OIF and size >= _RTATTR.size + _U32.size:
-            return int(_U32.unpack_from(data, at + _RTATTR.size)[0])
-        at += (size + 3) & ~3
-    return 0
+        """Take the answers waiting on the socket (a few at most; an error
+        answer, no route, is interface 0; lost answers are asked again)."""
+        if not self._asked:
+            return
+        for answer in self._nl.read_parsed(parse, _READS_PER_QUERY):
+            address = self._asked.pop(answer.seq, None)
+            if address is None:
+                continue
+            if isinstance(answer, NetlinkError):
+                log.debug("no route to %s: %s", address, answer.message)
+            index = answer.ifindex if isinstance(answer, Route) else 0
+            answers = self._answers
+            answers.pop(address, None)
+            answers[address] = (index, time.monotonic())
+            while len(answers) > ROUTE_CACHE_MAX:
+                del answers[next(iter(answers))]

@@ -190,10 +190,12 @@ class NetlinkSocket:
         self.sock.sendto(message(kind, NLM_F_REQUEST | flags, seq, body), (0, 0))
         return seq
 
-    def read_parsed(self, parse: Callable[[bytes], list[_Parsed]]) -> list[_Parsed]:
-        """What waits on the socket (:data:`READ_BATCH` datagrams at most), parsed."""
+    def read_parsed(
+        self, parse: Callable[[bytes], list[_Parsed]], batch: int = READ_BATCH
+    ) -> list[_Parsed]:
+        """What waits on the socket (``batch`` datagrams at most), parsed."""
         out: list[_Parsed] = []
-        for _ in range(READ_BATCH):
+        for _ in range(batch):
             try:
                 data = self.sock.recv(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
