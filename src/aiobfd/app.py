@@ -55,7 +55,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from . import __version__, core_build
 from .config import ConfigError, DaemonSettings, Hooks, PeerSpec, Settings
@@ -169,9 +169,10 @@ class Application:
         loop.add_signal_handler(signal.SIGUSR1, self._on_sigusr1)
 
         try:
-            fit_file_limit(self.settings)
+            fit = fit_file_limit(self.settings)
         except fdlimit.FileLimitError as exc:
             raise StartError(str(exc)) from None
+        self.daemon.receive.limit_sockets(fit.receive_sockets)
         try:
             await self.daemon.start()
         except OSError as exc:
@@ -275,7 +276,7 @@ class Application:
         async with self._reload_lock:
             running = self.settings
             try:
-                new = await _in_thread(
+                new, fit = await _in_thread(
                     lambda: _read_fitted(reload_from, running), RELOAD_READ_TIMEOUT_S
                 )
             except ConfigError as exc:
@@ -289,6 +290,9 @@ class Application:
                 raise self._refused(f"internal error: {exc}") from None
             if self._stop_requested:
                 raise ControlError("reload abandoned: the daemon is stopping")
+            # Receive sockets beyond what the new file leaves close first: the
+            # sessions it adds need their descriptors for transmit sockets.
+            self.daemon.receive.limit_sockets(fit.receive_sockets)
             return await self._apply_in_slices(new)
 
     def reload(self) -> dict[str, list[str]]:
@@ -309,9 +313,10 @@ class Application:
         if self._reload_lock.locked():
             raise ControlError("a reload is under way already (SIGHUP); try again")
         try:
-            new = _read_fitted(self._reload_from, self.settings)
+            new, fit = _read_fitted(self._reload_from, self.settings)
         except ConfigError as exc:
             raise self._refused(str(exc)) from None
+        self.daemon.receive.limit_sockets(fit.receive_sockets)
         return self._apply(new)
 
     def _refused(self, reason: str) -> ControlError:
@@ -457,8 +462,10 @@ def fit_file_limit(settings: Settings, running: Settings | None = None) -> fdlim
     On a reload ``running`` is the configuration running now: its ``[daemon]``
     and ``[unsolicited]`` tables stay until the next restart, and its sessions
     that ``settings`` no longer has hold their transmit sockets while they say
-    AdminDown.  :class:`~aiobfd.io.fdlimit.FileLimitError` (one line) when the
-    limit cannot be raised that far.
+    AdminDown.  When the limit cannot be raised that far but leaves a
+    transmit socket for every session, the result says how many receive
+    sockets fit (one line in the log says so, and the knob);
+    :class:`~aiobfd.io.fdlimit.FileLimitError` (one line) when it is lower.
     """
     base = running or settings
     peers = settings.peers
@@ -472,17 +479,23 @@ def fit_file_limit(settings: Settings, running: Settings | None = None) -> fdlim
     if running is not None:
         keys = {p.key for p in peers}
         farewells = sum(1 for p in running.peers if p.key not in keys)
-    need = fdlimit.needed(
-        len(peers),
-        listeners,
-        unsolicited=dynamic,
-        hooks=base.daemon.hook_max_running or MAX_RUNNING,
-        farewells=farewells,
+    need, minimum = (
+        fdlimit.needed(
+            len(peers),
+            listeners,
+            unsolicited=dynamic,
+            hooks=base.daemon.hook_max_running or MAX_RUNNING,
+            farewells=farewells,
+            receive_sockets=receive_sockets,
+        )
+        for receive_sockets in (True, False)
     )
     what = f"{len(peers)} session(s)"
     if dynamic:
         what += f" and up to {dynamic} unsolicited"
-    fit = fdlimit.fit(need, what)
+    fit = fdlimit.fit(need, what, minimum=minimum)
+    if fit.receive_sockets is not None:
+        log.warning("%s", fdlimit.shortfall(fit, len(peers) + dynamic, what))
     if fit.raised:
         log.info(
             "RLIMIT_NOFILE raised from %s to %s (%s need %d descriptors)",
@@ -493,18 +506,21 @@ def fit_file_limit(settings: Settings, running: Settings | None = None) -> fdlim
     return fit
 
 
-def _read_fitted(read: Callable[[], Settings], running: Settings) -> Settings:
+def _read_fitted(read: Callable[[], Settings], running: Settings) -> tuple[Settings, fdlimit.Fit]:
     """``read()`` the new configuration and raise RLIMIT_NOFILE for it (a reload's
     thread); ConfigError when it cannot be raised far enough."""
     new = read()
     try:
-        fit_file_limit(new, running)
+        fit = fit_file_limit(new, running)
     except fdlimit.FileLimitError as exc:
         raise ConfigError(str(exc)) from None
-    return new
+    return new, fit
 
 
-async def _in_thread(work: Callable[[], Settings], timeout_s: float) -> Settings:
+_T = TypeVar("_T")
+
+
+async def _in_thread(work: Callable[[], _T], timeout_s: float) -> _T:
     """``work()`` in a daemon thread of its own, awaited at most ``timeout_s``.
 
     Not the loop's default executor: a thread stuck in a resolver or a file
@@ -521,9 +537,9 @@ async def _in_thread(work: Callable[[], Settings], timeout_s: float) -> Settings
     (``realtime_priority``) does the rest (0).
     """
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[Settings] = loop.create_future()
+    done: asyncio.Future[_T] = loop.create_future()
 
-    def deliver(result: Settings | None, error: Exception | None) -> None:
+    def deliver(result: _T | None, error: Exception | None) -> None:
         if done.done():  # given up (timeout, cancelled)
             return
         if error is not None:
@@ -533,7 +549,7 @@ async def _in_thread(work: Callable[[], Settings], timeout_s: float) -> Settings
             done.set_result(result)
 
     def run() -> None:
-        result: Settings | None = None
+        result: _T | None = None
         error: Exception | None = None
         try:
             result = work()

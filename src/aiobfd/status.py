@@ -125,6 +125,7 @@ def session_info(peer: Peer, now: int) -> dict[str, Any]:
         "remote_discr": s.remote_discr,
         "mode": "control" if echo is None else "unaffiliated_echo",
         "source_port": peer.source_port if echo is None else None,
+        "receive_socket": "own" if peer.rx_sock is not None else "shared",
         "uptime_s": round((now - s.last_state_change_us) / 1e6, 3) if s.state is State.UP else None,
         "since_last_change_s": round((now - s.last_state_change_us) / 1e6, 3),
         "last_state_change_monotonic": _s(s.last_state_change_us),

@@ -91,28 +91,28 @@ def open_files(pid: int) -> tuple[int, int]:
 
 def run_until_ready(
     tmp_path: Path, preexec: Callable[[], None], prefix: list[str] | None = None
-) -> tuple[int, int]:
+) -> tuple[tuple[int, int], str]:
     """Start aiobfd, wait until its control socket is there, and give its
-    RLIMIT_NOFILE then; stop it (status 0)."""
+    RLIMIT_NOFILE then and its log (on stdout); stop it (status 0)."""
     sock = tmp_path / "ctl.sock"
     proc = subprocess.Popen(
         [*(prefix or []), *AIOBFD, *ARGS, "--control-socket", str(sock)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         preexec_fn=preexec,
     )
     try:
         deadline = time.monotonic() + 8
         while not sock.exists():
-            assert proc.poll() is None, proc.communicate()[1]
+            assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "the control socket never appeared"
             time.sleep(0.02)
         found = open_files(proc.pid)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=8)
-        assert proc.returncode == 0, err
-        return found
+        out, _ = proc.communicate(timeout=8)
+        assert proc.returncode == 0, out
+        return found, out
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -120,14 +120,14 @@ def run_until_ready(
 
 
 def test_a_small_soft_limit_is_raised_to_the_hard_one(tmp_path: Path) -> None:
-    assert run_until_ready(tmp_path, limits(SMALL, 4096), NO_CAPS) == (4096, 4096)
+    assert run_until_ready(tmp_path, limits(SMALL, 4096), NO_CAPS)[0] == (4096, 4096)
 
 
 @pytest.mark.skipif(
     not _has_sys_resource(), reason="needs CAP_SYS_RESOURCE (a container's root may lack it)"
 )
 def test_root_raises_a_small_hard_limit_to_the_need(tmp_path: Path) -> None:
-    soft, hard = run_until_ready(tmp_path, limits(SMALL, SMALL))
+    (soft, hard), _ = run_until_ready(tmp_path, limits(SMALL, SMALL))
     need = fdlimit.needed(2, 1, hooks=8)
     assert soft == hard == need
 
@@ -144,12 +144,27 @@ def test_a_limit_that_cannot_be_raised_ends_the_start_with_one_line(tmp_path: Pa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     need = fdlimit.needed(2, 1, hooks=8)
+    least = fdlimit.needed(2, 1, hooks=8, receive_sockets=False)
     assert lines[0] == (
-        f"aiobfd: error: RLIMIT_NOFILE too low: 2 session(s) need {need} descriptors and "
+        f"aiobfd: error: RLIMIT_NOFILE too low: 2 session(s) need {need} descriptors "
+        f"({least} at the least) and "
         f"the limit is {SMALL} (hard limit {SMALL}); set LimitNOFILE={need} in the systemd "
         f"unit, or ulimit -n {need} in the shell that starts aiobfd"
     )
     assert not (tmp_path / "ctl.sock").exists()
+
+
+def test_a_limit_short_of_the_receive_sockets_only_starts_and_says_so(tmp_path: Path) -> None:
+    least = fdlimit.needed(2, 1, hooks=8, receive_sockets=False)
+    need = fdlimit.needed(2, 1, hooks=8)
+    assert need == least + 2
+    found, out = run_until_ready(tmp_path, limits(least + 1, least + 1), NO_CAPS)
+    assert found == (least + 1, least + 1)
+    lines = [x for x in out.splitlines() if "shared listener" in x]
+    assert len(lines) == 1, out
+    (line,) = lines
+    assert "up to 1 session(s) will be read from the shared listener" in line
+    assert f"LimitNOFILE={need}" in line
 
 
 async def test_a_reload_that_does_not_fit_is_refused_and_the_running_one_kept(
@@ -176,11 +191,13 @@ async def test_a_reload_that_does_not_fit_is_refused_and_the_running_one_kept(
 
         monkeypatch.setattr(resource, "setrlimit", refuse)
         need = fdlimit.needed(200, 1, hooks=8)
+        least = fdlimit.needed(200, 1, hooks=8, receive_sockets=False)
         with pytest.raises(ControlError) as info:
             await app.reload_async()
         assert str(info.value) == (
             "reload refused, running configuration kept: RLIMIT_NOFILE too low: 200 session(s) "
-            f"need {need} descriptors and the limit is 300 (hard limit 300); set "
+            f"need {need} descriptors ({least} at the least) and the limit is 300 (hard limit "
+            "300); set "
             f"LimitNOFILE={need} in the systemd unit, or ulimit -n {need} in the shell that "
             "starts aiobfd"
         )

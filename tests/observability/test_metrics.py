@@ -130,6 +130,7 @@ async def test_exposition_of_an_up_session(served: tuple[Daemon, Daemon, Metrics
     assert 0 < gap < 0.15
     assert value("aiobfd_session_max_rx_gap_ratio") == pytest.approx(gap / 0.15)
     assert got[("aiobfd_receive_errors_total", ())] == 0
+    assert got[("aiobfd_receive_sockets", ())] == 1  # the established session's own
     assert got[("aiobfd_wakeups_total", (("cause", "timer"),))] > 0
     assert ("aiobfd_wakeups_total", (("cause", "receive"),)) in got
     for hist in ("aiobfd_transmit_lateness_seconds", "aiobfd_detection_lateness_seconds"):
@@ -225,7 +226,7 @@ class _FakeDaemon:
     def __init__(self, specs: list[PeerSpec]) -> None:
         self.peers: dict[Any, Peer] = {}
         self.table = SimpleNamespace(drops={})
-        self.receive_errors = 0
+        self.receive_errors = self.session_sockets = 0
         self.unsolicited_refused: dict[str, int] = {}
         self.timing = TimingStats()
         for i, spec_ in enumerate(specs, 1):

@@ -244,7 +244,7 @@ class _FakeDaemon:
     def __init__(self, sessions: int) -> None:
         self.peers: dict[Any, Peer] = {}
         self.table = SimpleNamespace(drops={})
-        self.receive_errors = 0
+        self.receive_errors = self.session_sockets = 0
         self.unsolicited_refused: dict[str, int] = {}
         self.timing = TimingStats()
         for i in range(sessions):

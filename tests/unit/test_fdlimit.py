@@ -121,6 +121,31 @@ def test_above_nr_open_even_root_is_refused_naming_the_sysctl(limit: FakeRlimit)
     assert (limit.soft, limit.hard) == (8192, 8192)  # as far as it goes
 
 
+def test_between_the_minimum_and_the_need_it_says_how_many_receive_sockets_fit(
+    limit: FakeRlimit,
+) -> None:
+    limit.soft, limit.hard = 1024, 20_000
+    fit = fdlimit.fit(20_225, minimum=10_225, nr_open=lambda: nr_open_of(limit))
+    assert (limit.soft, limit.hard) == (20_000, 20_000)
+    assert fit.receive_sockets == 20_000 - 10_225
+    line = fdlimit.shortfall(fit, 10_000, "10000 session(s)")
+    assert "\n" not in line
+    assert "up to 225 session(s) will be read from the shared listener" in line
+    assert "LimitNOFILE=20225" in line
+    # Below the minimum: refused, naming both.
+    with pytest.raises(
+        fdlimit.FileLimitError, match=r"need 30225 descriptors \(20225 at the least\)"
+    ):
+        fdlimit.fit(30_225, minimum=20_225, nr_open=lambda: nr_open_of(limit))
+
+
+def test_the_minimum_is_one_descriptor_a_session() -> None:
+    assert fdlimit.needed(10_000, 1, receive_sockets=False) == fdlimit.needed(0, 1) + 10_000
+    assert (
+        fdlimit.needed(0, 0, unsolicited=100, receive_sockets=False) == fdlimit.needed(0, 0) + 100
+    )
+
+
 def test_an_unlimited_hard_limit(limit: FakeRlimit) -> None:
     limit.hard = INF
     fdlimit.fit(5000)
@@ -178,11 +203,28 @@ def test_a_reload_counts_the_running_tables_and_the_farewells(limit: FakeRlimit)
     assert need == fdlimit.needed(100, 1, hooks=1, farewells=50)
 
 
+def test_the_application_runs_a_short_limit_with_fewer_receive_sockets(
+    limit: FakeRlimit, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit.soft = limit.hard = 3000
+    settings = Settings(peers=peers(2000))
+    fit = app.fit_file_limit(settings)
+    minimum = fdlimit.needed(2000, 1, hooks=MAX_RUNNING, receive_sockets=False)
+    assert fit.need == fdlimit.needed(2000, 1, hooks=MAX_RUNNING)
+    assert fit.receive_sockets == 3000 - minimum
+    (record,) = [r for r in caplog.records if "shared listener" in r.getMessage()]
+    assert record.levelname == "WARNING" and f"LimitNOFILE={fit.need}" in record.getMessage()
+
+
 def test_a_reload_that_does_not_fit_is_refused_as_a_configuration_error(
     limit: FakeRlimit,
 ) -> None:
-    limit.soft = limit.hard = 3000
+    limit.soft = limit.hard = 1500
     running = Settings(peers=peers(10))
     with pytest.raises(ConfigError, match=r"^RLIMIT_NOFILE too low: 2000 session\(s\) need"):
         app._read_fitted(lambda: Settings(peers=peers(2000)), running)
-    assert app._read_fitted(lambda: Settings(peers=peers(1000)), running).peers == peers(1000)
+    # Room for every transmit socket but not every receive socket: accepted.
+    _, fit = app._read_fitted(lambda: Settings(peers=peers(1000)), running)
+    assert fit.receive_sockets is not None and 0 < fit.receive_sockets < 1000
+    new, fit = app._read_fitted(lambda: Settings(peers=peers(500)), running)
+    assert new.peers == peers(500) and fit.receive_sockets is None

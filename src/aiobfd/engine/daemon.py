@@ -163,6 +163,11 @@ class Daemon:
         return self.receive.receive_errors
 
     @property
+    def session_sockets(self) -> int:
+        """Established sessions read from a socket of their own (see Receive.limit_sockets)."""
+        return self.receive.session_sockets
+
+    @property
     def unsolicited_refused(self) -> dict[str, int]:
         """Unsolicited sessions not created, by reason (prefix, limit, rate, ...)."""
         return self.admission.refused

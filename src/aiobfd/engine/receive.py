@@ -145,6 +145,9 @@ class Receive:
         arrived later (a bound on arrival times, whatever the wall clock does)."""
         self._flowing = False
         """The last drain read something: more is likely on its way."""
+        self._socket_limit: int | None = None
+        """The most session sockets open at once (None: one for every
+        established session): what RLIMIT_NOFILE leaves (aiobfd.io.fdlimit)."""
 
     def start(
         self,
@@ -558,11 +561,34 @@ class Receive:
             loop.remove_reader(poll.fileno())
         self._session_watch = watch
 
+    @property
+    def session_sockets(self) -> int:
+        """Established sessions read from a socket of their own (the others: a listener)."""
+        return len(self._session_fds)
+
+    def limit_sockets(self, limit: int | None) -> None:
+        """Open at most ``limit`` session sockets (None: no limit), closing the
+        newest beyond it now: their sessions are read from their listener, and
+        the descriptors go to the transmit sockets of sessions still to come
+        (the limit is what RLIMIT_NOFILE leaves beside them: aiobfd.io.fdlimit).
+        A session without one gets one within a second of a socket's closing."""
+        self._socket_limit = limit
+        if limit is None:
+            return
+        excess = len(self._session_fds) - max(limit, 0)
+        if excess > 0:
+            for peer in list(reversed(self._session_fds.values()))[:excess]:
+                self.release(peer)
+            log.info("%d session(s) now read from the shared listener (RLIMIT_NOFILE)", excess)
+
     def _dedicate_socket(self, peer: Peer, addr: Any, now: int) -> None:
         """Give an established peer a receive socket of its own (see open_session_socket)."""
         if peer.rx_from == addr or now - peer.rx_connected_at < RECONNECT_INTERVAL_US:
             return
         peer.rx_connected_at = now
+        limit = self._socket_limit
+        if peer.rx_sock is None and limit is not None and len(self._session_fds) >= limit:
+            return  # read from the listener; asked again in a second
         self.release(peer)
         spec = peer.spec
         try:

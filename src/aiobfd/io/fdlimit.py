@@ -7,8 +7,16 @@ With the listening sockets, the connections the control socket and the metrics
 endpoint accept at most, the hooks' pipes and what the process itself holds,
 :func:`needed` is what a configuration needs; :func:`fit` raises the soft
 limit to cover it (and, with CAP_SYS_RESOURCE, the hard limit, which the kernel
-caps at ``fs.nr_open``) or raises :class:`FileLimitError` with one line that
-names the limit, the number needed and the knob.
+caps at ``fs.nr_open``).
+
+Only the transmit socket is indispensable: a session without a receive socket
+of its own is read from its address's listener, at a higher cost a packet.  So
+when the limit cannot reach the need but reaches the *minimum* (one descriptor
+a session), :func:`fit` says how many receive sockets fit
+(:attr:`Fit.receive_sockets`), the daemon gives no more than that, and the
+application logs one line naming the knob; below the minimum it raises
+:class:`FileLimitError` with one line that names the limit, the number needed
+and the knob.
 
 A process without the privilege can raise its soft limit up to the hard one
 and no further: under systemd that is the unit's ``LimitNOFILE=``, in a shell
@@ -25,6 +33,8 @@ from typing import Final
 
 #: Descriptors a session holds: its transmit socket and its receive socket.
 PER_SESSION: Final = 2
+#: ... of which it cannot do without one: the transmit socket.
+PER_SESSION_MINIMUM: Final = 1
 #: ... and a removed one while it says AdminDown (its transmit socket, 100 ms).
 PER_FAREWELL: Final = 1
 #: A listening socket per local address (and per port: 3784, 4784).
@@ -56,13 +66,16 @@ def needed(
     unsolicited: int = 0,
     hooks: int = 0,
     farewells: int = 0,
+    receive_sockets: bool = True,
 ) -> int:
     """Descriptors needed by ``sessions`` configured sessions on ``listeners``
     listening sockets, at most ``unsolicited`` sessions created by remotes (RFC
     9468), ``hooks`` hooks running at once and ``farewells`` removed sessions
-    still saying AdminDown (a reload)."""
+    still saying AdminDown (a reload); without ``receive_sockets``, the
+    minimum: no session with a receive socket of its own."""
+    per_session = PER_SESSION if receive_sockets else PER_SESSION_MINIMUM
     return (
-        PER_SESSION * (sessions + unsolicited)
+        per_session * (sessions + unsolicited)
         + PER_FAREWELL * farewells
         + PER_LISTENER * listeners
         + CONTROL_CONNECTIONS
@@ -78,11 +91,13 @@ class FileLimitError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Fit:
-    """What :func:`fit` found and did: the limits (soft, hard) before and after."""
+    """What :func:`fit` found and did: the limits (soft, hard) before and after,
+    and how many sessions may have a receive socket of their own (None: all)."""
 
     need: int
     before: tuple[int, int]
     after: tuple[int, int]
+    receive_sockets: int | None = None
 
     @property
     def raised(self) -> bool:
@@ -107,16 +122,19 @@ def fit(
     need: int,
     what: str = "the sessions",
     *,
+    minimum: int | None = None,
     nr_open: Callable[[], int] = read_nr_open,
 ) -> Fit:
-    """Raise RLIMIT_NOFILE so that ``need`` descriptors fit; FileLimitError when it cannot.
+    """Raise RLIMIT_NOFILE so that ``need`` descriptors fit; FileLimitError when
+    not even ``minimum`` (default: ``need``) fits.
 
     The soft limit goes up to the hard one (as far as it goes: sockets the
     configuration does not count, such as a session added with ``aiobfdctl peer
     add``, have room too).  When the hard limit is below ``need``, it is raised
     to ``need`` - which only a process with CAP_SYS_RESOURCE (root) may do, and
     the kernel allows up to ``fs.nr_open`` (read only then).  ``what`` names
-    what needs them, for the message.
+    what needs them, for the message.  Between ``minimum`` and ``need``, the
+    sessions' receive sockets are what is short: the result says how many fit.
     """
     getrlimit, setrlimit, kind = resource.getrlimit, resource.setrlimit, resource.RLIMIT_NOFILE
     before = soft, hard = getrlimit(kind)
@@ -131,9 +149,13 @@ def fit(
         with contextlib.suppress(ValueError, OSError):
             setrlimit(kind, (target, hard))
             soft, hard = getrlimit(kind)
-    if not covers(soft, need):
-        raise FileLimitError(refusal(need, soft, hard, what, ceiling))
-    return Fit(need, before, (soft, hard))
+    if covers(soft, need):
+        return Fit(need, before, (soft, hard))
+    floor = need if minimum is None else minimum
+    if not covers(soft, floor):
+        raise FileLimitError(refusal(need, soft, hard, what, ceiling, floor))
+    # One descriptor a receive socket: those that fit above the minimum.
+    return Fit(need, before, (soft, hard), receive_sockets=soft - floor)
 
 
 def describe(limits: tuple[int, int]) -> str:
@@ -141,19 +163,36 @@ def describe(limits: tuple[int, int]) -> str:
     return "/".join("unlimited" if v == resource.RLIM_INFINITY else str(v) for v in limits)
 
 
+def shortfall(fit: Fit, sessions: int, what: str = "the sessions") -> str:
+    """The one line that says some sessions are read from the shared listener, and the knob."""
+    shared = sessions - (fit.receive_sockets or 0)
+    return (
+        f"RLIMIT_NOFILE {describe(fit.after)} is short of the {fit.need} descriptors {what} "
+        f"need for a receive socket each: up to {shared} session(s) will be read from the "
+        f"shared listener instead, at a higher cost a packet; set LimitNOFILE={fit.need} in "
+        f"the systemd unit, or ulimit -n {fit.need} in the shell that starts aiobfd"
+    )
+
+
 def refusal(
-    need: int, soft: int, hard: int, what: str = "the sessions", nr_open: int | None = None
+    need: int,
+    soft: int,
+    hard: int,
+    what: str = "the sessions",
+    nr_open: int | None = None,
+    minimum: int | None = None,
 ) -> str:
     """The one line that says the limit is short, by how much and what raises it."""
     limit = "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
     hard_text = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    least = f" ({minimum} at the least)" if minimum is not None and minimum < need else ""
     kernel = (
         f" (and first sysctl fs.nr_open={need}: the kernel allows {nr_open} at most)"
         if nr_open is not None and nr_open < need
         else ""
     )
     return (
-        f"RLIMIT_NOFILE too low: {what} need {need} descriptors and the limit is {limit} "
+        f"RLIMIT_NOFILE too low: {what} need {need} descriptors{least} and the limit is {limit} "
         f"(hard limit {hard_text}); set LimitNOFILE={need} in the systemd unit, or "
         f"ulimit -n {need} in the shell that starts aiobfd{kernel}"
     )

@@ -244,6 +244,13 @@ def families(changes: StateChanges) -> Families:
             "Errors reading from the receive sockets.",
             lambda d: d.receive_errors,
         ),
+        Scalar(
+            "aiobfd_receive_sockets",
+            "gauge",
+            "Established sessions read from a receive socket of their own; the others are "
+            "read from their address's shared listener (RLIMIT_NOFILE too low for one each).",
+            lambda d: d.session_sockets,
+        ),
         Labelled(
             "aiobfd_wakeups_total",
             "counter",
