@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -59,6 +60,7 @@ from floor import ksoftirqd_pids
 from scalelab import (
     NAMING,
     Frr,
+    Pair,
     ScaleLab,
     cpu_busy,
     cpu_stat,
@@ -168,17 +170,44 @@ class Daemon:
     def cpu_pids(self) -> list[int]:
         return [self.pid]
 
+    def sched(self) -> tuple[float, float]:
+        """(seconds on CPU, seconds waiting on a run queue) of the daemon."""
+        return proc_sched(self.pid)
+
+    def rss_kb(self) -> int:
+        return proc_rss_kb(self.pid)
+
 
 class Ours(Daemon):
     kind = "ours"
 
-    def __init__(self, lab: ScaleLab, role: str, spec: RunSpec, cpu: int, uvloop: bool) -> None:
+    def __init__(
+        self,
+        lab: ScaleLab,
+        role: str,
+        spec: RunSpec,
+        cpu: int,
+        uvloop: bool,
+        pairs: list[Pair] | None = None,
+        name: str = "",
+    ) -> None:
         super().__init__(lab, role, spec, cpu)
         self.kind = "ours-uvloop" if uvloop else "ours"
         self.uvloop = uvloop
-        self.socket = lab.rundir / f"{role}.sock"
+        self.pairs = lab.pairs if pairs is None else pairs
+        """The sessions of this process (a shard of the peer side: all but a slice)."""
+        self.name = name or role
+        """Its files under the run directory: NAME.sock, NAME.log, NAME.toml."""
+        self.socket = lab.rundir / f"{self.name}.sock"
+        self.log = lab.rundir / f"{self.name}.log"
         self.core_site: Path | None = None
         """Where a compiled build of ours is installed (--core mypyc); None: this tree."""
+        self.ready_s = 0.0
+        """Seconds from the start to the control socket's first answer."""
+        self.from_file = False
+        """Configure the daemon under test by a file (as the peer side always is)."""
+        self.nofile = 0
+        """Start it with this hard RLIMIT_NOFILE (0: inherited)."""
         self.lateness = False
         """Serve /metrics (in the daemon's namespace) to read its timer lateness histograms."""
 
@@ -202,13 +231,15 @@ class Ours(Daemon):
             head = [sys.executable, str(BENCH / "uvloop_main.py")]
         else:
             head = [sys.executable, "-m", "aiobfd"]
+        if self.nofile:
+            head = ["prlimit", f"--nofile={self.nofile}:{self.nofile}", "--", *head]
         one_local = self.role == "dut" and not lab.many_locals
-        if one_local:
+        if one_local and not self.from_file:
             i = str(spec.interval_ms)
             return [
                 *head,
-                lab.pairs[0].host,
-                *(p.peer for p in lab.pairs),
+                self.pairs[0].host,
+                *(p.peer for p in self.pairs),
                 "-r",
                 i,
                 "-t",
@@ -217,19 +248,30 @@ class Ours(Daemon):
                 str(spec.mult),
                 *tail,
             ]
-        # Several local addresses: a configuration file.
+        # Several local addresses (or a reload to come): a configuration file.
+        return [*head, "--config", str(self.write_config()), *tail]
+
+    def write_config(self, changed: int | None = None) -> Path:
+        """The daemon's configuration file; ``changed``: that session (an index
+        into its pairs) with a detection multiplier one higher."""
+        spec = self.spec
         lines = [
             "[defaults]",
             f"rx_interval_ms = {spec.interval_ms}",
             f"tx_interval_ms = {spec.interval_ms}",
             f"detect_mult = {spec.mult}",
         ]
-        for p in lab.pairs:
+        for k, p in enumerate(self.pairs):
             local, remote = (p.host, p.peer) if self.role == "dut" else (p.peer, p.host)
             lines += ["[[peers]]", f'local = "{local}"', f'remote = "{remote}"']
-        conf = lab.rundir / f"{self.role}.toml"
+            if k == changed:
+                lines.append(f"detect_mult = {spec.mult + 1}")
+        conf = self.lab.rundir / f"{self.name}.toml"
         conf.write_text("\n".join(lines) + "\n")
-        return [*head, "--config", str(conf), *tail]
+        return conf
+
+    def reload(self, timeout: float = 60) -> dict[str, Any]:
+        return dict(ctl_request(self.socket, {"command": "reload"}, timeout)["reload"])
 
     def start(self) -> None:
         env = None
@@ -245,9 +287,13 @@ class Ours(Daemon):
                 return False
             return True
 
+        t0 = time.monotonic()
         wait_until(
-            ready, 30 + self.spec.sessions / 50, f"{self.kind} ({self.role}) control socket", 0.1
+            ready, 30 + self.spec.sessions / 50, f"{self.kind} ({self.name}) control socket", 0.1
         )
+        # The control socket opens once every session has its sockets and a
+        # first transmission scheduled (aiobfd.app's start order).
+        self.ready_s = time.monotonic() - t0
 
     def sessions(self) -> list[dict[str, Any]]:
         timeout = 30 + self.spec.sessions / 20
@@ -302,6 +348,60 @@ class Ours(Daemon):
                 default=0.0,
             ),
         }
+
+
+class Shards(Daemon):
+    """The peer side as several of our processes, each with a slice of the sessions,
+    all on the peer's core: when one process would need more descriptors than
+    the hard RLIMIT_NOFILE allows (the peer side holds a listener per session,
+    three descriptors a session)."""
+
+    def __init__(self, shards: list[Ours]) -> None:
+        first = shards[0]
+        super().__init__(first.lab, first.role, first.spec, first.cpu)
+        self.kind = first.kind
+        self.shards = shards
+
+    @property
+    def pid(self) -> int:
+        return self.shards[0].pid
+
+    def start(self) -> None:
+        for shard in self.shards:
+            shard.start()
+
+    def check_alive(self) -> None:
+        for shard in self.shards:
+            shard.check_alive()
+
+    def cpu_pids(self) -> list[int]:
+        return [shard.pid for shard in self.shards]
+
+    def sched(self) -> tuple[float, float]:
+        on, waiting = zip(*(shard.sched() for shard in self.shards), strict=True)
+        return sum(on), sum(waiting)
+
+    def rss_kb(self) -> int:
+        return sum(shard.rss_kb() for shard in self.shards)
+
+    def up_count(self) -> int:
+        return sum(shard.up_count() for shard in self.shards)
+
+    def snapshot(self) -> dict[str, Any]:
+        parts = [shard.snapshot() for shard in self.shards]
+        out = {k: sum(p[k] for p in parts) for k in ("pkts_in", "pkts_out", "downs", "ups", "up")}
+        out["max_rx_gap_ratio"] = max(p["max_rx_gap_ratio"] for p in parts)
+        return out
+
+
+def peer_shards(lab: ScaleLab, spec: RunSpec) -> int:
+    """How many of our processes the peer side needs to stay within the hard RLIMIT_NOFILE."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return 1
+    # A listener, a transmit and a receive socket a session, and the allowances.
+    per_session, allowance = 3, 512
+    return max(1, -(-(per_session * spec.sessions + allowance) // hard))
 
 
 @functools.cache
@@ -428,11 +528,26 @@ def make_daemon(
 ) -> Daemon:
     cpu = DUT_CPU if role == "dut" else PEER_CPU
     if kind in ("ours", "ours-uvloop"):
-        ours = Ours(lab, role, spec, cpu, uvloop=kind == "ours-uvloop")
-        ours.lateness = bool(getattr(opts, "lateness", False))
-        if getattr(opts, "core", "python") == "mypyc":
-            ours.core_site = compiled_core()
-        return ours
+        count = peer_shards(lab, spec) if role == "peer" else 1
+        shards = []
+        for k in range(count):
+            ours = Ours(
+                lab,
+                role,
+                spec,
+                cpu,
+                uvloop=kind == "ours-uvloop",
+                pairs=lab.pairs[k::count],
+                name=role if count == 1 else f"{role}{k}",
+            )
+            ours.lateness = bool(getattr(opts, "lateness", False)) and k == 0
+            if getattr(opts, "core", "python") == "mypyc":
+                ours.core_site = compiled_core()
+            shards.append(ours)
+        if count > 1:
+            log(f"  the peer side is {count} processes (hard RLIMIT_NOFILE)")
+            return Shards(shards)
+        return shards[0]
     if kind == "frr":
         return FrrDaemon(lab, role, spec, cpu)
     if kind == "aiobfd02":
@@ -448,7 +563,7 @@ def cpu_reading(daemons: list[Daemon]) -> dict[str, Any]:
         "t": time.monotonic(),
         "stat": cpu_stat(),
         "procs": {d.role: [proc_times(p) for p in d.cpu_pids()] for d in daemons},
-        "sched": {d.role: proc_sched(d.pid) for d in daemons},
+        "sched": {d.role: d.sched() for d in daemons},
         # Packet work the kernel deferred to its softirq threads is billed to no daemon.
         "ksoftirqd": {c: sum(proc_times(pid)) for c, pid in ksoftirqd_pids().items()},
     }
@@ -621,24 +736,24 @@ def detection_trials(
             try:
                 watch.wait(functools.partial(watch.none_up, peers), limit)
                 # Read the timestamps before the peers may speak again (Down -> Init).
-                after = {}
+                after: dict[str, dict[str, Any] | None] = {}
                 for p in peers:
                     info = dut.session(p)
                     after[p] = info if info["state"] != "up" else None
             finally:
                 lab.silence(peers, on=False)
             for p in peers:
-                info = after[p]
-                if info is None:
+                seen = after[p]
+                if seen is None:
                     results.append({"peer": p, "detect_ms": detect[p], "missed": True})
                     continue
-                down = info["last_state_change_monotonic"]
-                late = (down - info["last_rx_monotonic"]) * 1000 - detect[p]
+                down = seen["last_state_change_monotonic"]
+                late = (down - seen["last_rx_monotonic"]) * 1000 - detect[p]
                 results.append(
                     {
                         "peer": p,
                         "detect_ms": detect[p],
-                        "diag": info["local_diag"],
+                        "diag": seen["local_diag"],
                         "late_ms": round(late, 3),
                         "since_silence_ms": round((down - silenced_at) * 1000, 3),
                         "round": k,
@@ -682,6 +797,56 @@ def summarize_trials(trials: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def lateness_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Timer lateness between two /metrics readings: per histogram, the timers
+    counted and the bound of the lowest bucket that holds them all (ms)."""
+    out: dict[str, Any] = {}
+    for name in ("transmit", "detection"):
+        a, b = before.get(name, {}), after.get(name, {})
+        delta = {le: b[le] - a.get(le, 0) for le in b}
+        total = delta.get("inf", 0)
+        bounds = sorted((float(le), n) for le, n in delta.items() if le != "inf")
+        worst = next((le for le, n in bounds if n == total), None)
+        out[name] = {"timers": total, "all_within_ms": worst}
+    return out
+
+
+def control_probes(dut: Ours, rounds: int) -> dict[str, Any]:
+    """What an operator's requests cost the sessions: ``rounds`` times nothing
+    (the baseline: the /metrics readings themselves), ``show sessions``, and,
+    when the daemon runs from a file, a reload that changes one peer; for each,
+    the replies' seconds, the flaps and how late the timers fired meanwhile."""
+    out: dict[str, Any] = {}
+    kinds = ["idle", "show", "reload"] if dut.from_file else ["idle", "show"]
+    for what in kinds:
+        downs0 = dut.snapshot()["downs"]
+        lateness0 = dut.timer_lateness()
+        times = []
+        for k in range(rounds):
+            t0 = time.monotonic()
+            if what == "show":
+                dut.sessions()
+            elif what == "reload":
+                # Peer 0's multiplier goes up, then back: one change a reload.
+                dut.write_config(changed=0 if k % 2 == 0 else None)
+                t0 = time.monotonic()
+                summary = dut.reload()
+                if len(summary.get("changed", [])) != 1:
+                    raise LabError(f"reload changed {summary.get('changed')}, not one peer")
+            times.append(time.monotonic() - t0)
+            time.sleep(1.0)
+        lateness1 = dut.timer_lateness()
+        out[what] = {
+            "rounds": rounds,
+            "max_s": round(max(times), 3),
+            "median_s": round(statistics.median(times), 3),
+            "flaps": dut.snapshot()["downs"] - downs0,
+            "lateness": lateness_delta(lateness0, lateness1),
+        }
+        log(f"  {what} x{rounds}: max {out[what]['max_s']} s, {out[what]}")
+    return out
+
+
 def family_for(spec: RunSpec) -> int:
     if spec.family in ("4", "6"):
         return int(spec.family)
@@ -709,11 +874,17 @@ def run_one(spec: RunSpec, opts: argparse.Namespace, index: str = "") -> dict[st
     ) as lab:
         peer = make_daemon(spec.peer, lab, "peer", spec, opts)
         dut = make_daemon(spec.dut, lab, "dut", spec, opts)
+        if isinstance(dut, Ours) and int(getattr(opts, "probes", 0)):
+            dut.from_file = True  # for the reloads
+        if isinstance(dut, Ours):
+            dut.nofile = int(getattr(opts, "dut_nofile", 0))
         peer.start()
         dut.start()
         # Memory with every session configured, before any `show sessions` answer
         # (a large JSON reply leaves freed memory in the allocator's arenas).
         result["dut_rss_kb_ready"] = proc_rss_kb(dut.pid)
+        if isinstance(dut, Ours):
+            result["dut_ready_s"] = round(dut.ready_s, 2)
         for d in (dut, peer):
             if isinstance(d, Ours):
                 result[f"{d.role}_event_loop"] = d.event_loop
@@ -769,7 +940,7 @@ def run_one(spec: RunSpec, opts: argparse.Namespace, index: str = "") -> dict[st
             result[f"{d.role}_cpu_user"] = round(user, 4)
             result[f"{d.role}_cpu_sys"] = round(system, 4)
             result[f"{d.role}_cpu"] = round(user + system, 4)
-            result[f"{d.role}_rss_kb"] = proc_rss_kb(d.pid)
+            result[f"{d.role}_rss_kb"] = d.rss_kb()
             waited = cpu_b["sched"][d.role][1] - cpu_a["sched"][d.role][1]
             result[f"{d.role}_runqueue_wait"] = round(waited / wall, 4)
         result["dut_rss_kb_start"] = rss0
@@ -805,6 +976,9 @@ def run_one(spec: RunSpec, opts: argparse.Namespace, index: str = "") -> dict[st
             result["dut_pps_rx"] = result["peer_pps_tx"]
             result["dut_pps_from_peer"] = True
         result["measured_s"] = round(wall, 2)
+        probes = int(getattr(opts, "probes", 0))
+        if probes and isinstance(dut, Ours) and dut.lateness:
+            result["probes"] = control_probes(dut, probes)
         if spec.trials and isinstance(dut, Ours):
             up_end = result.get("dut_up_at_end", 0)
             if up_end < 0.9 * spec.sessions:
@@ -1464,6 +1638,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--locals", choices=["one", "many"], default="one")
     p.add_argument("--settle", type=float, default=3.0, help="seconds after all Up")
     p.add_argument("--suite", default="run", help="suite name recorded with the result")
+    p.add_argument(
+        "--dut-nofile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start the daemon under test with a hard RLIMIT_NOFILE of N (fewer receive "
+        "sockets of its own when N is short of two a session)",
+    )
+    p.add_argument(
+        "--probes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the measured window, N show sessions and N reloads changing one peer "
+        "(the daemon under test then runs from a file; needs --lateness): their seconds, "
+        "flaps and timer lateness",
+    )
 
     p = sub.add_parser("side-by-side", help="the issue's points with ours and aiobfd 0.2, ratios")
     add_common(p)
