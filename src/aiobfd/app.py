@@ -29,12 +29,14 @@ and hooks started later run SCHED_OTHER.  Refused, either ends the start
 with one line and status 2.
 
 A reload (:meth:`Application.reload_async`, for SIGHUP) reads the file in a
-thread of its own, so that nothing it does - files, name lookups, secrets,
-parsing thousands of peers - holds the event loop; the result is applied on
-the loop, all or nothing.  A read that takes longer than
-:data:`RELOAD_READ_TIMEOUT_S` is given up (its thread is left to finish
-alone) and the reload refused; so is one whose sessions would not fit in
-RLIMIT_NOFILE, raised in that thread as far as it goes.  Applying it,
+child process (:mod:`aiobfd.reload_reader`), so that nothing it does - files,
+name lookups, secrets, parsing thousands of peers - holds the event loop or
+shares its interpreter lock; the result comes back a chunk of peers a loop
+turn and is applied on the loop, all or nothing.  A read that takes longer
+than :data:`RELOAD_READ_TIMEOUT_S` is given up (the child is killed) and the
+reload refused; so is one whose sessions would not fit in RLIMIT_NOFILE
+(counted in the child, raised on the loop as far as it goes).  Sorting the
+peers against the running ones goes a slice a turn too.  Applying it,
 sessions are removed, added and changed in place a slice at a time
 (:data:`APPLY_SLICE_S` of a loop turn at most: opening a session's sockets
 takes about 0.3 ms, and 5,000 at once held the loop 1.5 s; changing 3,000
@@ -53,11 +55,11 @@ import os
 import resource
 import signal
 import sys
-import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
-from . import __version__, core_build
+from . import __version__, core_build, reload_reader
 from .config import ConfigError, DaemonSettings, Hooks, PeerSpec, Settings
 from .control import ControlError, ControlServer
 from .engine import Daemon, Peer, reconcile
@@ -84,9 +86,8 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 RELOAD_READ_TIMEOUT_S = 30.0
 #: The longest a reload adds or removes sessions before it lets the loop turn.
 APPLY_SLICE_S = 0.010
-#: The interpreter's thread switch interval while a reload's thread runs
-#: (Python's default is 5 ms); see :func:`_in_thread`.
-RELOAD_SWITCH_INTERVAL_S = 0.0002
+#: Peers a reload sorts against the running ones in one loop turn (about 2 ms).
+COMPARE_SLICE = 500
 
 _NO_FILE = "no configuration file to reload (started without --config)"
 
@@ -276,9 +277,11 @@ class Application:
         async with self._reload_lock:
             running = self.settings
             try:
-                new, fit = await _in_thread(
-                    lambda: _read_fitted(reload_from, running), RELOAD_READ_TIMEOUT_S
+                read = await reload_reader.read_in_child(
+                    reload_from, lambda new: descriptor_need(new, running), RELOAD_READ_TIMEOUT_S
                 )
+                new = read.settings
+                fit = _fitted(read.measured)
             except ConfigError as exc:
                 raise self._refused(str(exc)) from None
             except TimeoutError:
@@ -286,8 +289,10 @@ class Application:
                     f"reading the configuration took longer than {RELOAD_READ_TIMEOUT_S:g} s "
                     "(a file system or resolver that does not answer?)"
                 ) from None
-            except Exception as exc:  # a bug (logged by the thread): say so, keep running
+            except reload_reader.ReadFailed as exc:  # a bug, logged by the child
                 raise self._refused(f"internal error: {exc}") from None
+            except OSError as exc:  # no fork (out of processes, memory)
+                raise self._refused(f"cannot read it: {exc}") from None
             if self._stop_requested:
                 raise ControlError("reload abandoned: the daemon is stopping")
             # Receive sockets beyond what the new file leaves close first: the
@@ -326,9 +331,16 @@ class Application:
     async def _apply_in_slices(self, new: Settings) -> dict[str, list[str]]:
         """:meth:`_apply`, the sessions to remove and to add first, a slice per loop turn."""
         daemon = self.daemon
-        plan = reconcile.changes(daemon.peers, list(new.peers))
-        done: dict[str, list[str]] = {"removed": [], "added": [], "changed": []}
         loop = asyncio.get_running_loop()
+        # Sorting 10,000 peers against the running ones compares 10,000 specs:
+        # a slice a turn too.
+        wanted = {spec.key: spec for spec in new.peers}
+        specs = list(wanted.values())
+        plan = reconcile.Changes(removed=reconcile.removed(daemon.peers, wanted))
+        for start in range(0, len(specs), COMPARE_SLICE):
+            await asyncio.sleep(0)
+            plan.wanted += reconcile.compare(daemon.peers, specs[start : start + COMPARE_SLICE])
+        done: dict[str, list[str]] = {"removed": [], "added": [], "changed": []}
         turn = loop.time()
         try:
             steps: list[tuple[PeerSpec, str]] = [(peer.spec, "removed") for peer in plan.removed]
@@ -456,16 +468,27 @@ def _holdoff_us(configured_ms: int | None, settings: Settings) -> int | None:
     return 0 if settings.routes else None
 
 
-def fit_file_limit(settings: Settings, running: Settings | None = None) -> fdlimit.Fit:
-    """Raise RLIMIT_NOFILE to what ``settings``' sessions need (see :mod:`aiobfd.io.fdlimit`).
+@dataclass(frozen=True, slots=True)
+class DescriptorNeed:
+    """What a configuration's sessions need of RLIMIT_NOFILE (see :func:`descriptor_need`)."""
+
+    need: int
+    """With a receive socket for every session."""
+    minimum: int
+    """With a transmit socket for every session and no receive socket."""
+    sessions: int
+    """Sessions counted, unsolicited ones at their most."""
+    what: str
+    """What needs them, for messages."""
+
+
+def descriptor_need(settings: Settings, running: Settings | None = None) -> DescriptorNeed:
+    """The descriptors ``settings``' sessions need (see :mod:`aiobfd.io.fdlimit`); pure.
 
     On a reload ``running`` is the configuration running now: its ``[daemon]``
     and ``[unsolicited]`` tables stay until the next restart, and its sessions
     that ``settings`` no longer has hold their transmit sockets while they say
-    AdminDown.  When the limit cannot be raised that far but leaves a
-    transmit socket for every session, the result says how many receive
-    sockets fit (one line in the log says so, and the knob);
-    :class:`~aiobfd.io.fdlimit.FileLimitError` (one line) when it is lower.
+    AdminDown.
     """
     base = running or settings
     peers = settings.peers
@@ -493,84 +516,46 @@ def fit_file_limit(settings: Settings, running: Settings | None = None) -> fdlim
     what = f"{len(peers)} session(s)"
     if dynamic:
         what += f" and up to {dynamic} unsolicited"
-    fit = fdlimit.fit(need, what, minimum=minimum)
+    return DescriptorNeed(need, minimum, len(peers) + dynamic, what)
+
+
+def fit_need(need: DescriptorNeed) -> fdlimit.Fit:
+    """Raise RLIMIT_NOFILE to ``need``.  When the limit cannot be raised that
+    far but leaves a transmit socket for every session, the result says how
+    many receive sockets fit (one line in the log says so, and the knob);
+    :class:`~aiobfd.io.fdlimit.FileLimitError` (one line) when it is lower."""
+    fit = fdlimit.fit(need.need, need.what, minimum=need.minimum)
     if fit.receive_sockets is not None:
-        log.warning("%s", fdlimit.shortfall(fit, len(peers) + dynamic, what))
+        log.warning("%s", fdlimit.shortfall(fit, need.sessions, need.what))
     if fit.raised:
         log.info(
             "RLIMIT_NOFILE raised from %s to %s (%s need %d descriptors)",
             *(fdlimit.describe(limits) for limits in (fit.before, fit.after)),
-            what,
-            need,
+            need.what,
+            need.need,
         )
     return fit
 
 
+def fit_file_limit(settings: Settings, running: Settings | None = None) -> fdlimit.Fit:
+    """Raise RLIMIT_NOFILE to what ``settings``' sessions need: :func:`fit_need`
+    of :func:`descriptor_need`."""
+    return fit_need(descriptor_need(settings, running))
+
+
 def _read_fitted(read: Callable[[], Settings], running: Settings) -> tuple[Settings, fdlimit.Fit]:
-    """``read()`` the new configuration and raise RLIMIT_NOFILE for it (a reload's
-    thread); ConfigError when it cannot be raised far enough."""
+    """``read()`` the new configuration and raise RLIMIT_NOFILE for it;
+    ConfigError when it cannot be raised far enough."""
     new = read()
+    return new, _fitted(descriptor_need(new, running))
+
+
+def _fitted(need: DescriptorNeed) -> fdlimit.Fit:
+    """:func:`fit_need`, its refusal a ConfigError (a reload's)."""
     try:
-        fit = fit_file_limit(new, running)
+        return fit_need(need)
     except fdlimit.FileLimitError as exc:
         raise ConfigError(str(exc)) from None
-    return new, fit
-
-
-_T = TypeVar("_T")
-
-
-async def _in_thread(work: Callable[[], _T], timeout_s: float) -> _T:
-    """``work()`` in a daemon thread of its own, awaited at most ``timeout_s``.
-
-    Not the loop's default executor: a thread stuck in a resolver or a file
-    system must hold neither a pool's worker nor the process's exit.  On
-    TimeoutError the thread runs on and its result is dropped.
-
-    The thread shares the interpreter lock with the loop: each time the loop
-    lets go of it for a system call (a send), the thread may take it, and
-    the loop waits up to the switch interval to have it back.  With Python's
-    5 ms and thousands of sessions, that is many times 5 ms in a wake-up:
-    11 flaps in 30 reloads of a 5,000-peer file (bench/adversarial_inputs.py
-    --running 4999).  While the thread runs the interval is
-    :data:`RELOAD_SWITCH_INTERVAL_S` (0-1 flaps in 30); SCHED_FIFO
-    (``realtime_priority``) does the rest (0).
-    """
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[_T] = loop.create_future()
-
-    def deliver(result: _T | None, error: Exception | None) -> None:
-        if done.done():  # given up (timeout, cancelled)
-            return
-        if error is not None:
-            done.set_exception(error)
-        else:
-            assert result is not None
-            done.set_result(result)
-
-    def run() -> None:
-        result: _T | None = None
-        error: Exception | None = None
-        try:
-            result = work()
-        except ConfigError as exc:
-            # A new exception, without the traceback: its frames hold what was
-            # read (5,000 peer tables), which must be freed here, not on the
-            # loop (that took 90-160 ms there).
-            error = ConfigError(str(exc))
-        except Exception as exc:  # a bug: its traceback is logged from here
-            log.exception("reading the configuration failed")
-            error = RuntimeError(f"{type(exc).__name__}: {exc}")
-        with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
-            loop.call_soon_threadsafe(deliver, result, error)
-
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, RELOAD_SWITCH_INTERVAL_S))
-    try:
-        threading.Thread(target=run, name="aiobfd-reload", daemon=True).start()
-        return await asyncio.wait_for(done, timeout_s)
-    finally:
-        sys.setswitchinterval(previous)
 
 
 # ------------------------------------------------------------------ the process

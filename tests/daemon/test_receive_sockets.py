@@ -1,13 +1,18 @@
-"""Sessions beyond the receive-socket limit are read from the shared listener, and stay Up."""
+"""Receive sockets of their own: a limit (the sessions beyond it read from the shared
+listener stay Up), and a bounded number opened in one read of a listener."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 from collections import Counter
+from typing import Any
+
+import pytest
 
 from aiobfd.config import PeerSpec
 from aiobfd.engine import Daemon, monotonic_us
+from aiobfd.engine import receive as receive_module
 from aiobfd.protocol.packet import State
 from aiobfd.protocol.session import SessionConfig
 from aiobfd.status import session_info
@@ -69,6 +74,42 @@ async def test_the_limit_holds_and_the_sessions_beyond_it_stay_up() -> None:
         await until(lambda: a.session_sockets == 4, timeout=3)
         assert receive_sockets(a) == {"own": 4}
         assert downs == []
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_a_read_of_the_listener_opens_a_bounded_number_of_sockets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Binding a socket on a crowded address and port costs the kernel a walk
+    over the others: one read of the listener opens at most DEDICATE_PER_READ."""
+    remotes = [f"127.0.2.{i}" for i in range(1, 41)]
+    opened: list[int] = []
+    reads: list[int] = []
+    real_open = receive_module.open_session_socket
+    real_read = receive_module.Receive._on_readable
+
+    def counting_open(*args: Any, **kwargs: Any) -> socket.socket:
+        opened.append(1)
+        return real_open(*args, **kwargs)
+
+    def counting_read(self: receive_module.Receive, listener: Any) -> None:
+        before = len(opened)
+        real_read(self, listener)
+        reads.append(len(opened) - before)
+
+    monkeypatch.setattr(receive_module, "open_session_socket", counting_open)
+    monkeypatch.setattr(receive_module.Receive, "_on_readable", counting_read)
+    a = Daemon([spec("127.0.0.1", r) for r in remotes])
+    b = Daemon([spec(r, "127.0.0.1") for r in remotes])
+    await b.start()
+    # The peers' first packets queue on a's listener before a reads it.
+    await asyncio.sleep(0.2)
+    await a.start()
+    try:
+        await until(lambda: a.session_sockets == len(remotes), timeout=5)
+        assert reads and max(reads) <= receive_module.DEDICATE_PER_READ
     finally:
         a.close()
         b.close()

@@ -72,6 +72,12 @@ RX_HOLDOFF_AUTO_US = 5_000
 RX_HOLDOFF_MAX_US = MAX_RECEIVE_HOLDOFF_MS * 1000
 #: A peer's dedicated socket follows a new source port at most this often.
 RECONNECT_INTERVAL_US = US_PER_SECOND
+#: Session sockets opened in one read of a listener, at most: binding one more
+#: socket to an address and port makes the kernel check every socket already
+#: there (31 us with 1,000 on it, 210 us with 9,000: bench/udp_lookup.py), so
+#: 64 at once with 10,000 sessions would hold the loop 13 ms.  The others wait
+#: for their peer's next packet.
+DEDICATE_PER_READ = 8
 #: epoll_wait rounds of one drain of the session sockets.
 DRAIN_ROUNDS = 4
 #: Before a Detection Time may expire, the session's socket is read until
@@ -145,6 +151,8 @@ class Receive:
         arrived later (a bound on arrival times, whatever the wall clock does)."""
         self._flowing = False
         """The last drain read something: more is likely on its way."""
+        self._dedications_left = DEDICATE_PER_READ
+        """Session sockets this read of a listener may still open."""
         self._socket_limit: int | None = None
         """The most session sockets open at once (None: one for every
         established session): what RLIMIT_NOFILE leaves (aiobfd.io.fdlimit)."""
@@ -234,6 +242,7 @@ class Receive:
     def _on_readable(self, listener: Listener) -> None:
         recvmsg = listener.sock.recvmsg
         domain = listener.domain
+        self._dedications_left = DEDICATE_PER_READ
         for _ in range(RECV_BATCH):
             try:
                 data, ancdata, _flags, addr = recvmsg(RECV_SIZE, LISTENER_ANCILLARY_SIZE)
@@ -585,6 +594,8 @@ class Receive:
         """Give an established peer a receive socket of its own (see open_session_socket)."""
         if peer.rx_from == addr or now - peer.rx_connected_at < RECONNECT_INTERVAL_US:
             return
+        if self._dedications_left <= 0:
+            return  # enough binds in this read: at the peer's next packet
         peer.rx_connected_at = now
         limit = self._socket_limit
         if peer.rx_sock is None and limit is not None and len(self._session_fds) >= limit:
@@ -605,6 +616,7 @@ class Receive:
         except OSError as exc:
             log.debug("no dedicated socket for %s: %s", spec.display_remote(), exc)
             return
+        self._dedications_left -= 1
         peer.rx_sock = sock
         peer.rx_from = addr
         peer.rx_accepted_read = peer.rx_dropped_read = 0

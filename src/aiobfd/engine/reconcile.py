@@ -31,19 +31,37 @@ class Changes:
 
 
 def changes(running: Mapping[PeerKey, Peer], specs: list[PeerSpec]) -> Changes:
-    """Sort ``specs`` against the ``running`` peers.
+    """Sort ``specs`` against the ``running`` peers: :func:`removed` and
+    :func:`compare` (which a caller may run a slice at a time)."""
+    wanted = {spec.key: spec for spec in specs}
+    return Changes(removed(running, wanted), compare(running, list(wanted.values())))
+
+
+def removed(running: Mapping[PeerKey, Peer], wanted: Mapping[PeerKey, PeerSpec]) -> list[Peer]:
+    """Running peers that ``wanted`` no longer has.  Dynamic (unsolicited)
+    sessions are not the file's business."""
+    return [p for k, p in running.items() if k not in wanted and not p.dynamic]
+
+
+def compare(
+    running: Mapping[PeerKey, Peer], specs: list[PeerSpec]
+) -> list[tuple[PeerSpec, Peer | None, bool]]:
+    """Each of ``specs`` (of distinct keys), its running peer and whether it changed.
 
     A running peer is unchanged when its spec is equal and nothing changed it
-    at run time (``aiobfdctl peer ...``): what the file says replaces that.
-    Dynamic (unsolicited) sessions are not the file's business.
+    at run time (``aiobfdctl peer ...``): what the file says replaces that.  An
+    unchanged peer takes the new spec object, which is equal: comparing it
+    again (the reload's final pass) is then a matter of identities.
     """
-    wanted = {spec.key: spec for spec in specs}
-    out = Changes()
-    out.removed = [p for k, p in running.items() if k not in wanted and not p.dynamic]
-    for key, spec in wanted.items():
-        peer = running.get(key)
-        changed = peer is not None and (peer.spec != spec or peer.runtime)
-        out.wanted.append((spec, peer, changed))
+    out: list[tuple[PeerSpec, Peer | None, bool]] = []
+    for spec in specs:
+        peer = running.get(spec.key)
+        changed = False
+        if peer is not None:
+            changed = peer.runtime or peer.spec != spec
+            if not changed:
+                peer.spec = spec
+        out.append((spec, peer, changed))
     return out
 
 

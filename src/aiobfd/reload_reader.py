@@ -1,0 +1,180 @@
+"""A reload's reading, in a child process of its own.
+
+Reading a configuration means files, name lookups, secrets and building
+thousands of peers: seconds of Python for 10,000 peers.  In a thread of the
+daemon's process that work shares the interpreter lock with the event loop,
+and every system call of the loop (a send, one per packet) hands the lock to
+it for up to the switch interval: a reload of a 9,700-peer file beside 9,700
+sessions @ 300 ms took 3-18 s and flapped 44,912 times (bench/scale.py
+--probes).  So :func:`read_in_child` forks, the child reads (at a lower
+priority, SCHED_OTHER whatever the daemon runs at: SCHED_RESET_ON_FORK) and
+writes the result to a pipe, pickled in chunks of :data:`CHUNK_PEERS` peers,
+and exits; the loop reads the pipe as it becomes readable and unpickles one
+chunk a turn.  The child holds no lock of the loop's and shares no
+interpreter with it; a child that takes longer than the timeout is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from .config import ConfigError, Settings
+
+log = logging.getLogger("aiobfd")
+
+#: Peers pickled together: one chunk is unpickled a loop turn (256 in 1-2 ms).
+CHUNK_PEERS = 256
+#: The child's niceness, added to the daemon's.
+CHILD_NICE = 10
+#: The most read from the pipe in one callback of the loop.
+READ_SIZE = 1 << 20
+_LENGTH = struct.Struct("!Q")
+
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Read(Generic[_T]):
+    """What the child read, and what ``measure`` said of it there."""
+
+    settings: Settings
+    measured: _T
+
+
+class ReadFailed(Exception):
+    """The child failed otherwise than with a ConfigError (a bug): the reason, one line."""
+
+
+def _frames(buffer: bytes) -> list[bytes]:
+    """Split the child's output into its length-prefixed messages."""
+    out, at = [], 0
+    while at + _LENGTH.size <= len(buffer):
+        (size,) = _LENGTH.unpack_from(buffer, at)
+        at += _LENGTH.size
+        if at + size > len(buffer):
+            break
+        out.append(buffer[at : at + size])
+        at += size
+    return out
+
+
+def _child(read: Callable[[], Settings], measure: Callable[[Settings], Any], out: int) -> None:
+    """The child's whole life: read, measure, write the result, nothing else."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)  # the loop's: not this process's business
+    with contextlib.suppress(OSError):
+        os.nice(CHILD_NICE)
+    try:
+        settings = read()
+        measured = measure(settings)
+        peers = settings.peers
+        head = ("ok", dataclasses.replace(settings, peers=()), measured)
+        messages = [pickle.dumps(head, pickle.HIGHEST_PROTOCOL)]
+        messages += [
+            pickle.dumps(peers[i : i + CHUNK_PEERS], pickle.HIGHEST_PROTOCOL)
+            for i in range(0, len(peers), CHUNK_PEERS)
+        ]
+    except ConfigError as exc:
+        messages = [pickle.dumps(("config", str(exc)))]
+    except Exception as exc:  # a bug: its traceback goes to the log from here
+        log.exception("reading the configuration failed")
+        messages = [pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))]
+    data = b"".join(_LENGTH.pack(len(m)) + m for m in messages)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(out, view) :]
+
+
+def _reap(pid: int, loop: asyncio.AbstractEventLoop, tries: int = 50) -> None:
+    """Collect the child's exit status (it is exiting), trying again a little later."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return  # collected by someone else
+    if done == 0 and tries > 0 and not loop.is_closed():
+        loop.call_later(0.05, _reap, pid, loop, tries - 1)
+
+
+async def read_in_child(
+    read: Callable[[], Settings],
+    measure: Callable[[Settings], _T],
+    timeout_s: float,
+) -> Read[_T]:
+    """``read()`` and ``measure()`` of its result in a forked child; the result,
+    unpickled a chunk of peers per loop turn.
+
+    ConfigError as ``read`` raised it; :class:`ReadFailed` for anything else
+    the child met; TimeoutError after ``timeout_s`` (the child is killed).
+    """
+    loop = asyncio.get_running_loop()
+    for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
+        with contextlib.suppress(Exception):
+            stream.flush()
+    inlet, outlet = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(inlet)
+        os.close(outlet)
+        raise
+    if pid == 0:  # the child
+        try:
+            os.close(inlet)
+            _child(read, measure, outlet)
+        finally:
+            os._exit(0)
+    os.close(outlet)
+    os.set_blocking(inlet, False)
+    received = bytearray()
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        for _ in range(16):
+            try:
+                data = os.read(inlet, READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                if not finished.done():
+                    finished.set_result(None)
+                loop.remove_reader(inlet)
+                return
+            received.extend(data)
+
+    loop.add_reader(inlet, on_readable)
+    try:
+        await asyncio.wait_for(finished, timeout_s)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        loop.remove_reader(inlet)
+        os.close(inlet)
+        _reap(pid, loop)
+    frames = _frames(bytes(received))
+    if not frames:
+        raise ReadFailed("the reading process ended without a result")
+    kind, *rest = pickle.loads(frames[0])
+    if kind == "config":
+        raise ConfigError(rest[0])
+    if kind != "ok":
+        raise ReadFailed(str(rest[0]))
+    head, measured = rest
+    peers: list[Any] = []
+    for frame in frames[1:]:
+        await asyncio.sleep(0)  # one chunk a turn
+        peers.extend(pickle.loads(frame))
+    return Read(dataclasses.replace(head, peers=tuple(peers)), measured)

@@ -1,0 +1,106 @@
+"""A reload's reading in a child process: its result, its errors, its timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from aiobfd import reload_reader
+from aiobfd.config import ConfigError, PeerSpec, Settings
+
+
+def count(settings: Settings) -> int:
+    return len(settings.peers)
+
+
+def settings_of(n: int) -> Settings:
+    return Settings(
+        peers=tuple(
+            PeerSpec(f"127.1.{i // 250}.{i % 250 + 1}", "127.0.0.1", socket.AF_INET)
+            for i in range(n)
+        ),
+        path="/etc/aiobfd.toml",
+        warnings=("a warning",),
+    )
+
+
+async def test_the_result_comes_back_whole_and_measured_in_the_child(tmp_path: Path) -> None:
+    expected = settings_of(3000)  # a dozen chunks
+    marker = tmp_path / "pid"
+
+    def read() -> Settings:
+        marker.write_text(str(os.getpid()))
+        return expected
+
+    result = await reload_reader.read_in_child(read, lambda s: (os.getpid(), len(s.peers)), 10)
+    assert result.settings == expected
+    child = int(marker.read_text())
+    assert child != os.getpid() and result.measured == (child, 3000)
+
+
+async def test_a_configuration_error_is_raised_here_with_its_message() -> None:
+    def read() -> Settings:
+        raise ConfigError("/etc/aiobfd.toml: peers[2].remote: not an address")
+
+    with pytest.raises(ConfigError, match=r"^/etc/aiobfd.toml: peers\[2\]\.remote: not an"):
+        await reload_reader.read_in_child(read, count, 10)
+
+
+async def test_a_bug_in_the_child_is_one_line() -> None:
+    def read() -> Settings:
+        table: dict[str, Settings] = {}
+        return table["missing"]
+
+    with pytest.raises(reload_reader.ReadFailed, match=r"^KeyError: 'missing'$"):
+        await reload_reader.read_in_child(read, count, 10)
+
+
+async def test_a_child_that_takes_too_long_is_killed_and_collected(tmp_path: Path) -> None:
+    marker = tmp_path / "pid"
+
+    def read() -> Settings:
+        marker.write_text(str(os.getpid()))
+        time.sleep(60)
+        return Settings()
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await reload_reader.read_in_child(read, count, 0.5)
+    assert loop.time() - started < 2
+    child = int(marker.read_text())
+    for _ in range(100):  # reaped shortly after the kill: no zombie left
+        if not Path(f"/proc/{child}").exists():
+            break
+        await asyncio.sleep(0.02)
+    assert not Path(f"/proc/{child}").exists()
+
+
+async def test_the_loop_turns_while_the_child_reads() -> None:
+    def read() -> Settings:
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:  # busy, as parsing is
+            pass
+        return settings_of(10)
+
+    loop = asyncio.get_running_loop()
+    turns: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            turns.append(loop.time())
+            await asyncio.sleep(0.005)
+
+    task = loop.create_task(ticker())
+    try:
+        await reload_reader.read_in_child(read, count, 10)
+    finally:
+        task.cancel()
+    gaps = [b - a for a, b in itertools.pairwise(turns)]
+    assert len(turns) > 40 and max(gaps) < 0.05
