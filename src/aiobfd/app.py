@@ -268,37 +268,52 @@ class Application:
         """Re-read the configuration off the loop, then make the sessions match it.
 
         All or nothing, as :meth:`reload`, but the file is read and checked
-        in a thread (see the module docstring): the event loop serves the
-        sessions meanwhile.  Reloads run one at a time.
+        in a child process (see the module docstring): the event loop serves
+        the sessions meanwhile.  Reloads run one at a time.
         """
         reload_from = self._reload_from
         if reload_from is None:
             raise ControlError(_NO_FILE)
         async with self._reload_lock:
-            running = self.settings
+            # Thousands of new specs would set off the collector's full passes
+            # (tens of ms over every session's objects): none until the reload
+            # is done, then everything alive is frozen out of its reach, as at
+            # start (the specs hold no reference cycle).
+            collecting = gc.isenabled()
+            gc.disable()
             try:
-                read = await reload_reader.read_in_child(
-                    reload_from, lambda new: descriptor_need(new, running), RELOAD_READ_TIMEOUT_S
-                )
-                new = read.settings
-                fit = _fitted(read.measured)
-            except ConfigError as exc:
-                raise self._refused(str(exc)) from None
-            except TimeoutError:
-                raise self._refused(
-                    f"reading the configuration took longer than {RELOAD_READ_TIMEOUT_S:g} s "
-                    "(a file system or resolver that does not answer?)"
-                ) from None
-            except reload_reader.ReadFailed as exc:  # a bug, logged by the child
-                raise self._refused(f"internal error: {exc}") from None
-            except OSError as exc:  # no fork (out of processes, memory)
-                raise self._refused(f"cannot read it: {exc}") from None
-            if self._stop_requested:
-                raise ControlError("reload abandoned: the daemon is stopping")
-            # Receive sockets beyond what the new file leaves close first: the
-            # sessions it adds need their descriptors for transmit sockets.
-            self.daemon.receive.limit_sockets(fit.receive_sockets)
-            return await self._apply_in_slices(new)
+                return await self._reload_locked(reload_from)
+            finally:
+                gc.freeze()
+                if collecting:
+                    gc.enable()
+
+    async def _reload_locked(self, reload_from: Callable[[], Settings]) -> dict[str, list[str]]:
+        """:meth:`reload_async` under its lock: read, check, fit and apply."""
+        running = self.settings
+        try:
+            read = await reload_reader.read_in_child(
+                reload_from, lambda new: descriptor_need(new, running), RELOAD_READ_TIMEOUT_S
+            )
+            new = read.settings
+            fit = _fitted(read.measured)
+        except ConfigError as exc:
+            raise self._refused(str(exc)) from None
+        except TimeoutError:
+            raise self._refused(
+                f"reading the configuration took longer than {RELOAD_READ_TIMEOUT_S:g} s "
+                "(a file system or resolver that does not answer?)"
+            ) from None
+        except reload_reader.ReadFailed as exc:  # a bug, logged by the child
+            raise self._refused(f"internal error: {exc}") from None
+        except OSError as exc:  # no fork (out of processes, memory)
+            raise self._refused(f"cannot read it: {exc}") from None
+        if self._stop_requested:
+            raise ControlError("reload abandoned: the daemon is stopping")
+        # Receive sockets beyond what the new file leaves close first: the
+        # sessions it adds need their descriptors for transmit sockets.
+        self.daemon.receive.limit_sockets(fit.receive_sockets)
+        return await self._apply_in_slices(new)
 
     def reload(self) -> dict[str, list[str]]:
         """Re-read the configuration and make the sessions match it, all or nothing.
