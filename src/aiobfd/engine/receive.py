@@ -74,9 +74,9 @@ RX_HOLDOFF_MAX_US = MAX_RECEIVE_HOLDOFF_MS * 1000
 RECONNECT_INTERVAL_US = US_PER_SECOND
 #: Session sockets opened in one read of a listener, at most: binding one more
 #: socket to an address and port makes the kernel check every socket already
-#: there (31 us with 1,000 on it, 210 us with 9,000: bench/udp_lookup.py), so
-#: 64 at once with 10,000 sessions would hold the loop 13 ms.  The others wait
-#: for their peer's next packet.
+#: there (bind and connect: 13 us with 1,000 on it, 82-210 us with 9,000:
+#: bench/udp_lookup.py), so 64 at once with 10,000 sessions would hold the loop
+#: 5-13 ms.  The others wait for their peer's next packet.
 DEDICATE_PER_READ = 8
 #: epoll_wait rounds of one drain of the session sockets.
 DRAIN_ROUNDS = 4
