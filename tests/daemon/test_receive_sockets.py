@@ -13,6 +13,7 @@ import pytest
 from aiobfd.config import PeerSpec
 from aiobfd.engine import Daemon, monotonic_us
 from aiobfd.engine import receive as receive_module
+from aiobfd.io import sockets
 from aiobfd.protocol.packet import State
 from aiobfd.protocol.session import SessionConfig
 from aiobfd.status import session_info
@@ -87,7 +88,7 @@ async def test_a_read_of_the_listener_opens_a_bounded_number_of_sockets(
     remotes = [f"127.0.2.{i}" for i in range(1, 41)]
     opened: list[int] = []
     reads: list[int] = []
-    real_open = receive_module.open_session_socket
+    real_open = sockets.open_session_socket
     real_read = receive_module.Receive._on_readable
 
     def counting_open(*args: Any, **kwargs: Any) -> socket.socket:
