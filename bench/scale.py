@@ -799,7 +799,8 @@ def summarize_trials(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 def lateness_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """Timer lateness between two /metrics readings: per histogram, the timers
-    counted and the bound of the lowest bucket that holds them all (ms)."""
+    counted, the bound of the lowest bucket that holds them all (ms), how many
+    came more than 5 ms late, and the cumulative counts by bound (ms)."""
     out: dict[str, Any] = {}
     for name in ("transmit", "detection"):
         a, b = before.get(name, {}), after.get(name, {})
@@ -807,7 +808,13 @@ def lateness_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
         total = delta.get("inf", 0)
         bounds = sorted((float(le), n) for le, n in delta.items() if le != "inf")
         worst = next((le for le, n in bounds if n == total), None)
-        out[name] = {"timers": total, "all_within_ms": worst}
+        within_5 = next((n for le, n in bounds if le == 5.0), total)
+        out[name] = {
+            "timers": total,
+            "all_within_ms": worst,
+            "over_5ms": total - within_5,
+            "cumulative": {f"{le:g}": n for le, n in bounds},
+        }
     return out
 
 
