@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 
 from aiobfd.protocol.packet import State
-from aiobfd.protocol.schedule import Schedule
+from aiobfd.protocol.schedule import COHORT_LIMIT, Schedule
 from aiobfd.protocol.session import Session, SessionConfig
-from aiobfd.protocol.timers import jitter_bounds
+from aiobfd.protocol.timers import aligned_transmission, jitter_bounds, tx_grid
 from tests.helpers import MS, SECOND, fire_until, gaps, pkt, up_session
 
 
@@ -109,3 +109,43 @@ def test_a_session_without_shared_instants_still_transmits() -> None:
     s.tx_instants = Schedule()  # empty: nothing to join, a fresh instant each time
     sent = fire_until(s, 5 * SECOND, remote=pkt(State.UP, tx=50 * MS, rx=50 * MS), every=20 * MS)
     assert len(sent) > 90
+
+
+def test_thousands_of_sessions_keep_their_cohorts_bounded() -> None:
+    """3,000 sessions at 1 s share a 65 ms grid (15 points a second, 200
+    sessions a point): a session whose grid point is full takes an instant of
+    its own, so that no instant serves more than COHORT_LIMIT sessions, and
+    every interval stays in the window (RFC 5880 §6.8.7)."""
+    rng = random.Random(5880)
+    low, high = jitter_bounds(1 * SECOND, 3)
+    grid = tx_grid(1 * SECOND, 3)
+    s: Schedule[int] = Schedule()
+    last: dict[int, int] = {}
+    for n in range(3000):  # sessions coming up one after another over a second
+        start = n * SECOND // 3000
+        last[n] = start
+        s.add(aligned_transmission(start, low, high, rng, grid, s), n)
+    largest = 0
+    while (earliest := s.earliest()) is not None and earliest < 20 * SECOND:
+        at, cohort = s.pop_earliest()
+        largest = max(largest, len(cohort))
+        for n in cohort:  # served one after another, as the wake-up does
+            assert low <= at - last[n] < high
+            last[n] = at
+            s.add(aligned_transmission(at, low, high, rng, grid, s), n)
+    assert largest <= COHORT_LIMIT
+    assert len(s) >= 3000 // COHORT_LIMIT  # instants for everyone, not a handful
+
+
+def test_a_full_grid_point_sends_the_session_off_the_grid() -> None:
+    rng = random.Random(1)
+    low, high = jitter_bounds(1 * SECOND, 3)
+    grid = tx_grid(1 * SECOND, 3)
+    s: Schedule[int] = Schedule(cohort_max=1, cohort_limit=1)
+    # Every grid point of the window holds a full cohort (one, here).
+    points = range(-(-low // grid) * grid, high, grid)
+    for n, point in enumerate(points):
+        s.add(point, n)
+    assert all(s.full(p) for p in points)
+    drawn = {aligned_transmission(0, low, high, rng, grid, s) for _ in range(50)}
+    assert all(low <= at < high and at % grid for at in drawn)

@@ -67,7 +67,7 @@ from .errors import DropReason, LocalProtocolError, PacketError
 from .events import Event, StateChanged
 from .packet import ControlPacket, Diag, State, encode
 from .session import Session, SessionCounters
-from .timers import RandomSource, SharedInstants, jitter_bounds, next_transmission, tx_grid
+from .timers import RandomSource, SharedInstants, aligned_transmission, jitter_bounds, tx_grid
 
 #: RFC 5881 §4: echo packets go to this UDP port.
 ECHO_PORT = 3785
@@ -515,12 +515,9 @@ class EchoSession:
             low, high = jitter_bounds(interval, mult)
             grid = tx_grid(interval, mult) if self.align_tx else 0
             self._jitter_window = window = (interval, mult, self.align_tx, low, high, grid)
-        shared = self.tx_instants
-        if shared is not None:
-            at = shared.pick(last_us + window[3], last_us + window[4], self._rng)
-            if at is not None:
-                return at
-        return next_transmission(last_us, window[3], window[4], self._rng, window[5])
+        return aligned_transmission(
+            last_us, window[3], window[4], self._rng, window[5], self.tx_instants
+        )
 
     def _emit(self, now: int) -> None:
         """Queue one echo packet saying the current state."""

@@ -4,7 +4,9 @@ The daemon keeps every session's next deadline here and wakes once per
 instant, serving all sessions due then.  Sessions draw their periodic
 transmissions so that they share instants (:meth:`Schedule.pick`): a session
 whose jitter window holds an instant others already transmit at joins it, up
-to :data:`COHORT_MAX` sessions an instant.  Each session's intervals stay
+to :data:`COHORT_MAX` sessions an instant; a session whose grid point holds
+:data:`COHORT_LIMIT` takes an instant of its own
+(``timers.aligned_transmission``).  Each session's intervals stay
 random within the window RFC 5880 §6.8.7 allows; only their phase relative to
 each other is given up, which is what turns N packets into one wake-up.
 """
@@ -21,6 +23,14 @@ T = TypeVar("T")
 
 #: Sessions joining one instant at most: bounds a burst and its lateness.
 COHORT_MAX = 64
+#: Sessions an instant holds at most, however they came: a session drawn onto
+#: a point of the transmit grid (``timers.tx_grid``) that holds this many
+#: takes an instant of its own.  Grid points gather sessions by themselves
+#: (at 1 s intervals the grid has 15 points a second: 700 sessions a point
+#: with 10,000 sessions, the last served 10-25 ms late); a limit at
+#: COHORT_MAX would also split the cohorts of 80-100 that 1,000 sessions @
+#: 50 ms form on their 2 ms grid, and cost wake-ups there for nothing.
+COHORT_LIMIT = 2 * COHORT_MAX
 
 
 class Schedule(Generic[T]):
@@ -30,8 +40,9 @@ class Schedule(Generic[T]):
     knows (the daemon compares with the peer's own deadline) and skips it.
     """
 
-    def __init__(self, cohort_max: int = COHORT_MAX) -> None:
+    def __init__(self, cohort_max: int = COHORT_MAX, cohort_limit: int = COHORT_LIMIT) -> None:
         self.cohort_max = cohort_max
+        self.cohort_limit = max(cohort_limit, cohort_max)
         self._due: dict[int, list[T]] = {}
         self._instants: list[int] = []
         """The instants of ``_due``, ascending."""
@@ -86,6 +97,11 @@ class Schedule(Generic[T]):
             return None
         at = instants[lo + int(rng.random() * (hi - lo))]
         return at if len(self._due[at]) < self.cohort_max else None
+
+    def full(self, instant: int) -> bool:
+        """Whether ``instant`` holds :attr:`cohort_limit` items already."""
+        items = self._due.get(instant)
+        return items is not None and len(items) >= self.cohort_limit
 
     def compact(self, live: Callable[[int, T], bool]) -> None:
         """Keep only the items for which ``live(instant, item)`` holds."""

@@ -18,6 +18,8 @@ class SharedInstants(Protocol):
 
     def pick(self, earliest: int, latest: int, rng: RandomSource) -> int | None: ...
 
+    def full(self, instant: int) -> bool: ...
+
 
 def transmit_interval(desired_min_tx_us: int, remote_min_rx_us: int) -> int:
     """RFC 5880 §6.8.2/§6.8.7: never faster than the remote is willing to receive."""
@@ -79,6 +81,33 @@ def next_transmission(
         if last >= first:
             return (first + int(rng.random() * (last - first + 1))) * grid_us
     return last_us + low_us + int((high_us - low_us) * rng.random())
+
+
+def aligned_transmission(
+    last_us: int,
+    low_us: int,
+    high_us: int,
+    rng: RandomSource,
+    grid_us: int,
+    shared: SharedInstants | None,
+) -> int:
+    """:func:`next_transmission` for a session that shares instants with others.
+
+    An instant others already transmit at, if the window holds one with room
+    (``shared.pick``); else a point of the grid; else, when that point holds a
+    full cohort already, an instant of its own, off the grid.  Without the last
+    step every session would end up on the grid's few points (a 65 ms grid at
+    1 s intervals: 15 instants a second), hundreds a point with thousands of
+    sessions, and the last of them served tens of milliseconds late.
+    """
+    if shared is not None:
+        at = shared.pick(last_us + low_us, last_us + high_us, rng)
+        if at is not None:
+            return at
+    at = next_transmission(last_us, low_us, high_us, rng, grid_us)
+    if grid_us and shared is not None and shared.full(at):
+        at = next_transmission(last_us, low_us, high_us, rng)
+    return at
 
 
 def detection_time(
