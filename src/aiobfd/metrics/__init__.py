@@ -15,6 +15,8 @@ One room per job:
   (text or OpenMetrics) exports it.
 * :mod:`.exposition` - the daemon's own renderer of the same list, straight to
   the Prometheus text format, a slice of samples at a time.
+* :mod:`.process` - the standard ``process_*`` metrics, the descriptors
+  counted without listing them (20,000 of them took 9-23 ms to list).
 * :mod:`.http` - the endpoint (:class:`MetricsServer`,
   :func:`start_metrics_server`), served by the daemon's event loop within
   :class:`HttpLimits` (connections, deadlines, sizes).

@@ -78,6 +78,7 @@ from prometheus_client.registry import Collector
 
 from ..engine import Daemon
 from .collector import BfdCollector
+from .process import ProcessCollector
 
 log = logging.getLogger("aiobfd.metrics")
 
@@ -93,11 +94,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def process_registry() -> CollectorRegistry:
-    """The standard process, platform and GC metrics of ``prometheus_client``."""
-    from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+    """The standard process, platform and GC metrics of ``prometheus_client``
+    (the process ones from :mod:`.process`: no listing of the descriptors)."""
+    from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR
 
     registry = CollectorRegistry(auto_describe=False)
-    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    for collector in (ProcessCollector(), PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)
     return registry
 
