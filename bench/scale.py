@@ -828,6 +828,7 @@ def control_probes(dut: Ours, rounds: int) -> dict[str, Any]:
     for what in kinds:
         downs0 = dut.snapshot()["downs"]
         lateness0 = dut.timer_lateness()
+        sched0 = dut.sched()
         times = []
         for k in range(rounds):
             t0 = time.monotonic()
@@ -843,12 +844,16 @@ def control_probes(dut: Ours, rounds: int) -> dict[str, Any]:
             times.append(time.monotonic() - t0)
             time.sleep(1.0)
         lateness1 = dut.timer_lateness()
+        sched1 = dut.sched()
         out[what] = {
             "rounds": rounds,
             "max_s": round(max(times), 3),
             "median_s": round(statistics.median(times), 3),
             "flaps": dut.snapshot()["downs"] - downs0,
             "lateness": lateness_delta(lateness0, lateness1),
+            # The loop thread's time ready but not running (another task had
+            # its CPU): lateness that is the host's, not the daemon's.
+            "runqueue_wait_ms": round((sched1[1] - sched0[1]) * 1000, 1),
         }
         log(f"  {what} x{rounds}: max {out[what]['max_s']} s, {out[what]}")
     return out
