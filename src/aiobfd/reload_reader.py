@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copyreg
 import dataclasses
+import io
 import logging
 import os
 import pickle
@@ -29,6 +31,9 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from .config import ConfigError, Settings
+from .protocol.auth import AuthConfig, AuthKey
+from .protocol.echo import EchoConfig
+from .protocol.session import SessionConfig
 
 log = logging.getLogger("aiobfd")
 
@@ -53,6 +58,32 @@ class Read(Generic[_T]):
 
 class ReadFailed(Exception):
     """The child failed otherwise than with a ConfigError (a bug): the reason, one line."""
+
+
+def _rebuild(cls: type[_T], fields: dict[str, Any]) -> _T:
+    return cls(**fields)
+
+
+def _by_constructor(obj: Any) -> tuple[Any, ...]:
+    """Pickle a frozen dataclass as its class and the arguments that build it."""
+    fields = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
+    return _rebuild, (type(obj), fields)
+
+
+#: The frozen dataclasses of the protocol core that a Settings holds.  With
+#: the core compiled by mypyc (setup.py) pickle would restore them field by
+#: field, which a frozen class refuses (FrozenInstanceError): they are
+#: rebuilt through their constructor instead, compiled or not.
+_DISPATCH: dict[type, Callable[[Any], Any]] = dict(copyreg.dispatch_table)
+_DISPATCH.update({cls: _by_constructor for cls in (SessionConfig, AuthConfig, AuthKey, EchoConfig)})
+
+
+def _dumps(obj: object) -> bytes:
+    out = io.BytesIO()
+    pickler = pickle.Pickler(out, pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _DISPATCH
+    pickler.dump(obj)
+    return out.getvalue()
 
 
 def _frames(buffer: bytes) -> list[bytes]:
@@ -81,11 +112,8 @@ def _child(read: Callable[[], Settings], measure: Callable[[Settings], Any], out
         measured = measure(settings)
         peers = settings.peers
         head = ("ok", dataclasses.replace(settings, peers=()), measured)
-        messages = [pickle.dumps(head, pickle.HIGHEST_PROTOCOL)]
-        messages += [
-            pickle.dumps(peers[i : i + CHUNK_PEERS], pickle.HIGHEST_PROTOCOL)
-            for i in range(0, len(peers), CHUNK_PEERS)
-        ]
+        messages = [_dumps(head)]
+        messages += [_dumps(peers[i : i + CHUNK_PEERS]) for i in range(0, len(peers), CHUNK_PEERS)]
     except ConfigError as exc:
         messages = [pickle.dumps(("config", str(exc)))]
     except Exception as exc:  # a bug: its traceback goes to the log from here

@@ -13,6 +13,10 @@ import pytest
 
 from aiobfd import reload_reader
 from aiobfd.config import ConfigError, PeerSpec, Settings
+from aiobfd.protocol.auth import AuthConfig, AuthKey
+from aiobfd.protocol.echo import EchoConfig
+from aiobfd.protocol.packet import AuthType
+from aiobfd.protocol.session import SessionConfig
 
 
 def count(settings: Settings) -> int:
@@ -42,6 +46,25 @@ async def test_the_result_comes_back_whole_and_measured_in_the_child(tmp_path: P
     assert result.settings == expected
     child = int(marker.read_text())
     assert child != os.getpid() and result.measured == (child, 3000)
+
+
+async def test_the_core_s_frozen_configurations_come_back_too() -> None:
+    """Sessions with authentication and echo: frozen dataclasses of the
+    protocol core, which pickle cannot restore field by field once mypyc has
+    compiled them (CI runs this on both cores)."""
+    auth = AuthConfig(AuthType.KEYED_SHA1, (AuthKey(1, b"s1"), AuthKey(2, b"s2")), 2)
+    session = SessionConfig(desired_min_tx_us=300_000, required_min_rx_us=300_000, auth=auth)
+    expected = Settings(
+        peers=(
+            PeerSpec("127.1.0.1", "127.0.0.1", socket.AF_INET, session=session),
+            PeerSpec("127.1.0.2", "127.0.0.1", socket.AF_INET, echo=EchoConfig(50_000, 5)),
+        ),
+        path="/etc/aiobfd.toml",
+    )
+    result = await reload_reader.read_in_child(lambda: expected, count, 10)
+    assert result.settings == expected
+    got = result.settings.peers[0].session.auth
+    assert got is not None and got.keys[1].secret == b"s2" and got.transmit_key_id == 2
 
 
 async def test_a_configuration_error_is_raised_here_with_its_message() -> None:
