@@ -357,6 +357,7 @@ class Receive:
         floor = self._drained_at
         self._drained_at = now
         take = self.take_session_packets
+        read = 0
         # Until no socket holds anything, within a few rounds (packets keep
         # coming while we read; timers must not starve): a socket left with a
         # packet in it would carry a standing queue into every later wake-up.
@@ -364,7 +365,7 @@ class Receive:
             ready = poll.poll(0, _EPOLL_MAX_EVENTS)
             if not ready:
                 break
-            self._flowing = True
+            read += len(ready)
             # What each socket reported ready arrived before this (its oldest
             # packet, the one read now, was already there).
             ready_at = self._clock()
@@ -381,6 +382,13 @@ class Receive:
                 except OSError as exc:
                     self._count_receive_error(peer, exc)
             take(got, floor, ready_at)
+        # Packets are coming (more than one, or one soon after the drain
+        # before): read again one hold-off later rather than be woken by each
+        # (follow_up_at).  A lone packet after a quiet spell - a few sessions,
+        # or peers out of step with our wake-ups - is not a stream: the loop
+        # watches the sockets instead, and a follow-up that would find nothing
+        # (one wake-up more a packet) is saved.
+        self._flowing = read > 1 or (read == 1 and now - floor <= 2 * self._rx_holdoff())
 
     def read_pending(self, peer: Peer) -> None:
         """Read ``peer``'s own socket until empty (before its Detection Time
