@@ -11,7 +11,10 @@ only records what it is asked to do.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any, cast
+
+import pytest
 
 from aiobfd.engine.peer import Peer
 from aiobfd.engine.receive import Receive
@@ -57,8 +60,14 @@ class RecordingReceive:
         pass
 
 
-def make(now: list[int]) -> tuple[Wakeup, Log]:
+Clock = list[int]
+
+
+@pytest.fixture
+async def wakeup() -> AsyncIterator[tuple[Wakeup, Log, Clock]]:
+    """A wake-up on a test clock (at 1 s), the log of what it did, and the clock."""
     log: Log = []
+    now: Clock = [1_000_000]
 
     def flush(peer: Peer, at: int) -> None:
         session = cast(ScriptedSession, peer.session)
@@ -66,50 +75,45 @@ def make(now: list[int]) -> tuple[Wakeup, Log]:
         session.detect_deadline_us = session.next_tx_us = None
 
     receive = cast(Receive, RecordingReceive(log))
-    wakeup = Wakeup(lambda: now[0], flush, receive, lambda: 2)
-    wakeup.start(asyncio.get_running_loop())  # a test clock: call_at, no timerfd
-    return wakeup, log
+    wake = Wakeup(lambda: now[0], flush, receive, lambda: 2)
+    wake.start(asyncio.get_running_loop())  # a test clock: call_at, no timerfd
+    try:
+        yield wake, log, now
+    finally:
+        wake.close()
 
 
 def peer(name: str, session: ScriptedSession) -> Peer:
     return Peer(cast(Any, name), cast(Any, session), cast(Any, None), cast(Any, None))
 
 
-async def test_an_expiring_detection_time_goes_before_the_drain() -> None:
-    now = [1_000_000]
-    wakeup, log = make(now)
-    try:
-        expiring = peer("expiring", ScriptedSession(detect=1_000_000))
-        sending = peer("sending", ScriptedSession(tx=1_000_000))
-        wakeup.arm(sending)
-        wakeup.arm(expiring)
-        wakeup._on_wakeup()
-        # Its own socket read first (the packet that restarts it may wait
-        # there), then the Down, then the transmission, and the drain after.
-        assert log == [
-            ("read", "expiring"),
-            ("detect", "expiring"),
-            ("tx", "sending"),
-            ("drain", ""),
-        ]
-    finally:
-        wakeup.close()
+async def test_an_expiring_detection_time_goes_before_the_drain(
+    wakeup: tuple[Wakeup, Log, Clock],
+) -> None:
+    wake, log, _ = wakeup
+    wake.arm(peer("sending", ScriptedSession(tx=1_000_000)))
+    wake.arm(peer("expiring", ScriptedSession(detect=1_000_000)))
+    wake._on_wakeup()
+    # Its own socket read first (the packet that restarts it may wait there),
+    # then the Down, then the transmission, and the drain after.
+    assert log == [
+        ("read", "expiring"),
+        ("detect", "expiring"),
+        ("tx", "sending"),
+        ("drain", ""),
+    ]
 
 
-async def test_transmissions_alone_come_after_the_drain() -> None:
-    now = [1_000_000]
-    wakeup, log = make(now)
-    try:
-        # A Detection Time armed, but later: this wake-up is for a transmission.
-        later = peer("later", ScriptedSession(detect=1_200_000))
-        sending = peer("sending", ScriptedSession(tx=1_000_000))
-        wakeup.arm(later)
-        wakeup.arm(sending)
-        wakeup._on_wakeup()
-        assert log == [("drain", ""), ("tx", "sending")]
-        now[0] = 1_200_000
-        log.clear()
-        wakeup._on_wakeup()
-        assert log == [("read", "later"), ("detect", "later"), ("drain", "")]
-    finally:
-        wakeup.close()
+async def test_transmissions_alone_come_after_the_drain(
+    wakeup: tuple[Wakeup, Log, Clock],
+) -> None:
+    wake, log, now = wakeup
+    # A Detection Time armed, but later: this wake-up is for a transmission.
+    wake.arm(peer("later", ScriptedSession(detect=1_200_000)))
+    wake.arm(peer("sending", ScriptedSession(tx=1_000_000)))
+    wake._on_wakeup()
+    assert log == [("drain", ""), ("tx", "sending")]
+    now[0] = 1_200_000
+    log.clear()
+    wake._on_wakeup()
+    assert log == [("read", "later"), ("detect", "later"), ("drain", "")]
