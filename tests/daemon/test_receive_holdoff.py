@@ -46,9 +46,13 @@ async def test_a_lone_packet_costs_no_follow_up_wake_up() -> None:
     """One session at 100 ms: each packet of the peer comes alone, out of step
     with our transmissions.  It wakes the loop (the sockets are watched), and
     no follow-up read one hold-off later is armed for packets that are not
-    coming: about one timer wake-up a transmission, not two."""
+    coming: about one timer wake-up a transmission, not two.  (A packet that
+    comes within two hold-offs of a drain is taken as a stream and followed
+    up: a hold-off of 1 ms makes that rare, whatever the machine's load.)"""
     cfg = SessionConfig(desired_min_tx_us=100 * MS, required_min_rx_us=100 * MS, detect_mult=3)
-    a = Daemon([PeerSpec("127.0.0.2", "127.0.0.1", socket.AF_INET, session=cfg)])
+    a = Daemon(
+        [PeerSpec("127.0.0.2", "127.0.0.1", socket.AF_INET, session=cfg)], rx_holdoff_us=1 * MS
+    )
     b = Daemon([PeerSpec("127.0.0.1", "127.0.0.2", socket.AF_INET, session=cfg)])
     await a.start()
     await b.start()
