@@ -293,7 +293,10 @@ class Application:
         running = self.settings
         try:
             read = await reload_reader.read_in_child(
-                reload_from, lambda new: descriptor_need(new, running), RELOAD_READ_TIMEOUT_S
+                reload_from,
+                lambda new: descriptor_need(new, running),
+                RELOAD_READ_TIMEOUT_S,
+                running.peers,
             )
             new = read.settings
             fit = _fitted(read.measured)

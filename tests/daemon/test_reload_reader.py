@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import socket
@@ -65,6 +66,43 @@ async def test_the_core_s_frozen_configurations_come_back_too() -> None:
     assert result.settings == expected
     got = result.settings.peers[0].session.auth
     assert got is not None and got.keys[1].secret == b"s2" and got.transmit_key_id == 2
+
+
+async def test_a_running_peer_comes_back_as_the_running_object() -> None:
+    """A peer the file did not change is sent as its position among the
+    running ones and taken back from there: what the loop unpickles is what
+    changed, not the whole file."""
+    running = settings_of(3000).peers
+    slower = SessionConfig(desired_min_tx_us=900_000, required_min_rx_us=900_000)
+
+    def read() -> Settings:  # built anew: equal objects, not the same ones
+        peers = [*settings_of(3000).peers[1:]]  # the first one is gone
+        peers[10] = dataclasses.replace(peers[10], session=slower)  # one changed
+        peers.append(PeerSpec("127.9.0.1", "127.0.0.1", socket.AF_INET))  # one new
+        return Settings(peers=tuple(peers), path="/etc/aiobfd.toml")
+
+    result = await reload_reader.read_in_child(read, count, 10, running)
+    got = result.settings.peers
+    assert result.settings == read()
+    assert got[10] == read().peers[10] and got[10] is not running[11]
+    assert got[-1].remote == "127.9.0.1"
+    same = [i for i, spec in enumerate(got) if spec is running[i + 1 if i < 2999 else 0]]
+    assert len(same) == 2998 and 10 not in same
+
+
+def test_a_chunk_holds_few_new_specs_and_many_positions() -> None:
+    running = settings_of(600).peers
+    new = tuple(
+        dataclasses.replace(spec, remote=f"127.8.{i // 250}.{i % 250 + 1}") if i % 2 else spec
+        for i, spec in enumerate(running)
+    )
+    chunks = reload_reader._chunks(new, running)
+    specs = [[item for item in chunk if not isinstance(item, int)] for chunk in chunks]
+    assert [len(c) for c in specs] == [256, 44]
+    assert [item for chunk in chunks for item in chunk if isinstance(item, int)] == list(
+        range(0, 600, 2)
+    )
+    assert len(reload_reader._chunks(running, running)) == 1  # 600 positions, one chunk
 
 
 async def test_a_configuration_error_is_raised_here_with_its_message() -> None:

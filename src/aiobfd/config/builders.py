@@ -219,7 +219,10 @@ def bind_peer(spec: PeerSpec, *, interface: str = "", vrf: str = "", netns: str 
         raise SettingError(
             key, "echo is not supported on a session bound to an interface, a VRF or a namespace"
         )
-    return replace(spec, interface=interface or spec.interface, vrf=vrf, netns=netns)
+    interface = interface or spec.interface
+    if (interface, vrf, netns) == (spec.interface, spec.vrf, spec.netns):
+        return spec  # nothing to bind (most peers): no copy
+    return replace(spec, interface=interface, vrf=vrf, netns=netns)
 
 
 def check_echo_peer(spec: PeerSpec) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 from ..logs import LEVELS
 from ..protocol.auth import AuthConfig
 from ..protocol.constants import MAX_DETECT_MULT, MAX_RECEIVE_HOLDOFF_MS
+from ..protocol.echo import EchoConfig
+from ..protocol.session import SessionConfig
 from ..secret_sources import read_regular_file
 from .addresses import Resolver
 from .builders import (
@@ -48,6 +50,7 @@ from .model import (
     ConfigError,
     DaemonSettings,
     DampeningSettings,
+    Hooks,
     PeerSpec,
     RouteSpec,
     SessionSettings,
@@ -227,6 +230,18 @@ class _Reader:
         """Key files others may read, and the like (see Settings.warnings)."""
         self.secret_variables: set[str] = set()
         """Environment variables named by ``keys[n].env``."""
+        self._built: dict[SessionSettings, tuple[SessionConfig, Hooks, EchoConfig | None]] = {}
+        """What the peers' merged settings make, built once for all the peers
+        that share them (frozen, so shared safely): a reload then compares
+        them by identity, and pickles each once."""
+
+    def built(self, settings: SessionSettings) -> tuple[SessionConfig, Hooks, EchoConfig | None]:
+        """``settings``' session configuration, hooks and echo configuration."""
+        got = self._built.get(settings)
+        if got is None:
+            got = (settings.session_config(), settings.hooks, settings.echo_config())
+            self._built[settings] = got
+        return got
 
     def session_values(self, prefix: str, table: dict[str, Any]) -> dict[str, Any]:
         """Check the session keys of one table ([defaults], a profile, a peer).
@@ -375,16 +390,17 @@ class _Reader:
                     resolver.check_peer_local(addresses[0])
             except ConfigError as exc:
                 raise where.error(f"{key}.{name}", str(exc)) from None
+        config, hooks, echo = self.built(settings)
         try:
             spec = resolver.peer(
                 local,
                 remote,
-                settings.session_config(),
+                config,
                 socket.AF_UNSPEC,
                 shutdown=shutdown,
-                hooks=settings.hooks,
+                hooks=hooks,
                 profile=str(peer.get("profile") or ""),
-                echo=settings.echo_config(),
+                echo=echo,
                 check_local=not any(binding.values()),
             )
             check_echo_peer(spec)

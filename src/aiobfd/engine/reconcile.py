@@ -58,7 +58,7 @@ def compare(
         peer = running.get(spec.key)
         changed = False
         if peer is not None:
-            changed = peer.runtime or peer.spec != spec
+            changed = peer.runtime or (peer.spec is not spec and peer.spec != spec)
             if not changed:
                 peer.spec = spec
         out.append((spec, peer, changed))
