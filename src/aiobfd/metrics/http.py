@@ -583,7 +583,9 @@ class MetricsServer:
         client.watched = True
         self._advance(client)  # a request sent right behind the last one
 
-    async def _answer(self, request: Request | int, *, keep: bool = False) -> tuple[bytes, bool]:
+    async def _answer(
+        self, request: Request | int, *, keep: bool = False
+    ) -> tuple[list[bytes], bool]:
         """The response, and whether the connection stays (only after a scrape
         answered: ``keep`` and a 200 for /metrics)."""
         if isinstance(request, int):
@@ -608,24 +610,29 @@ class MetricsServer:
         extra = {"Content-Encoding": "gzip"} if gzipped else None
         return _response(200, data, CONTENT_TYPE, head=head, extra=extra, keep=keep), keep
 
-    async def _send(self, client: _Client, data: bytes) -> None:
-        """Hand ``data`` to the kernel, :data:`SEND_CHUNK` bytes a turn at most,
-        within the write deadline (or raise :class:`_SlowClient`)."""
+    async def _send(self, client: _Client, pieces: list[bytes]) -> None:
+        """Hand ``pieces`` to the kernel, :data:`SEND_CHUNK` bytes a turn at
+        most, within the write deadline (or raise :class:`_SlowClient`).  The
+        pieces are joined a chunk at a time: a whole exposition of 10,000
+        sessions copied into one object held the loop about 9 ms."""
         loop = self._loop
         assert loop is not None
         deadline = loop.time() + self.limits.write_timeout_s
-        view = memoryview(data)
-        while view:
-            try:
-                sent = client.sock.send(view[:SEND_CHUNK])
-            except (BlockingIOError, InterruptedError):
-                await self._writable(client, deadline)
-                continue
-            view = view[sent:]
-            if view:
+        first = True
+        for chunk in _chunked(pieces, SEND_CHUNK):
+            if not first:
                 await asyncio.sleep(0)
                 if loop.time() > deadline:
                     raise _SlowClient
+            first = False
+            view = memoryview(chunk)
+            while view:
+                try:
+                    sent = client.sock.send(view)
+                except (BlockingIOError, InterruptedError):
+                    await self._writable(client, deadline)
+                    continue
+                view = view[sent:]
 
     async def _writable(self, client: _Client, deadline: float) -> None:
         loop = self._loop
@@ -810,7 +817,8 @@ def _response(
     head: bool = False,
     extra: dict[str, str] | None = None,
     keep: bool = False,
-) -> bytes:
+) -> list[bytes]:
+    """The response's pieces: its head, then the body's (none for HEAD)."""
     parts = [body] if isinstance(body, bytes) else body
     lines = [
         f"HTTP/1.1 {status} {_REASONS[status]}",
@@ -820,7 +828,30 @@ def _response(
         *(f"{k}: {v}" for k, v in (extra or {}).items()),
     ]
     start = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return start if head else b"".join([start, *parts])
+    return [start] if head else [start, *parts]
+
+
+def _chunked(pieces: list[bytes], size: int) -> Iterator[bytes | memoryview]:
+    """``pieces`` regrouped into chunks of about ``size`` bytes: small ones
+    joined, large ones cut (a view, no copy)."""
+    batch: list[bytes] = []
+    held = 0
+    for piece in pieces:
+        if len(piece) >= size:
+            if batch:
+                yield b"".join(batch)
+                batch, held = [], 0
+            view = memoryview(piece)
+            for at in range(0, len(piece), size):
+                yield view[at : at + size]
+            continue
+        batch.append(piece)
+        held += len(piece)
+        if held >= size:
+            yield b"".join(batch)
+            batch, held = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 async def start_metrics_server(
