@@ -7,7 +7,7 @@ import random
 from aiobfd.protocol.packet import State
 from aiobfd.protocol.schedule import COHORT_LIMIT, Schedule
 from aiobfd.protocol.session import Session, SessionConfig
-from aiobfd.protocol.timers import aligned_transmission, jitter_bounds, tx_grid
+from aiobfd.protocol.timers import TX_GRID_MIN_US, aligned_transmission, jitter_bounds, tx_grid
 from tests.helpers import MS, SECOND, fire_until, gaps, pkt, up_session
 
 
@@ -137,7 +137,7 @@ def test_thousands_of_sessions_keep_their_cohorts_bounded() -> None:
     assert len(s) >= 3000 // COHORT_LIMIT  # instants for everyone, not a handful
 
 
-def test_a_full_grid_point_sends_the_session_off_the_grid() -> None:
+def test_a_full_grid_point_sends_the_session_to_a_finer_grid() -> None:
     rng = random.Random(1)
     low, high = jitter_bounds(1 * SECOND, 3)
     grid = tx_grid(1 * SECOND, 3)
@@ -148,4 +148,39 @@ def test_a_full_grid_point_sends_the_session_off_the_grid() -> None:
         s.add(point, n)
     assert all(s.full(p) for p in points)
     drawn = {aligned_transmission(0, low, high, rng, grid, s) for _ in range(50)}
-    assert all(low <= at < high and at % grid for at in drawn)
+    assert all(low <= at < high and at % grid and at % TX_GRID_MIN_US == 0 for at in drawn)
+
+
+def test_off_every_grid_only_when_every_grid_is_full() -> None:
+    rng = random.Random(2)
+    low, high = 750, 1000  # a grid of 64 us, finer than TX_GRID_MIN_US allows: none below it
+    s: Schedule[int] = Schedule(cohort_max=1, cohort_limit=1)
+    for n, point in enumerate(range(768, 1000, 64)):
+        s.add(point, n)
+    drawn = {aligned_transmission(0, low, high, rng, 64, s) for _ in range(50)}
+    assert all(low <= at < high for at in drawn) and any(at % 64 for at in drawn)
+
+
+def test_ten_thousand_sessions_at_1_s_are_served_within_5_ms() -> None:
+    """The cohorts of instants drawn close together are served back to back:
+    with 10,000 sessions @ 1 s and a loop that spends 28 us a session (its
+    packet out and its peer's in, as measured at that scale), no transmission
+    may come more than 5 ms late.  Off-grid instants drawn anywhere made 1.2 %
+    of them 5-8 ms late; the finer grids keep the instants apart."""
+    rng = random.Random(9)
+    low, high = jitter_bounds(1 * SECOND, 3)
+    grid = tx_grid(1 * SECOND, 3)
+    s: Schedule[int] = Schedule()
+    for n in range(10_000):
+        s.add(int(rng.random() * SECOND), n)
+    busy_until = worst = 0
+    while (earliest := s.earliest()) is not None and earliest < 12 * SECOND:
+        at, cohort = s.pop_earliest()
+        done = max(at, busy_until)
+        for n in cohort:
+            done += 28
+            if at > 4 * SECOND:  # past the start, when every session came at once
+                worst = max(worst, done - at)
+            s.add(aligned_transmission(at, low, high, rng, grid, s), n)
+        busy_until = done
+    assert worst < 5 * MS

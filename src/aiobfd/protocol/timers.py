@@ -95,18 +95,29 @@ def aligned_transmission(
 
     An instant others already transmit at, if the window holds one with room
     (``shared.pick``); else a point of the grid; else, when that point holds a
-    full cohort already, an instant of its own, off the grid.  Without the last
-    step every session would end up on the grid's few points (a 65 ms grid at
-    1 s intervals: 15 instants a second), hundreds a point with thousands of
-    sessions, and the last of them served tens of milliseconds late.
+    full cohort already, a point of a grid twice as fine, and so on down to
+    :data:`TX_GRID_MIN_US`, the first one not full (off every grid only when
+    all of these are).  Without the last steps every session would end up on
+    the grid's few points (a 65 ms grid at 1 s intervals: 15 instants a
+    second), hundreds a point with thousands of sessions, and the last of
+    them served tens of milliseconds late.  The finer grids keep the instants
+    apart as they multiply: instants drawn anywhere fall close together by
+    chance, and the cohorts of two or three of them, served back to back, made
+    the last session of the cluster 5-8 ms late at 10,000 sessions @ 1 s
+    (simulated: 1.2 % of transmissions; on the grids none, max 3.6 ms).
     """
     if shared is not None:
         at = shared.pick(last_us + low_us, last_us + high_us, rng)
         if at is not None:
             return at
     at = next_transmission(last_us, low_us, high_us, rng, grid_us)
-    if grid_us and shared is not None and shared.full(at):
-        at = next_transmission(last_us, low_us, high_us, rng)
+    if shared is None:
+        return at
+    while grid_us and shared.full(at):
+        grid_us >>= 1  # the grids nest: a coarser point is a point of the finer one
+        if grid_us < TX_GRID_MIN_US:
+            return next_transmission(last_us, low_us, high_us, rng)
+        at = next_transmission(last_us, low_us, high_us, rng, grid_us)
     return at
 
 
