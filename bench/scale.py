@@ -208,6 +208,8 @@ class Ours(Daemon):
         """Configure the daemon under test by a file (as the peer side always is)."""
         self.nofile = 0
         """Start it with this hard RLIMIT_NOFILE (0: inherited)."""
+        self.realtime = 0
+        """Run its loop at this SCHED_FIFO priority (--realtime-priority; 0: not)."""
         self.lateness = False
         """Serve /metrics (in the daemon's namespace) to read its timer lateness histograms."""
 
@@ -223,6 +225,8 @@ class Ours(Daemon):
         spec, lab = self.spec, self.lab
         metrics = str(METRICS_PORT) if self.lateness else "0"
         tail = ["--metrics-port", metrics, "--control-socket", str(self.socket)]
+        if self.realtime:
+            tail += ["--realtime-priority", str(self.realtime)]
         if has_event_loop_option():
             # The daemon picks uvloop by itself when it is installed: say which one.
             head = [sys.executable, "-m", "aiobfd"]
@@ -890,6 +894,9 @@ def run_one(spec: RunSpec, opts: argparse.Namespace, index: str = "") -> dict[st
             dut.from_file = True  # for the reloads
         if isinstance(dut, Ours):
             dut.nofile = int(getattr(opts, "dut_nofile", 0))
+            dut.realtime = int(getattr(opts, "dut_realtime", 0))
+            if dut.realtime:
+                result["dut_realtime_priority"] = dut.realtime
         peer.start()
         dut.start()
         # Memory with every session configured, before any `show sessions` answer
@@ -1657,6 +1664,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="start the daemon under test with a hard RLIMIT_NOFILE of N (fewer receive "
         "sockets of its own when N is short of two a session)",
+    )
+    p.add_argument(
+        "--dut-realtime",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the daemon under test's loop at SCHED_FIFO priority N (--realtime-priority, "
+        "as docs/configuration.md advises on a busy host; 0: not)",
     )
     p.add_argument(
         "--probes",
