@@ -474,3 +474,16 @@ async def test_evictions_keep_to_their_rate(serve: Callable[..., Any]) -> None:
     assert 20 <= first <= 20 + 100 * 1.2 + 16
     assert 50 <= second <= 100 * 1.2 + 16
     assert server.peak_connections == 8
+
+
+def test_a_response_is_sent_in_chunks_never_joined_whole() -> None:
+    """Small pieces are joined up to a chunk, large ones cut into views: the
+    bytes come out whole and in order, no chunk is much over the size."""
+    from aiobfd.metrics.http import _chunked
+
+    rng = random.Random(7)
+    pieces = [bytes([n % 251]) * rng.choice([0, 3, 700, 5_000, 70_000]) for n in range(200)]
+    chunks = list(_chunked(pieces, 16_384))
+    assert b"".join(bytes(c) for c in chunks) == b"".join(pieces)
+    assert all(len(c) < 16_384 + 5_000 for c in chunks)
+    assert any(isinstance(c, memoryview) for c in chunks)  # a large piece is cut, not copied
