@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,14 @@ import pytest
 
 from aiobfd import control
 from aiobfd.config import PeerSpec
-from aiobfd.control import SHOW_SLICE, ControlServer
+from aiobfd.control import SHOW_BATCH, ControlServer
 from aiobfd.engine import Daemon
 from aiobfd.protocol.session import SessionConfig
 from aiobfd.status import session_info
 
 
 async def test_show_sessions_in_slices_is_one_json_line(tmp_path: Path) -> None:
-    n = 2 * SHOW_SLICE + 7
+    n = 13 * SHOW_BATCH + 5
     daemon = Daemon(
         [
             PeerSpec(f"127.0.3.{i}", "127.0.0.1", socket.AF_INET, session=SessionConfig())
@@ -52,7 +53,7 @@ async def test_watch_snapshot_lets_the_loop_run_between_slices(
 ) -> None:
     """A watcher's snapshot of many sessions is written a slice at a time: the
     sessions' timers run in between (it held them all for 100 ms and more)."""
-    n = 2 * SHOW_SLICE + 7
+    n = 13 * SHOW_BATCH + 5
     daemon = Daemon(
         [
             PeerSpec(f"127.0.3.{i}", "127.0.0.1", socket.AF_INET, session=SessionConfig())
@@ -87,6 +88,60 @@ async def test_watch_snapshot_lets_the_loop_run_between_slices(
         for _ in range(n):
             assert json.loads(await reader.readline())["event"] == "snapshot"
         assert any(0 < k < n for k in seen), seen
+        writer.close()
+    finally:
+        await server.close()
+        daemon.close()
+
+
+async def test_show_sessions_yields_within_its_turn_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions slow to encode (as 10,000 are, out of the caches) make a
+    turn end sooner: the loop runs again within about SHOW_TURN_S, whatever
+    the number of sessions a turn would otherwise hold."""
+    n = 40 * SHOW_BATCH
+    daemon = Daemon(
+        [
+            PeerSpec(f"127.0.3.{i}", "127.0.0.1", socket.AF_INET, session=SessionConfig())
+            for i in range(1, n + 1)
+        ],
+        port=0,
+    )
+    real = session_info
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.perf_counter() + 0.0002  # 0.2 ms a session
+        while time.perf_counter() < deadline:
+            pass
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(control, "session_info", slow)
+    await daemon.start()
+    server = ControlServer(daemon, str(tmp_path / "ctl.sock"))
+    await server.start()
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+    running = [True]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+        if running[0]:
+            loop.call_soon(tick)
+
+    try:
+        reader, writer = await asyncio.open_unix_connection(server.path, limit=2**22)
+        loop.call_soon(tick)
+        writer.write(b'{"command": "show sessions"}\n')
+        reply = json.loads(await reader.readline())
+        running[0] = False
+        assert len(reply["sessions"]) == n
+        # A turn stops at the first look at the clock past the budget: at
+        # most a batch (1.6 ms here) beyond it.
+        assert max(gaps) < control.SHOW_TURN_S + SHOW_BATCH * 0.0002 + 0.003, max(gaps)
         writer.close()
     finally:
         await server.close()
