@@ -6,9 +6,9 @@ daemon's process that work shares the interpreter lock with the event loop,
 and every system call of the loop (a send, one per packet) hands the lock to
 it for up to the switch interval: a reload of a 9,700-peer file beside 9,700
 sessions @ 300 ms took 3-18 s and flapped 44,912 times (bench/scale.py
---probes).  So :func:`read_in_child` forks, the child reads (at a lower
-priority, SCHED_OTHER whatever the daemon runs at: SCHED_RESET_ON_FORK) and
-writes the result to a pipe, pickled in chunks of :data:`CHUNK_PEERS` peers,
+--probes).  So :func:`read_in_child` forks, the child reads (SCHED_OTHER
+whatever the daemon runs at: SCHED_RESET_ON_FORK; at a lower priority, see
+:func:`_child_nice`) and writes the result to a pipe, pickled in chunks of :data:`CHUNK_PEERS` peers,
 and exits; the loop reads the pipe as it becomes readable and unpickles one
 chunk a turn.  The child holds no lock of the loop's and shares no
 interpreter with it; a child that takes longer than the timeout is killed.
@@ -49,8 +49,11 @@ log = logging.getLogger("aiobfd")
 CHUNK_PEERS = 256
 #: Items (new specs and positions of running ones) in one chunk at most.
 CHUNK_ITEMS = 8192
-#: The child's niceness, added to the daemon's.
+#: The child's niceness, added to the daemon's (unless the loop runs at
+#: real-time priority: see :func:`_child_nice`).
 CHILD_NICE = 10
+#: The highest niceness (the lowest priority) Linux knows.
+MAX_NICE = 19
 #: The most read from the pipe in one callback of the loop.
 READ_SIZE = 1 << 20
 _LENGTH = struct.Struct("!Q")
@@ -132,10 +135,34 @@ def _chunks(peers: tuple[PeerSpec, ...], running: tuple[PeerSpec, ...]) -> list[
     return chunks
 
 
+def _realtime() -> bool:
+    """Whether the calling thread (the event loop's) runs at real-time priority."""
+    try:
+        policy = os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK
+    except OSError:
+        return False
+    return policy in (os.SCHED_FIFO, os.SCHED_RR)
+
+
+def _child_nice() -> int:
+    """The niceness the reading child takes, from the calling thread's.
+
+    :data:`CHILD_NICE` lower than the daemon, so that the child never takes a
+    CPU the loop wants.  A loop at real-time priority needs no such margin
+    (no SCHED_OTHER process delays it), and with SCHED_RESET_ON_FORK the child
+    would start from 0 rather than the daemon's negative niceness: at 10,
+    beside busy processes at -10, its 0.4 s of reading a 10,000-peer file
+    stretched a reload past a second.  It keeps the daemon's niceness then.
+    """
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    return nice if _realtime() else min(nice + CHILD_NICE, MAX_NICE)
+
+
 def _child(
     read: Callable[[], Settings],
     measure: Callable[[Settings], Any],
     running: tuple[PeerSpec, ...],
+    nice: int,
     out: int,
 ) -> None:
     """The child's whole life: read, measure, write the result, nothing else."""
@@ -143,8 +170,8 @@ def _child(
         signal.signal(sig, signal.SIG_DFL)
     with contextlib.suppress(ValueError, OSError):
         signal.set_wakeup_fd(-1)  # the loop's: not this process's business
-    with contextlib.suppress(OSError):
-        os.nice(CHILD_NICE)
+    with contextlib.suppress(OSError):  # lower than the daemon's needs no privilege
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
     try:
         settings = read()
         measured = measure(settings)
@@ -191,6 +218,7 @@ async def read_in_child(
     for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
         with contextlib.suppress(Exception):
             stream.flush()
+    nice = _child_nice()
     inlet, outlet = os.pipe()
     try:
         pid = os.fork()
@@ -201,7 +229,7 @@ async def read_in_child(
     if pid == 0:  # the child
         try:
             os.close(inlet)
-            _child(read, measure, running, outlet)
+            _child(read, measure, running, nice, outlet)
         finally:
             os._exit(0)
     os.close(outlet)

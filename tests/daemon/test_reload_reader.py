@@ -165,3 +165,19 @@ async def test_the_loop_turns_while_the_child_reads() -> None:
         task.cancel()
     gaps = [b - a for a, b in itertools.pairwise(turns)]
     assert len(turns) > 40 and max(gaps) < 0.05
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+async def test_the_child_reads_below_the_daemon_unless_the_loop_is_real_time(
+    realtime: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CHILD_NICE below the daemon; beside a real-time loop (which no
+    SCHED_OTHER process delays) the daemon's own niceness, not the 0 that
+    SCHED_RESET_ON_FORK would leave it and CHILD_NICE on top."""
+    monkeypatch.setattr(reload_reader, "_realtime", lambda: realtime)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    result = await reload_reader.read_in_child(
+        lambda: settings_of(1), lambda s: os.getpriority(os.PRIO_PROCESS, 0), 10
+    )
+    expected = ours if realtime else min(ours + reload_reader.CHILD_NICE, reload_reader.MAX_NICE)
+    assert result.measured == expected
