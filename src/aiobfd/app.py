@@ -375,7 +375,9 @@ class Application:
                 if what == "removed":
                     daemon.remove_peer(spec.key)
                 elif what == "added" and spec.key not in daemon.peers:
-                    daemon.add_peer(spec)
+                    # As at start: a local address not on the host (yet) is
+                    # a session that waits for it, not a failed reload.
+                    daemon.add_or_wait(spec)
                 elif what == "changed" and (running := daemon.peers.get(spec.key)) is not None:
                     if running.spec == spec:
                         continue  # `peer` commands came first and did it
@@ -404,7 +406,9 @@ class Application:
             added = set(done["added"])
             changed_here = set(done["changed"])
             summary = {
-                "added": done["added"] + summary["added"],
+                # A session still waiting for its address is tried again by
+                # the final pass, and counted there too.
+                "added": done["added"] + [n for n in summary["added"] if n not in added],
                 "removed": done["removed"] + summary["removed"],
                 "changed": done["changed"] + summary["changed"],
                 "unchanged": [

@@ -202,7 +202,7 @@ class Daemon:
             if self.follow_links:
                 self.links.start(loop)
             for spec in self._initial:
-                self._add_or_wait(spec)
+                self.add_or_wait(spec)
             if self.unsolicited is not None:
                 for address in self.unsolicited.listen:
                     self._listen_unsolicited(address)
@@ -341,7 +341,7 @@ class Daemon:
         self.links.evaluate(peer)
         return peer
 
-    def _add_or_wait(self, spec: PeerSpec) -> Peer | None:
+    def add_or_wait(self, spec: PeerSpec) -> Peer | None:
         """:meth:`add_peer`, or, when the local address is not on this host
         (yet), a waiting session opened when it appears (see engine.links)."""
         try:
@@ -582,7 +582,7 @@ class Daemon:
             self.remove_peer(peer.spec.key)
         for spec, running, changed in plan.wanted:
             if running is None:
-                self._add_or_wait(spec)
+                self.add_or_wait(spec)
                 summary["added"].append(spec.display_remote())
             elif not changed:
                 summary["unchanged"].append(spec.display_remote())
