@@ -38,7 +38,8 @@ reload refused; so is one whose sessions would not fit in RLIMIT_NOFILE
 (counted in the child, raised on the loop as far as it goes).  Sorting the
 peers against the running ones goes a slice a turn too.  Applying it,
 sessions are removed, added and changed in place a slice at a time
-(:data:`APPLY_SLICE_S` of a loop turn at most: opening a session's sockets
+(:data:`APPLY_TURN_US` of a loop turn at most, and never past the sessions'
+next wake-up: opening a session's sockets
 takes about 0.3 ms, and 5,000 at once held the loop 1.5 s; changing 3,000
 sessions' timers in one go held it 69 ms, a slice at a time 32 ms at most).
 """
@@ -84,10 +85,14 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 #: Seconds a reload may take to read and check the file before it is refused.
 #: Each host name has :data:`aiobfd.config.RESOLVE_TIMEOUT_S` of it at most.
 RELOAD_READ_TIMEOUT_S = 30.0
-#: The longest a reload adds or removes sessions before it lets the loop turn.
-APPLY_SLICE_S = 0.010
-#: Peers a reload sorts against the running ones in one loop turn (about 2 ms).
-COMPARE_SLICE = 500
+#: The longest a reload adds or removes sessions before it lets the loop
+#: turn (µs); a turn also ends before the sessions' next wake-up
+#: (``Daemon.turn``).
+APPLY_TURN_US = 10_000
+#: Peers a reload sorts against the running ones between two looks at the
+#: clock (500 took about 2 ms); a turn ends after a millisecond, or before
+#: the sessions' next wake-up.
+COMPARE_SLICE = 100
 
 _NO_FILE = "no configuration file to reload (started without --config)"
 
@@ -349,27 +354,35 @@ class Application:
     async def _apply_in_slices(self, new: Settings) -> dict[str, list[str]]:
         """:meth:`_apply`, the sessions to remove and to add first, a slice per loop turn."""
         daemon = self.daemon
-        loop = asyncio.get_running_loop()
         # Sorting 10,000 peers against the running ones compares 10,000 specs:
         # a slice a turn too.
         wanted = {spec.key: spec for spec in new.peers}
         specs = list(wanted.values())
         plan = reconcile.Changes(removed=reconcile.removed(daemon.peers, wanted))
+        turn = daemon.turn()
+        turn.begin()
         for start in range(0, len(specs), COMPARE_SLICE):
-            await asyncio.sleep(0)
             plan.wanted += reconcile.compare(daemon.peers, specs[start : start + COMPARE_SLICE])
+            if turn.over():
+                await asyncio.sleep(0)
+                turn.begin()
         done: dict[str, list[str]] = {"removed": [], "added": [], "changed": []}
-        turn = loop.time()
+        # Removing, adding and changing sessions take a larger budget a turn
+        # (opening a session's sockets costs about 0.3 ms), still ending
+        # before the sessions' next wake-up.
+        turn = daemon.turn(APPLY_TURN_US)
+        await asyncio.sleep(0)
+        turn.begin()
         try:
             steps: list[tuple[PeerSpec, str]] = [(peer.spec, "removed") for peer in plan.removed]
             steps += [(spec, "added") for spec, running, _ in plan.wanted if running is None]
             # Changes in place too (a Poll Sequence each: 3,000 took the loop
             # 70 ms in one go).
             steps += [(spec, "changed") for spec, running, changed in plan.wanted if changed]
-            for spec, what in steps:
-                if loop.time() - turn > APPLY_SLICE_S:
+            for n, (spec, what) in enumerate(steps):
+                if n and turn.over():
                     await asyncio.sleep(0)
-                    turn = loop.time()
+                    turn.begin()
                     if self._stop_requested:
                         raise ControlError("reload abandoned: the daemon is stopping")
                 if what == "removed":

@@ -25,8 +25,9 @@ Nothing a client does may delay the sessions, so every client is bounded
 * one request per connection per turn of the event loop, so a client
   pipelining a thousand requests shares the loop with the sessions and the
   other clients; ``show sessions`` and a watch snapshot also yield once
-  they have spent ``SHOW_TURN_S`` of a turn (looking at the clock every
-  ``SHOW_BATCH`` sessions);
+  they have spent a millisecond of a turn, or before the sessions' next
+  wake-up, whichever comes first (looking at the clock every ``SHOW_BATCH``
+  sessions; see aiobfd.engine.turns);
 * host names (``peer add``) are resolved in a thread of their own, at most
   ``MAX_LOOKUPS`` at once, within ``resolve_timeout_s``;
 * :meth:`ControlServer.close` aborts every connection at once, whatever is
@@ -65,12 +66,11 @@ log = logging.getLogger("aiobfd.control")
 
 #: A request line larger than this is refused (bounded memory per client).
 MAX_REQUEST = 64 * 1024
-#: The time ``show sessions`` and a watch snapshot spend encoding sessions in
-#: one turn of the event loop.  A count of sessions was no bound: 50 took
-#: 1.5-4.7 ms with 10,000 sessions (their objects out of the caches), and a
-#: transmission due meanwhile waited that long.
-SHOW_TURN_S = 0.001
-#: Sessions encoded between two looks at the clock.
+#: Sessions ``show sessions`` and a watch snapshot encode between two looks
+#: at the clock.  A turn of the loop ends after a millisecond, or before the
+#: sessions' next wake-up (``Daemon.turn``).  A count of sessions was no
+#: bound: 50 took 1.5-4.7 ms with 10,000 sessions (their objects out of the
+#: caches), and a transmission due meanwhile waited that long.
 SHOW_BATCH = 8
 #: Events a watcher may fall behind before it is disconnected.
 WATCH_QUEUE = 1024
@@ -498,7 +498,8 @@ class ControlServer:
                 client, writer, {"ok": True, "watching": True, "sessions": len(self.daemon.peers)}
             )
             now = self.daemon.now()
-            turn = time.perf_counter()
+            turn = self.daemon.turn()
+            turn.begin()
             for n, peer in enumerate(list(self.daemon.peers.values()), 1):
                 info = self._info(peer, now)
                 await self._reply(
@@ -506,13 +507,13 @@ class ControlServer:
                     writer,
                     {"event": "snapshot", **_brief(info), "draining": info["draining"]},
                 )
-                if n % SHOW_BATCH == 0 and time.perf_counter() - turn >= SHOW_TURN_S:
+                if n % SHOW_BATCH == 0 and turn.over():
                     # drain() does not yield while the buffer has room: without
                     # this, 1,000 sessions held every session's timers for
                     # 100 ms and more (peers declared us down).
                     await asyncio.sleep(0)
                     now = self.daemon.now()
-                    turn = time.perf_counter()
+                    turn.begin()
             while True:
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -540,13 +541,16 @@ class ControlServer:
         peers = list(self.daemon.peers.values())
         writer.write(b'{"ok": true, "sessions": [')
         at = sent = 0
+        turn = self.daemon.turn()
         while at < len(peers):
-            turn = time.perf_counter()
+            turn.begin()
             now = self.daemon.now()
             parts: list[str] = []
-            while at < len(peers) and (not parts or time.perf_counter() - turn < SHOW_TURN_S):
+            while at < len(peers):
                 parts += [json.dumps(self._info(p, now)) for p in peers[at : at + SHOW_BATCH]]
                 at += SHOW_BATCH
+                if turn.over():
+                    break
             head = ", " if sent else ""
             sent += len(parts)
             await self._send(client, writer, (head + ", ".join(parts)).encode())

@@ -15,6 +15,7 @@ from aiobfd import control
 from aiobfd.config import PeerSpec
 from aiobfd.control import SHOW_BATCH, ControlServer
 from aiobfd.engine import Daemon
+from aiobfd.engine.turns import TURN_BUDGET_US
 from aiobfd.protocol.session import SessionConfig
 from aiobfd.status import session_info
 
@@ -98,7 +99,7 @@ async def test_show_sessions_yields_within_its_turn_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Sessions slow to encode (as 10,000 are, out of the caches) make a
-    turn end sooner: the loop runs again within about SHOW_TURN_S, whatever
+    turn end sooner: the loop runs again within about TURN_BUDGET_US, whatever
     the number of sessions a turn would otherwise hold."""
     n = 40 * SHOW_BATCH
     daemon = Daemon(
@@ -141,7 +142,7 @@ async def test_show_sessions_yields_within_its_turn_budget(
         assert len(reply["sessions"]) == n
         # A turn stops at the first look at the clock past the budget: at
         # most a batch (1.6 ms here) beyond it.
-        assert max(gaps) < control.SHOW_TURN_S + SHOW_BATCH * 0.0002 + 0.003, max(gaps)
+        assert max(gaps) < TURN_BUDGET_US / 1e6 + SHOW_BATCH * 0.0002 + 0.003, max(gaps)
         writer.close()
     finally:
         await server.close()

@@ -33,6 +33,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from aiobfd import __version__, core_build
 from aiobfd.config import PeerSpec
 from aiobfd.engine import Daemon, Peer
+from aiobfd.engine.turns import Turn
+from aiobfd.io.clock import monotonic_us
 from aiobfd.metrics import BfdCollector, MetricsServer, start_metrics_server
 from aiobfd.metrics.exposition import SLICE
 from aiobfd.protocol.packet import ControlPacket, Diag, State, encode
@@ -235,6 +237,9 @@ class _FakeDaemon:
 
     def add_listener(self, listener: Any) -> None:
         pass
+
+    def turn(self) -> Turn:
+        return Turn(monotonic_us, lambda: None)
 
 
 def test_link_local_sessions_differ_by_interface() -> None:

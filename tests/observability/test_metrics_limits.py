@@ -25,6 +25,8 @@ import pytest
 
 from aiobfd.config import PeerSpec
 from aiobfd.engine import Daemon, Peer
+from aiobfd.engine.turns import Turn
+from aiobfd.io.clock import monotonic_us
 from aiobfd.metrics import HttpLimits, MetricsServer, start_metrics_server
 from aiobfd.protocol.events import Event, StateChanged
 from aiobfd.protocol.packet import State
@@ -255,6 +257,9 @@ class _FakeDaemon:
     def add_listener(self, listener: Any) -> None:
         pass
 
+    def turn(self) -> Turn:
+        return Turn(monotonic_us, lambda: None)
+
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[..., Any]]:
@@ -283,10 +288,14 @@ async def connect(server: MetricsServer, send: bytes = b"", rcvbuf: int = 0) -> 
     return sock
 
 
+#: Bytes read past a response on a kept connection (the next one's start), by socket.
+_AHEAD: dict[socket.socket, bytes] = {}
+
+
 async def answer(sock: socket.socket, timeout: float = 5.0) -> bytes:
     """Everything the server sends until it closes; b"RESET" if it resets."""
     loop = asyncio.get_running_loop()
-    got = b""
+    got = _AHEAD.pop(sock, b"")
     try:
         async with asyncio.timeout(timeout):
             while chunk := await loop.sock_recv(sock, 1 << 16):
@@ -305,9 +314,10 @@ GET_KEEP = b"GET /metrics HTTP/1.1\r\nHost: aiobfd\r\n\r\n"
 
 
 async def response(sock: socket.socket, timeout: float = 5.0) -> bytes:
-    """One response on a kept connection (read to its Content-Length)."""
+    """One response on a kept connection (read to its Content-Length; what
+    came after it is kept for the next read)."""
     loop = asyncio.get_running_loop()
-    got = b""
+    got = _AHEAD.pop(sock, b"")
     async with asyncio.timeout(timeout):
         while b"\r\n\r\n" not in got:
             got += await loop.sock_recv(sock, 1 << 16)
@@ -319,7 +329,9 @@ async def response(sock: socket.socket, timeout: float = 5.0) -> bytes:
         )
         while len(body) < length:
             body += await loop.sock_recv(sock, 1 << 16)
-    return head + b"\r\n\r\n" + body
+    if len(body) > length:
+        _AHEAD[sock] = body[length:]
+    return head + b"\r\n\r\n" + body[:length]
 
 
 async def test_head_limits(serve: Callable[..., Any]) -> None:

@@ -16,7 +16,9 @@ add, change, remove, shut down.  The rest is done by one room each:
   looping the BFD peer's echo packets back): packet sockets, the next hop's
   address, what comes back;
 * :mod:`.reporting` - session events to the log and to listeners;
-* :mod:`.reconcile` - a reload, session by session, without flaps.
+* :mod:`.reconcile` - a reload, session by session, without flaps;
+* :mod:`.turns` - turns of background work (a query, a scrape, a reload)
+  that end before the sessions' next wake-up.
 
 After any input (a packet, a timer, a command) :meth:`Daemon.flush` drains
 the session's outputs: it sends the packets, reports the events and re-arms
@@ -53,6 +55,7 @@ from .peer import EventListener, Peer
 from .receive import Receive
 from .reporting import Reporter, fields
 from .transmit import send
+from .turns import TURN_BUDGET_US, Turn
 from .wakeup import Wakeup
 
 log = logging.getLogger("aiobfd")
@@ -143,6 +146,12 @@ class Daemon:
     def now(self) -> int:
         """The protocol clock, in integer microseconds (monotonic)."""
         return self._clock()
+
+    def turn(self, budget_us: int = TURN_BUDGET_US) -> Turn:
+        """A clock for background work (a query, a scrape, a reload) that
+        yields before the sessions' next wake-up (see aiobfd.engine.turns)."""
+        wakeup = self.wakeup
+        return Turn(self._clock, lambda: wakeup.armed_at, budget_us)
 
     @property
     def ttl_check(self) -> bool:

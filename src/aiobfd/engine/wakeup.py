@@ -88,6 +88,11 @@ class Wakeup:
         return self._schedule
 
     @property
+    def armed_at(self) -> int | None:
+        """The instant the loop wakes us next for the sessions (None: nothing armed)."""
+        return self._wakeup_at
+
+    @property
     def precise(self) -> bool:
         """Whether the wake-up is a timerfd (else ``call_at``)."""
         return self._precise is not None

@@ -46,8 +46,10 @@ descriptors and flapped a 50 ms session):
   kept (the oldest idle one is closed for a newer one); each must send its next
   head within the keep-alive time.
 * **Work per turn**: at most :data:`ACCEPT_BATCH` accepts, one ``recv`` per
-  readable connection, :data:`SEND_CHUNK` bytes sent between two yields; at most
-  ``max_concurrent_scrapes`` scrapes rendered at once.
+  readable connection; rendering and sending a scrape yield after a
+  millisecond, or before the sessions' next wake-up (:data:`SEND_CHUNK` bytes
+  sent between two looks at the clock); at most ``max_concurrent_scrapes``
+  scrapes rendered at once.
 * **Close**: :meth:`MetricsServer.close` resets every connection at once
   (``SO_LINGER`` 0) and cancels what is being answered.
 
@@ -144,8 +146,10 @@ ACCEPT_BATCH = 16
 #: (a real client sends it with the packet that completes the connection): at
 #: most ``max_connections`` evictions in this time (6,400 a second at 64).
 MIN_EVICT_AGE_S = 0.010
-#: Bytes handed to one socket between two yields to the loop.
-SEND_CHUNK = 256 * 1024
+#: Bytes handed to one socket between two looks at the clock: the endpoint
+#: yields to the loop after a millisecond, or before the sessions' next
+#: wake-up (``Daemon.turn``).  256 KB took up to 3.6 ms with 10,000 sessions.
+SEND_CHUNK = 64 * 1024
 #: Bytes beyond a request head read and dropped before closing (see _serve).
 DISCARD_MAX = 64 * 1024
 #: At most one warning about dropped clients in this many seconds.
@@ -618,12 +622,15 @@ class MetricsServer:
         loop = self._loop
         assert loop is not None
         deadline = loop.time() + self.limits.write_timeout_s
+        turn = self.collector.daemon.turn()
+        turn.begin()
         first = True
         for chunk in _chunked(pieces, SEND_CHUNK):
-            if not first:
+            if not first and turn.over():
                 await asyncio.sleep(0)
                 if loop.time() > deadline:
                     raise _SlowClient
+                turn.begin()
             first = False
             view = memoryview(chunk)
             while view:
@@ -662,10 +669,14 @@ class MetricsServer:
                 parts.append(packer.compress(data) if packer is not None else data)
 
             out: list[str] = []
+            turn = self.collector.daemon.turn()
+            turn.begin()
             for _ in self.collector.render_steps(out):
                 emit("".join(out).encode())
                 out.clear()
-                await asyncio.sleep(0)
+                if turn.over():
+                    await asyncio.sleep(0)
+                    turn.begin()
             emit("".join(out).encode())
             emit(generate_latest(self.process))
             if packer is not None:
