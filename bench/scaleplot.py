@@ -42,18 +42,20 @@ def load(path: Path) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
-def load_curve(path: Path) -> list[dict[str, Any]]:
-    """Every run of the ``curve`` suite, daemon and floor (bench/floor.py); all count."""
+def load_curve(path: Path, suite: str = "curve") -> list[dict[str, Any]]:
+    """Every run of a curve suite, daemon and floor (bench/floor.py); all count."""
     out = []
     for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
-            if r.get("suite") == "curve" and "error" not in r:
+            if r.get("suite") == suite and "error" not in r:
                 out.append(r)
     return out
 
 
-def plot_all(results_path: Path, out: Path, only: str | None = None) -> list[Path]:
+def plot_all(
+    results_path: Path, out: Path, only: str | None = None, curve_suite: str = "curve"
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,7 +65,7 @@ def plot_all(results_path: Path, out: Path, only: str | None = None) -> list[Pat
     for fn in (cpu_sessions, side_by_side, detection, curve):
         if only not in (None, fn.__name__):
             continue
-        path = fn(load_curve(results_path) if fn is curve else results, out)
+        path = fn(load_curve(results_path, curve_suite) if fn is curve else results, out)
         if path is not None:
             made.append(path)
     return made
@@ -73,12 +75,14 @@ def curve(results: list[dict[str, Any]], out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     ours = [r for r in results if r.get("bench") != "floor" and r["peer"] == "ours"]
-    # The call variant on one receive socket (floor.py --rx one) is not the daemon's path.
-    floors = [
-        r
-        for r in results
-        if r.get("bench") == "floor" and (r["variant"], r.get("rx")) != ("call", "one")
-    ]
+    floors = [r for r in results if r.get("bench") == "floor"]
+
+    def variant(r: dict[str, Any]) -> str:
+        # The call variant on one receive socket (floor.py --rx one, where two
+        # sockets a session exceed the descriptor limit) is not the daemon's
+        # path: a series of its own.
+        return "call-one" if (r["variant"], r.get("rx")) == ("call", "one") else r["variant"]
+
     # One panel per interval with more than one size (a lone point goes in the table only).
     sizes: dict[int, set[int]] = defaultdict(set)
     for r in ours:
@@ -91,8 +95,9 @@ def curve(results: list[dict[str, Any]], out: Path) -> Path | None:
         series = [
             ("ours (dut)", [r for r in ours if r["interval_ms"] == interval], "dut_cpu", "tab:blue", "o-"),
             ("ours (peer side)", [r for r in ours if r["interval_ms"] == interval], "peer_cpu", "tab:blue", "o:"),
-            ("floor, 1 system call a packet", [r for r in floors if r["interval_ms"] == interval and r["variant"] == "call"], "host_cpu", "tab:orange", "s-"),
-            ("floor, sendmmsg/recvmmsg", [r for r in floors if r["interval_ms"] == interval and r["variant"] == "batch"], "host_cpu", "tab:green", "^-"),
+            ("floor, 1 system call a packet", [r for r in floors if r["interval_ms"] == interval and variant(r) == "call"], "host_cpu", "tab:orange", "s-"),
+            ("floor, 1 call a packet, one receive socket", [r for r in floors if r["interval_ms"] == interval and variant(r) == "call-one"], "host_cpu", "tab:orange", "D:"),
+            ("floor, sendmmsg/recvmmsg", [r for r in floors if r["interval_ms"] == interval and variant(r) == "batch"], "host_cpu", "tab:green", "^-"),
         ]  # fmt: skip
         for label, rows, key, color, style in series:
             if not rows:
