@@ -36,10 +36,10 @@ def test_a_turn_ends_before_the_next_wakeup() -> None:
     clock = Clock()
     wakeup: list[int | None] = [None]
     turn = Turn(clock, lambda: wakeup[0])
-    wakeup[0] = clock.now + 350
+    due = wakeup[0] = clock.now + 350
     # 100 us steps: after the third (at 300 us), a fourth would reach 400 > 350.
     assert steps_in_a_turn(turn, clock, 100) == 3
-    assert clock.now <= wakeup[0]
+    assert clock.now <= due
     # A wake-up later than the budget changes nothing.
     wakeup[0] = clock.now + 10 * TURN_BUDGET_US
     assert steps_in_a_turn(turn, clock, 100) == TURN_BUDGET_US // 100
