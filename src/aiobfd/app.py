@@ -360,19 +360,15 @@ class Application:
         specs = list(wanted.values())
         plan = reconcile.Changes(removed=reconcile.removed(daemon.peers, wanted))
         turn = daemon.turn()
-        turn.begin()
         for start in range(0, len(specs), COMPARE_SLICE):
             plan.wanted += reconcile.compare(daemon.peers, specs[start : start + COMPARE_SLICE])
-            if turn.over():
-                await asyncio.sleep(0)
-                turn.begin()
+            await turn.pause()
         done: dict[str, list[str]] = {"removed": [], "added": [], "changed": []}
         # Removing, adding and changing sessions take a larger budget a turn
         # (opening a session's sockets costs about 0.3 ms), still ending
         # before the sessions' next wake-up.
-        turn = daemon.turn(APPLY_TURN_US)
         await asyncio.sleep(0)
-        turn.begin()
+        turn = daemon.turn(APPLY_TURN_US)
         try:
             steps: list[tuple[PeerSpec, str]] = [(peer.spec, "removed") for peer in plan.removed]
             steps += [(spec, "added") for spec, running, _ in plan.wanted if running is None]
@@ -380,11 +376,8 @@ class Application:
             # 70 ms in one go).
             steps += [(spec, "changed") for spec, running, changed in plan.wanted if changed]
             for n, (spec, what) in enumerate(steps):
-                if n and turn.over():
-                    await asyncio.sleep(0)
-                    turn.begin()
-                    if self._stop_requested:
-                        raise ControlError("reload abandoned: the daemon is stopping")
+                if n and await turn.pause() and self._stop_requested:
+                    raise ControlError("reload abandoned: the daemon is stopping")
                 if what == "removed":
                     daemon.remove_peer(spec.key)
                 elif what == "added" and spec.key not in daemon.peers:

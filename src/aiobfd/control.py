@@ -499,7 +499,6 @@ class ControlServer:
             )
             now = self.daemon.now()
             turn = self.daemon.turn()
-            turn.begin()
             for n, peer in enumerate(list(self.daemon.peers.values()), 1):
                 info = self._info(peer, now)
                 await self._reply(
@@ -507,13 +506,11 @@ class ControlServer:
                     writer,
                     {"event": "snapshot", **_brief(info), "draining": info["draining"]},
                 )
-                if n % SHOW_BATCH == 0 and turn.over():
-                    # drain() does not yield while the buffer has room: without
-                    # this, 1,000 sessions held every session's timers for
-                    # 100 ms and more (peers declared us down).
-                    await asyncio.sleep(0)
+                # drain() does not yield while the buffer has room: without
+                # this, 1,000 sessions held every session's timers for 100 ms
+                # and more (peers declared us down).
+                if n % SHOW_BATCH == 0 and await turn.pause():
                     now = self.daemon.now()
-                    turn.begin()
             while True:
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -543,7 +540,6 @@ class ControlServer:
         at = sent = 0
         turn = self.daemon.turn()
         while at < len(peers):
-            turn.begin()
             now = self.daemon.now()
             parts: list[str] = []
             while at < len(peers):
@@ -555,6 +551,7 @@ class ControlServer:
             sent += len(parts)
             await self._send(client, writer, (head + ", ".join(parts)).encode())
             await asyncio.sleep(0)
+            turn.begin()
         waiting = [_waiting_info(spec) for spec in self.daemon.waiting.values()]
         if waiting:
             chunk = ", ".join(json.dumps(w) for w in waiting)

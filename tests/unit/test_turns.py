@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiobfd.engine.turns import TURN_BUDGET_US, Turn
 
 
@@ -55,3 +57,26 @@ def test_the_budget_is_the_callers() -> None:
     clock = Clock()
     turn = Turn(clock, lambda: None, budget_us=10_000)
     assert steps_in_a_turn(turn, clock, 1_000) == 10
+
+
+def test_a_turn_is_begun_when_made() -> None:
+    clock = Clock()
+    turn = Turn(clock, lambda: None)
+    clock.now += TURN_BUDGET_US // 2
+    assert not turn.over()
+    clock.now += TURN_BUDGET_US // 2 + 1
+    assert turn.over()
+
+
+async def test_pause_yields_only_when_the_turn_is_over_and_begins_the_next() -> None:
+    clock = Clock()
+    turn = Turn(clock, lambda: None)
+    ran: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.call_soon(ran.append, "other")
+    clock.now += 100
+    assert not await turn.pause() and ran == []  # room left: no yield
+    clock.now += TURN_BUDGET_US
+    assert await turn.pause() and ran == ["other"]  # over: the loop ran the rest
+    clock.now += 100
+    assert not turn.over()  # the next turn began at the yield

@@ -10,11 +10,13 @@ millisecond's wait pushed the last of them past 5 ms late.
 A :class:`Turn` ends when its budget is spent or when one more step, as long
 as the last one took, would run into the daemon's next wake-up, whichever
 comes first.  The first step of a turn always runs, so the work goes on
-whatever the timers do.
+whatever the timers do.  A turn begins when the Turn is made; :meth:`Turn.pause`
+after each step yields to the loop when the turn is over and begins the next.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 #: The longest one turn of background work holds the loop, in microseconds.
@@ -22,8 +24,9 @@ TURN_BUDGET_US = 1_000
 
 
 class Turn:
-    """The clock of one piece of background work: :meth:`begin` a turn,
-    :meth:`over` after each step (True: yield to the loop now)."""
+    """The clock of one piece of background work, its first turn begun:
+    :meth:`pause` after each step (or :meth:`over`, and :meth:`begin` the
+    next turn after yielding)."""
 
     __slots__ = ("_clock", "_end", "_last", "_next_wakeup", "budget_us")
 
@@ -38,6 +41,7 @@ class Turn:
         self.budget_us = budget_us
         self._end = 0
         self._last = 0
+        self.begin()
 
     def begin(self) -> None:
         """A new turn of the loop: its budget starts now."""
@@ -56,3 +60,12 @@ class Turn:
         step = now - self._last
         self._last = now
         return now + step > self._end
+
+    async def pause(self) -> bool:
+        """After a step: when this turn is over, yield to the loop and begin
+        the next one (True: it yielded)."""
+        if not self.over():
+            return False
+        await asyncio.sleep(0)
+        self.begin()
+        return True

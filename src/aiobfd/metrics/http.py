@@ -623,15 +623,9 @@ class MetricsServer:
         assert loop is not None
         deadline = loop.time() + self.limits.write_timeout_s
         turn = self.collector.daemon.turn()
-        turn.begin()
-        first = True
-        for chunk in _chunked(pieces, SEND_CHUNK):
-            if not first and turn.over():
-                await asyncio.sleep(0)
-                if loop.time() > deadline:
-                    raise _SlowClient
-                turn.begin()
-            first = False
+        for n, chunk in enumerate(_chunked(pieces, SEND_CHUNK)):
+            if n and await turn.pause() and loop.time() > deadline:
+                raise _SlowClient
             view = memoryview(chunk)
             while view:
                 try:
@@ -670,13 +664,10 @@ class MetricsServer:
 
             out: list[str] = []
             turn = self.collector.daemon.turn()
-            turn.begin()
             for _ in self.collector.render_steps(out):
                 emit("".join(out).encode())
                 out.clear()
-                if turn.over():
-                    await asyncio.sleep(0)
-                    turn.begin()
+                await turn.pause()
             emit("".join(out).encode())
             emit(generate_latest(self.process))
             if packer is not None:
