@@ -117,3 +117,49 @@ async def test_transmissions_alone_come_after_the_drain(
     log.clear()
     wake._on_wakeup()
     assert log == [("read", "later"), ("detect", "later"), ("drain", "")]
+
+
+class PeriodicSession(ScriptedSession):
+    """Up and quiet: the same packet every 50 ms."""
+
+    def periodic_packet(self, now: int) -> bytes | None:
+        assert self.next_tx_us is not None and now >= self.next_tx_us
+        self.next_tx_us = now + 50_000
+        return b"packet"
+
+
+class SentTo:
+    """A session's transmit socket: what went out on it."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(data)
+        return len(data)
+
+
+async def test_every_periodic_transmission_counts_once_with_its_lateness(
+    wakeup: tuple[Wakeup, Log, Clock],
+) -> None:
+    """Transmissions served at one look at the clock are recorded together
+    (a run of equal lateness); each still counts once, with its own."""
+    wake, _, now = wakeup
+    sockets = []
+    for i, instant in enumerate([1_000_000] * 5 + [1_000_100] * 2):
+        sock = SentTo()
+        sockets.append(sock)
+        p = Peer(
+            cast(Any, f"p{i}"),
+            cast(Any, PeriodicSession(tx=instant)),
+            cast(Any, sock),
+            cast(Any, None),
+        )
+        p.connected = True
+        wake.arm(p)
+    now[0] = 1_000_300
+    wake._on_wakeup()
+    assert [s.sent for s in sockets] == [[b"packet"]] * 7
+    lateness = wake.timing.tx_lateness
+    assert (lateness.total, lateness.sum_us, lateness.max_us) == (7, 5 * 300 + 2 * 200, 300)
+    assert dict(lateness.cumulative())[250e-6] == 2

@@ -184,3 +184,28 @@ def test_ten_thousand_sessions_at_1_s_are_served_within_5_ms() -> None:
             s.add(aligned_transmission(at, low, high, rng, grid, s), n)
         busy_until = done
     assert worst < 5 * MS
+
+
+def test_the_instant_last_joined_is_forgotten_once_it_is_taken_out() -> None:
+    """The schedule keeps the items of the instant last listed at hand (a
+    cohort moving on together joins it without a lookup); once that instant
+    is taken out, compacted away or cleared, nothing joins it any more."""
+    rng = random.Random(1)
+    s: Schedule[int] = Schedule(cohort_max=4)
+    s.add(50, 1)
+    s.add(50, 2)  # joins the instant at hand
+    assert s.pop_earliest() == (50, [1, 2])
+    assert s.pick(0, 100, rng) is None  # not the popped instant
+    assert s.add(50, 3)  # a new instant again, with a list of its own
+    assert s.items_at(50) == [3]
+    s.add(60, 4)
+    s.compact(lambda _instant, item: item != 4)
+    assert s.pick(0, 100, rng) == 50  # 60 went with its only item
+    s.add(50, 5)
+    assert s.items_at(50) == [3, 5]
+    s.compact(lambda _instant, item: item == 5)
+    s.add(50, 6)  # the instant at hand is the compacted list
+    assert s.items_at(50) == [5, 6]
+    s.clear()
+    assert s.pick(0, 100, rng) is None
+    assert s.add(50, 7) and s.items_at(50) == [7]

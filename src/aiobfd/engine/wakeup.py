@@ -263,20 +263,36 @@ class Wakeup:
         # A Detection Time armed (most often none is): look at the clock more
         # often, so that it is not kept waiting behind a burst.
         detect_pending = bool(self._detect_instants)
-        served = 0
+        until_check = DUE_CHECK if detect_pending else BURST_SLICE
+        # The periodic packets' lateness, recorded once for a run of equal
+        # values: the sessions of a cohort, served between two looks at the
+        # clock, are all as late as one another.
+        late_run = late_count = 0
         schedule_add = schedule.add
+        pop = work.popleft
         while work:
-            deadline, peer = work.popleft()
+            deadline, peer = pop()
             if peer.timer_at != deadline:
                 continue
             session = peer.session
-            at = now if now > deadline else deadline
+            if now > deadline:
+                at = now
+                late = now - deadline
+            else:
+                at = deadline
+                late = 0
             # The steady state: the same packet again (None: not that case,
             # or a Detection Time has come), sent with the others of the
             # slice (below), back to back.
             data = session.periodic_packet(at)
             if data is not None:
-                tx_lateness.record(at - deadline)
+                if late == late_run:
+                    late_count += 1
+                else:
+                    if late_count:
+                        tx_lateness.record_many(late_run, late_count)
+                    late_run = late
+                    late_count = 1
                 outgoing.append((peer, data))
                 tx = session.next_tx_us
                 detect = session.detect_deadline_us
@@ -310,11 +326,11 @@ class Wakeup:
                     if detect is not None and detect <= at:
                         detect_lateness.record(at - detect)
                 elif deadline == session.next_tx_us:
-                    tx_lateness.record(at - deadline)
+                    tx_lateness.record(late)
                 peer.timer_at = None
                 self._flush(peer, at)  # runs the timer that is due, sends, re-arms
-            served += 1
-            if work and (served % BURST_SLICE == 0 or (detect_pending and served % DUE_CHECK == 0)):
+            until_check -= 1
+            if not until_check and work:
                 now = self._clock()
                 earliest = schedule.earliest()
                 if earliest is not None and earliest <= now + EARLY_WAKEUP_US:
@@ -327,12 +343,16 @@ class Wakeup:
                     self._take_due(limit, due)
                     due.extend(work)
                     work = due
+                    pop = work.popleft
                     detect_pending = bool(self._detect_instants)
                 elif len(outgoing) >= BURST_SLICE:
                     send_batch(outgoing)
                     outgoing = []
+                until_check = DUE_CHECK if detect_pending else BURST_SLICE
         if outgoing:
             send_batch(outgoing)
+        if late_count:
+            tx_lateness.record_many(late_run, late_count)
 
     def _take_due(self, limit: int, work: deque[tuple[int, Peer]]) -> None:
         """Move every (deadline, peer) due by ``limit`` from the schedule to

@@ -48,18 +48,25 @@ class Schedule(Generic[T]):
         """The instants of ``_due``, ascending."""
         self._last: int | None = None
         """The instant an item was last listed at (see :meth:`pick`)."""
+        self._last_items: list[T] = []
+        """The items listed at ``_last`` (while that is not None)."""
 
     def __len__(self) -> int:
         return len(self._instants)
 
     def add(self, instant: int, item: T) -> bool:
         """List ``item`` at ``instant``; True if the instant is new."""
+        if instant == self._last:
+            # The instant the one before joined: a cohort moving on together.
+            self._last_items.append(item)
+            return False
         self._last = instant
         items = self._due.get(instant)
         if items is not None:
             items.append(item)
+            self._last_items = items
             return False
-        self._due[instant] = [item]
+        self._last_items = self._due[instant] = [item]
         insort(self._instants, instant)
         return True
 
@@ -72,6 +79,8 @@ class Schedule(Generic[T]):
     def pop_earliest(self) -> tuple[int, list[T]]:
         """Remove the earliest instant and return it with its items."""
         instant = self._instants.pop(0)
+        if instant == self._last:
+            self._last = None
         return instant, self._due.pop(instant)
 
     def pick(self, earliest: int, latest: int, rng: RandomSource) -> int | None:
@@ -86,10 +95,12 @@ class Schedule(Generic[T]):
         outgrew :data:`COHORT_MAX`.
         """
         last = self._last
-        if last is not None and earliest <= last < latest:
-            items = self._due.get(last)
-            if items is not None and len(items) < self.cohort_max:
-                return last
+        if (
+            last is not None
+            and earliest <= last < latest
+            and len(self._last_items) < self.cohort_max
+        ):
+            return last
         instants = self._instants
         lo = bisect_left(instants, earliest)
         hi = bisect_left(instants, latest, lo)
@@ -112,8 +123,15 @@ class Schedule(Generic[T]):
                 due[at] = kept
         self._due = due
         self._instants = sorted(due)
+        if self._last is not None:
+            last_items = due.get(self._last)
+            if last_items is None:
+                self._last = None
+            else:
+                self._last_items = last_items
 
     def clear(self) -> None:
         self._due.clear()
         self._instants.clear()
         self._last = None
+        self._last_items = []

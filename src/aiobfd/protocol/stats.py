@@ -49,6 +49,19 @@ class LatencyHistogram:
         if value_us > self.max_us:
             self.max_us = value_us
 
+    def record_many(self, value_us: int, count: int) -> None:
+        """Record ``value_us`` ``count`` times (a cohort served at one instant
+        is as late as a whole: one call instead of one a session)."""
+        if count <= 0:
+            return
+        if value_us < 0:
+            value_us = 0
+        self.counts[bisect_left(self.bounds_us, value_us)] += count
+        self.total += count
+        self.sum_us += value_us * count
+        if value_us > self.max_us:
+            self.max_us = value_us
+
     def cumulative(self) -> list[tuple[float, int]]:
         """(upper bound in seconds, cumulative count) pairs, +Inf last."""
         out: list[tuple[float, int]] = []
