@@ -265,6 +265,87 @@ async def test_a_reload_changes_thousands_of_sessions_in_place_a_slice_at_a_time
     assert pair.stall_s < 0.05, pair.stall_s
 
 
+def spying_final_pass(app: Application, monkeypatch: pytest.MonkeyPatch) -> list[set[Any]]:
+    """The keys each reload's final pass is given to look at again."""
+    seen: list[set[Any]] = []
+    daemon = app.daemon
+    real = daemon.apply_config_to
+
+    def spy(wanted: Any, keys: set[Any]) -> dict[str, list[str]]:
+        seen.append(set(keys))
+        return real(wanted, keys)
+
+    monkeypatch.setattr(daemon, "apply_config_to", spy)
+    return seen
+
+
+def key_of(daemon: Daemon, remote: str) -> Any:
+    return next(k for k, p in daemon.peers.items() if p.spec.remote == remote)
+
+
+async def test_peer_commands_between_the_slices_are_undone_by_the_final_pass_alone(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aiobfdctl peer ...` between a reload's slices (here at its first
+    yield, once the first peers are compared): the final pass restores what
+    the file says, and looks at those sessions only, not at all 601."""
+    app, daemon = pair.app, pair.app.daemon
+    (tmp_path / "a.toml").write_text(config_text(peers=600))
+    await app.reload_async()
+    seen = spying_final_pass(app, monkeypatch)
+    begin = daemon.begin_journal
+    loop = asyncio.get_running_loop()
+    stranger = PeerSpec("127.3.0.1", "127.0.0.1", socket.AF_INET, session=FAST)
+
+    def meddle() -> None:
+        shut = key_of(daemon, "127.1.0.1")
+        daemon.peers[shut].runtime = True  # as `peer shutdown` does
+        daemon.disable(shut)
+        daemon.remove_peer(key_of(daemon, "127.1.0.2"))  # `peer del`
+        daemon.add_peer(stranger).runtime = True  # `peer add`
+
+    def begin_and_meddle() -> None:
+        begin()
+        loop.call_soon(meddle)
+
+    monkeypatch.setattr(daemon, "begin_journal", begin_and_meddle)
+    summary = await app.reload_async()
+    assert (summary["added"], summary["removed"], summary["changed"]) == (
+        ["127.1.0.2"],
+        ["127.3.0.1"],
+        ["127.1.0.1"],
+    )
+    assert len(summary["unchanged"]) == 599
+    assert not {"127.1.0.1", "127.1.0.2"} & set(summary["unchanged"])
+    assert len(seen) == 1 and len(seen[0]) == 3
+    assert len(daemon.peers) == 601 and stranger.key not in daemon.peers
+    restored = daemon.peers[key_of(daemon, "127.1.0.1")]
+    assert restored.session.state is not State.ADMIN_DOWN and not restored.runtime
+    assert key_of(daemon, "127.1.0.2") in daemon.peers
+    await asyncio.sleep(0.2)
+    pair.check()
+
+
+async def test_a_reload_leaves_its_final_pass_nothing_of_its_own(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sessions a reload adds, removes and changes in its slices are what
+    the file says already: its final pass is given none of them."""
+    app = pair.app
+    path = tmp_path / "a.toml"
+    path.write_text(config_text(peers=600))
+    seen = spying_final_pass(app, monkeypatch)
+    summary = await app.reload_async()
+    assert len(summary["added"]) == 600
+    path.write_text(config_text(peers=300, interval_ms=2000))
+    summary = await app.reload_async()
+    assert (len(summary["removed"]), len(summary["changed"])) == (300, 300)
+    assert summary["unchanged"] == ["127.0.0.2"]
+    assert seen == [set(), set()]
+    await asyncio.sleep(0.2)
+    pair.check(max_gap_ms=125)
+
+
 async def test_a_fifo_as_key_file_is_refused_at_reload_at_once(pair: Pair, tmp_path: Path) -> None:
     fifo = tmp_path / "bfd.key"
     os.mkfifo(fifo)

@@ -136,6 +136,9 @@ class Daemon:
         self._arm = self.wakeup.arm
         self.waiting: dict[PeerKey, PeerSpec] = {}
         """Configured sessions whose local address is not on this host yet."""
+        self._journal: set[PeerKey] | None = None
+        """While a reload runs in slices: the keys of sessions added, removed
+        or changed meanwhile by anything else (see :meth:`begin_journal`)."""
         self.links = Links(self.peers, self.waiting, self._path_changed, self._retry_waiting)
         """Link and address events: a session's path down or up (see aiobfd.engine.links)."""
         self.drain = Drain(self.peers, self._report, self.disable, self.enable)
@@ -336,6 +339,7 @@ class Daemon:
             self.admission.adopt(peer)
         listener.users += 1
         self.peers[key] = peer
+        self._touched(key)
         receive.session_added(peer)
         # A dynamic session's creation is logged by admission, within its budget.
         log.log(
@@ -365,6 +369,7 @@ class Daemon:
                 spec.local,
             )
         self.waiting[spec.key] = spec
+        self._touched(spec.key)
         return None
 
     def _retry_waiting(self, key: PeerKey) -> None:
@@ -372,6 +377,7 @@ class Daemon:
         spec = self.waiting.pop(key, None)
         if spec is None or key in self.peers:
             return
+        self._touched(key)
         try:
             self.add_peer(spec)
         except OSError as exc:
@@ -444,6 +450,7 @@ class Daemon:
             tx_instants=self.wakeup.tx_instants if self.align_tx else None,
         )
         self.peers[spec.key] = peer
+        self._touched(spec.key)
         log.info(
             "session %s created: unaffiliated echo, local discriminator %d",
             spec.display_remote(),
@@ -482,6 +489,7 @@ class Daemon:
         The AdminDown goes out at once and twice more 50 ms apart, as on
         shutdown, so one lost packet does not turn the goodbye into a timeout.
         """
+        self._touched(key)
         self.waiting.pop(key, None)
         self.links.reasons.pop(key, None)
         self.drain.forget(key)
@@ -537,6 +545,7 @@ class Daemon:
         if self.peers.get(key) is not peer:
             return
         del self.peers[key]
+        self._touched(key)
         self._close_peer(peer)
         self._report(peer, SessionRemoved(self._clock()))
 
@@ -555,22 +564,85 @@ class Daemon:
 
     def disable(self, key: PeerKey) -> None:
         peer = self.peers[key]
+        self._touched(key)
         now = self._clock()
         peer.session.disable(now)
         self.flush(peer, now)
 
     def enable(self, key: PeerKey) -> None:
         peer = self.peers[key]
+        self._touched(key)
         now = self._clock()
         peer.session.enable(now)
         self.flush(peer, now)
 
     def set_timers(self, key: PeerKey, **timers: int | None) -> None:
         peer = self.peers[key]
+        self._touched(key)
         now = self._clock()
         peer.session.set_timers(now, **timers)
         self.receive.holdoff_changed()
         self.flush(peer, now)
+
+    # ---------------------------------------------------------------- reload
+
+    def begin_journal(self) -> None:
+        """A reload begins that applies its file a slice per loop turn: from
+        now on, note every session added, removed or changed otherwise
+        (``aiobfdctl peer ...``, a local address that came, an unsolicited
+        session), so that its final pass (:meth:`apply_config_to`) looks at
+        those again, not at every session."""
+        self._journal = set()
+
+    def end_journal(self) -> set[PeerKey]:
+        """Stop noting (see :meth:`begin_journal`); the keys noted."""
+        keys, self._journal = self._journal or set(), None
+        return keys
+
+    def applied(self, key: PeerKey) -> None:
+        """The reload itself just made ``key``'s session what its file says:
+        nothing to look at again for it, unless something changes it later."""
+        if self._journal is not None:
+            self._journal.discard(key)
+
+    def look_again(self, key: PeerKey) -> None:
+        """The reload's final pass must look at ``key``'s session again."""
+        self._touched(key)
+
+    def _touched(self, key: PeerKey) -> None:
+        if self._journal is not None:
+            self._journal.add(key)
+
+    def apply_config_to(
+        self, wanted: dict[PeerKey, PeerSpec], keys: set[PeerKey]
+    ) -> dict[str, list[str]]:
+        """:meth:`apply_config` for the sessions of ``keys`` only (``wanted``:
+        the whole file's peers by key): a reload's final pass after its slices,
+        for what changed meanwhile (:meth:`end_journal`).  Waiting sessions the
+        file no longer has are dropped too."""
+        for key in [k for k in self.waiting if k not in wanted]:
+            del self.waiting[key]
+        running = self.peers
+        summary: dict[str, list[str]] = {"added": [], "removed": [], "changed": [], "unchanged": []}
+        for key in keys:
+            peer = running.get(key)
+            spec = wanted.get(key)
+            if spec is None:
+                if peer is not None and not peer.dynamic:
+                    summary["removed"].append(peer.spec.display_remote())
+                    self.remove_peer(key)
+                continue
+            if peer is None:
+                self.add_or_wait(spec)
+                summary["added"].append(spec.display_remote())
+                continue
+            ((_, _, changed),) = reconcile.compare(running, [spec])
+            if changed:
+                self.change_peer(peer, spec)
+                summary["changed"].append(spec.display_remote())
+            else:
+                summary["unchanged"].append(spec.display_remote())
+        return summary
 
     def apply_config(self, specs: list[PeerSpec]) -> dict[str, list[str]]:
         """Make the running sessions match ``specs`` (a reload), without flaps.
@@ -603,6 +675,7 @@ class Daemon:
     def change_peer(self, peer: Peer, spec: PeerSpec) -> None:
         """Change a running session to ``spec`` in place (a reload's change),
         or replace it when its sockets must change."""
+        self._touched(spec.key)
         if (peer.spec.echo is None) != (spec.echo is None) or peer.spec.device != spec.device:
             # A Control session becomes an echo session or the reverse, or its
             # sockets must be bound to another device: a new one.

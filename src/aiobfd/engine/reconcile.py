@@ -51,7 +51,8 @@ def compare(
     A running peer is unchanged when its spec is equal and nothing changed it
     at run time (``aiobfdctl peer ...``): what the file says replaces that.  An
     unchanged peer takes the new spec object, which is equal: comparing it
-    again (the reload's final pass) is then a matter of identities.
+    again (a full pass, :meth:`~aiobfd.engine.Daemon.apply_config`) is then a
+    matter of identities.
     """
     out: list[tuple[PeerSpec, Peer | None, bool]] = []
     for spec in specs:
