@@ -141,6 +141,8 @@ class Application:
         self._stop_requested = False
         self._reload_requested = False
         self._reload_lock = asyncio.Lock()
+        self._reader: reload_reader.ReaderHost | None = None
+        """The reloads' reader, forked at start (see aiobfd.reload_reader)."""
         """One reload at a time (SIGHUP and the control socket)."""
         self._sighup_task: asyncio.Task[None] | None = None
         self._sighup_again = False
@@ -184,6 +186,15 @@ class Application:
         except fdlimit.FileLimitError as exc:
             raise StartError(str(exc)) from None
         self.daemon.receive.limit_sockets(fit.receive_sockets)
+        if self._reload_from is not None:
+            # Before the sessions exist: forking the daemon later stops its
+            # loop for milliseconds (see aiobfd.reload_reader).
+            try:
+                self._reader = reload_reader.ReaderHost.start(
+                    self._reload_from, descriptor_need, self.settings
+                )
+            except OSError as exc:
+                log.warning("no reader process (%s): each reload forks one", exc)
         try:
             await self.daemon.start()
         except OSError as exc:
@@ -267,6 +278,9 @@ class Application:
             await self.control.close()
         if self._running:  # a failed Daemon.start() has closed what it opened
             self.daemon.close()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self.notifier.close()
         loop = asyncio.get_running_loop()
         for sig in _SIGNALS:
@@ -302,12 +316,7 @@ class Application:
         """:meth:`reload_async` under its lock: read, check, fit and apply."""
         running = self.settings
         try:
-            read = await reload_reader.read_in_child(
-                reload_from,
-                lambda new: descriptor_need(new, running),
-                RELOAD_READ_TIMEOUT_S,
-                running.peers,
-            )
+            read = await self._read(reload_from, running)
             new = read.settings
             fit = _fitted(read.measured)
         except ConfigError as exc:
@@ -327,6 +336,37 @@ class Application:
         # sessions it adds need their descriptors for transmit sockets.
         self.daemon.receive.limit_sockets(fit.receive_sockets)
         return await self._apply_in_slices(new)
+
+    async def _read(
+        self, reload_from: Callable[[], Settings], running: Settings
+    ) -> reload_reader.Read[DescriptorNeed]:
+        """A reading of the file in another process: the reader host's while it
+        knows ``running``, else a child forked for it."""
+        reader = self._reader
+        if reader is not None and not reader.serves(running):
+            # A configuration the host did not read is in force (reload()):
+            # its positions would not be ours.
+            log.info(
+                "the reader process does not know the running configuration: each reload forks one"
+            )
+            reader.close()
+        if reader is not None and reader.alive:
+            try:
+                return await reader.read(running, RELOAD_READ_TIMEOUT_S)
+            except reload_reader.ReadFailed:
+                if reader.alive:
+                    raise  # a bug in the reading, which the host logged
+                # The host itself failed: a child of its own, this once too.
+            finally:
+                if not reader.alive:
+                    log.warning("the reader process was given up: each reload forks one")
+        self._reader = None
+        return await reload_reader.read_in_child(
+            reload_from,
+            lambda new: descriptor_need(new, running),
+            RELOAD_READ_TIMEOUT_S,
+            running.peers,
+        )
 
     def reload(self) -> dict[str, list[str]]:
         """Re-read the configuration and make the sessions match it, all or nothing.

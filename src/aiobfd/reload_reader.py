@@ -18,6 +18,18 @@ peers too (a fork's copy), so a peer equal to one of them is written as that
 peer's position, and the loop takes its own object back: of a 10,000-peer file
 that changes one peer, one spec is pickled and unpickled instead of 10,000
 (0.19 s of the loop's time here, and 0.12 s of the child's).
+
+Forking the daemon stops its loop while the kernel copies the page tables of
+its heap and its descriptor table: 4-13 ms with 9,000 sessions
+(bench/reload_costs.py), and every page the loop writes to afterwards faults
+once.  So the daemon forks a :class:`ReaderHost` at start, before it opens a
+session, and asks it to read at each reload: a small process, forked while the
+daemon was small, that keeps the configuration the daemon runs (the one it
+started with, then each one the host read and the daemon applied) and writes
+positions into it as the reader forked at reload time does.  The daemon says
+with each request whether it applied the host's last reading; when what it
+runs is not what the host knows (a reload read otherwise) or the host failed,
+the host is given up and each reload forks its own reader, as before.
 """
 
 from __future__ import annotations
@@ -25,12 +37,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copyreg
+import ctypes
 import dataclasses
+import functools
 import io
 import logging
 import os
 import pickle
 import signal
+import socket
 import struct
 import sys
 from collections.abc import Callable
@@ -158,20 +173,25 @@ def _child_nice() -> int:
     return nice if _realtime() else min(nice + CHILD_NICE, MAX_NICE)
 
 
-def _child(
-    read: Callable[[], Settings],
-    measure: Callable[[Settings], Any],
-    running: tuple[PeerSpec, ...],
-    nice: int,
-    out: int,
-) -> None:
-    """The child's whole life: read, measure, write the result, nothing else."""
+def _quiet(nice: int) -> None:
+    """In a child of the daemon: the daemon's signals and wake-up are not its
+    business; it runs at ``nice``."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_DFL)
     with contextlib.suppress(ValueError, OSError):
         signal.set_wakeup_fd(-1)  # the loop's: not this process's business
     with contextlib.suppress(OSError):  # lower than the daemon's needs no privilege
         os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
+def _reading(
+    read: Callable[[], Settings],
+    measure: Callable[[Settings], Any],
+    running: tuple[PeerSpec, ...],
+) -> tuple[bytes, Settings | None]:
+    """Read, measure and encode the result (framed messages); the settings read
+    (None: an error, encoded as such)."""
+    settings: Settings | None = None
     try:
         settings = read()
         measured = measure(settings)
@@ -180,11 +200,25 @@ def _child(
         messages = [_dumps(head)]
         messages += [_dumps(chunk) for chunk in _chunks(peers, running)]
     except ConfigError as exc:
+        settings = None
         messages = [pickle.dumps(("config", str(exc)))]
     except Exception as exc:  # a bug: its traceback goes to the log from here
+        settings = None
         log.exception("reading the configuration failed")
         messages = [pickle.dumps(("error", f"{type(exc).__name__}: {exc}"))]
-    data = b"".join(_LENGTH.pack(len(m)) + m for m in messages)
+    return b"".join(_LENGTH.pack(len(m)) + m for m in messages), settings
+
+
+def _child(
+    read: Callable[[], Settings],
+    measure: Callable[[Settings], Any],
+    running: tuple[PeerSpec, ...],
+    nice: int,
+    out: int,
+) -> None:
+    """The child's whole life: read, measure, write the result, nothing else."""
+    _quiet(nice)
+    data, _ = _reading(read, measure, running)
     view = memoryview(data)
     while view:
         view = view[os.write(out, view) :]
@@ -261,7 +295,12 @@ async def read_in_child(
         loop.remove_reader(inlet)
         os.close(inlet)
         _reap(pid, loop)
-    frames = _frames(bytes(received))
+    return await _decode(_frames(bytes(received)), running)
+
+
+async def _decode(frames: list[bytes], running: tuple[PeerSpec, ...]) -> Read[Any]:
+    """The reader's messages as a :class:`Read`, a chunk of peers a loop turn
+    (a position as the running peer there); ConfigError, ReadFailed."""
     if not frames:
         raise ReadFailed("the reading process ended without a result")
     kind, *rest = pickle.loads(frames[0])
@@ -275,3 +314,216 @@ async def read_in_child(
         await asyncio.sleep(0)  # one chunk a turn
         peers.extend(running[item] if type(item) is int else item for item in pickle.loads(frame))
     return Read(dataclasses.replace(head, peers=tuple(peers)), measured)
+
+
+#: What the daemon asks of its reader host: read, the last reading applied
+#: (or not: the host keeps what it had).
+_READ_APPLIED = b"A"
+_READ_NOT_APPLIED = b"N"
+#: prctl(2): the host goes when the daemon goes, killed or not
+#: (PR_SET_PDEATHSIG), and is named for what it does in ps and top (PR_SET_NAME).
+_PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+HOST_NAME = b"aiobfd-reader"
+
+
+def _as_host() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        libc.prctl(_PR_SET_NAME, ctypes.c_char_p(HOST_NAME), 0, 0, 0)
+
+
+def _measured(
+    measure: Callable[[Settings, Settings], Any], running: Settings, new: Settings
+) -> Any:
+    return measure(new, running)
+
+
+def _log_fds() -> set[int]:
+    """The descriptors the log handlers write to."""
+    fds: set[int] = set()
+    for logger in (logging.getLogger(), log):
+        for handler in logger.handlers:
+            stream = getattr(handler, "stream", None)
+            with contextlib.suppress(Exception):
+                fds.add(stream.fileno())  # type: ignore[union-attr]
+            sock = getattr(handler, "socket", None)  # syslog
+            with contextlib.suppress(Exception):
+                fds.add(sock.fileno())  # type: ignore[union-attr]
+    return fds
+
+
+def _close_inherited(keep: set[int]) -> None:
+    """Close every descriptor above stderr but ``keep``: a long-lived child
+    must not hold the daemon's (its loop's, its sockets') open."""
+    low = 3
+    for fd in sorted(fd for fd in keep if fd >= low):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+def _host(
+    read: Callable[[], Settings],
+    measure: Callable[[Settings, Settings], Any],
+    running: Settings,
+    nice: int,
+    sock: socket.socket,
+) -> None:
+    """The reader host's whole life: a reading for each request, until the
+    daemon closes its end."""
+    _quiet(nice)
+    _as_host()
+    _close_inherited({sock.fileno(), *_log_fds()})
+    sock.setblocking(True)
+    candidate: Settings | None = None
+    while True:
+        try:
+            request = sock.recv(1)
+        except InterruptedError:
+            continue
+        except OSError:
+            return
+        if not request:
+            return  # the daemon is gone, or gave this host up
+        if request == _READ_APPLIED and candidate is not None:
+            running = candidate
+        data, candidate = _reading(
+            read, functools.partial(_measured, measure, running), running.peers
+        )
+        try:
+            sock.sendall(data + _LENGTH.pack(0))  # an empty message: the end
+        except OSError:
+            return
+
+
+class ReaderHost:
+    """The daemon's reader for its reloads, forked at start (see the module
+    docstring).  :meth:`read` as :func:`read_in_child` reads, while
+    :meth:`serves` the configuration the daemon runs; given up (:attr:`alive`
+    False) on a timeout or a failure of its own."""
+
+    def __init__(self, pid: int, sock: socket.socket, running: Settings) -> None:
+        self.pid = pid
+        self._sock = sock
+        self._running = running
+        """What the host takes for the running configuration (the daemon's object)."""
+        self._candidate: Settings | None = None
+        """The host's last reading, as the daemon decoded it."""
+        self.alive = True
+
+    @classmethod
+    def start(
+        cls,
+        read: Callable[[], Settings],
+        measure: Callable[[Settings, Settings], Any],
+        running: Settings,
+    ) -> ReaderHost:
+        """Fork the host; ``measure(new, running)`` runs there with each reading.
+        OSError when it cannot be forked."""
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
+            with contextlib.suppress(Exception):
+                stream.flush()
+        nice = _child_nice()
+        ours, theirs = socket.socketpair()
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
+        if pid == 0:  # the host
+            try:
+                ours.close()
+                _host(read, measure, running, nice, theirs)
+            finally:
+                os._exit(0)
+        theirs.close()
+        ours.setblocking(False)
+        return cls(pid, ours, running)
+
+    def serves(self, running: Settings) -> bool:
+        """Whether the host knows ``running`` as the configuration in force."""
+        return self.alive and (running is self._running or running is self._candidate)
+
+    async def read(self, running: Settings, timeout_s: float) -> Read[Any]:
+        """Ask the host for a reading of the file, ``running`` being in force
+        (it :meth:`serves` it); as :func:`read_in_child`."""
+        assert self.serves(running)
+        applied = self._candidate is not None and running is self._candidate
+        self._running, self._candidate = running, None
+        loop = asyncio.get_running_loop()
+        try:
+            self._sock.send(_READ_APPLIED if applied else _READ_NOT_APPLIED)
+        except OSError as exc:
+            self.close()
+            raise ReadFailed(f"the reader process is gone ({exc})") from None
+        received = bytearray()
+        frames: list[bytes] = []
+        finished: asyncio.Future[None] = loop.create_future()
+        fd = self._sock.fileno()
+
+        def on_readable() -> None:
+            for _ in range(16):
+                try:
+                    data = self._sock.recv(READ_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    data = b""
+                    log.debug("reader process: %s", exc)
+                if not data:
+                    if not finished.done():
+                        finished.set_exception(ReadFailed("the reader process ended"))
+                    loop.remove_reader(fd)
+                    return
+                received.extend(data)
+                if _ends(received) and not finished.done():
+                    finished.set_result(None)
+                    loop.remove_reader(fd)
+                    return
+
+        loop.add_reader(fd, on_readable)
+        try:
+            await asyncio.wait_for(finished, timeout_s)
+        except BaseException:
+            self.close()  # a reading left half-way: the host is no use any more
+            raise
+        finally:
+            if self.alive:
+                loop.remove_reader(fd)
+        frames = _frames(bytes(received))[:-1]
+        result = await _decode(frames, running.peers)
+        self._candidate = result.settings
+        return result
+
+    def close(self) -> None:
+        """Give the host up: it is killed and collected."""
+        if not self.alive:
+            return
+        self.alive = False
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        self._sock.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)  # killed: at once
+            return
+        _reap(self.pid, loop)
+
+
+def _ends(buffer: bytearray) -> bool:
+    """Whether ``buffer`` holds whole messages, the last one empty (the end)."""
+    at = 0
+    while at + _LENGTH.size <= len(buffer):
+        (size,) = _LENGTH.unpack_from(buffer, at)
+        at += _LENGTH.size
+        if size == 0:
+            return at == len(buffer)
+        at += size
+    return False

@@ -169,11 +169,13 @@ NEVER_PEER = f'[[peers]]\nremote = "{NEVER}"\nlocal = "127.0.0.1"'
 
 
 async def test_a_resolver_that_never_answers_fails_the_reload_not_the_loop(
+    silent_resolver: threading.Event,
     pair: Pair,
     tmp_path: Path,
-    silent_resolver: threading.Event,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # (The resolver is silenced before the daemon starts, and with it the
+    # process that reads its reloads.)
     app = pair.app
     first = app.settings
     (tmp_path / "a.toml").write_text(config_text(NEVER_PEER))
@@ -344,6 +346,39 @@ async def test_a_reload_leaves_its_final_pass_nothing_of_its_own(
     assert seen == [set(), set()]
     await asyncio.sleep(0.2)
     pair.check(max_gap_ms=125)
+
+
+async def test_reloads_are_read_by_the_process_forked_at_start(
+    pair: Pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon does not fork at a reload (its loop would stand still while
+    the kernel copies it): the reader forked at start reads, reload after
+    reload. A configuration it did not read (the synchronous reload()) puts it
+    out of use: a reload forks its own reader again."""
+    app = pair.app
+    path = tmp_path / "a.toml"
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counting_fork() -> int:
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", counting_fork)
+    path.write_text(config_text(peers=50))
+    assert len((await app.reload_async())["added"]) == 50
+    path.write_text(config_text(peers=40))
+    summary = await app.reload_async()
+    assert len(summary["removed"]) == 10 and len(summary["unchanged"]) == 41
+    assert forks == []
+    path.write_text(config_text(peers=30))
+    app.reload()
+    path.write_text(config_text(peers=20))
+    summary = await app.reload_async()
+    assert len(summary["removed"]) == 10 and len(summary["unchanged"]) == 21
+    assert forks == [1]
+    await asyncio.sleep(0.2)
+    pair.check()
 
 
 async def test_a_fifo_as_key_file_is_refused_at_reload_at_once(pair: Pair, tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ import asyncio
 import dataclasses
 import itertools
 import os
+import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,109 @@ async def test_the_child_reads_below_the_daemon_unless_the_loop_is_real_time(
     )
     expected = ours if realtime else min(ours + reload_reader.CHILD_NICE, reload_reader.MAX_NICE)
     assert result.measured == expected
+
+
+# ------------------------------------------------------------ the reader host
+
+
+def gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists()
+
+
+async def until_gone(pid: int) -> bool:
+    for _ in range(100):  # reaped shortly after the kill: no zombie left
+        if gone(pid):
+            return True
+        await asyncio.sleep(0.02)
+    return gone(pid)
+
+
+def counted_file(path: Path) -> Callable[[], Settings]:
+    """A reading of ``path``: how many peers; "hang" hangs."""
+
+    def read() -> Settings:
+        text = path.read_text()
+        if text == "hang":
+            time.sleep(60)
+        return settings_of(int(text))
+
+    return read
+
+
+def in_force(new: Settings, running: Settings) -> tuple[int, int]:
+    """Measured in the host: who measured, and how many peers it takes for running."""
+    return os.getpid(), len(running.peers)
+
+
+async def test_the_host_reads_each_reload_against_the_configuration_in_force(
+    tmp_path: Path,
+) -> None:
+    """Forked once, the host keeps what the daemon runs: its start, then each
+    reading the daemon says it applied; a running peer comes back as the
+    daemon's own object, whichever reading made it."""
+    path = tmp_path / "peers"
+    start = settings_of(3)
+    host = reload_reader.ReaderHost.start(counted_file(path), in_force, start)
+    try:
+        path.write_text("5")
+        first = await host.read(start, 10)
+        assert first.measured == (host.pid, 3) and host.pid != os.getpid()
+        assert Path(f"/proc/{host.pid}/comm").read_text().strip() == "aiobfd-reader"
+        assert first.settings == settings_of(5)
+        assert all(a is b for a, b in zip(first.settings.peers, start.peers, strict=False))
+        assert host.serves(start) and host.serves(first.settings)
+        # Not applied (refused, say): the next reading is against the start still.
+        path.write_text("4")
+        second = await host.read(start, 10)
+        assert second.measured == (host.pid, 3)
+        assert [
+            p is q for p, q in zip(second.settings.peers, first.settings.peers, strict=False)
+        ] == [
+            True,
+            True,
+            True,
+            False,
+        ]
+        assert not host.serves(first.settings)
+        # Applied: the next reading is against it.
+        path.write_text("6")
+        third = await host.read(second.settings, 10)
+        assert third.measured == (host.pid, 4)
+        assert all(
+            a is b for a, b in zip(third.settings.peers, second.settings.peers, strict=False)
+        )
+        assert third.settings.peers[3] is second.settings.peers[3]
+        # An error leaves what is in force as it was.
+        path.write_text("not a number")
+        with pytest.raises(reload_reader.ReadFailed, match="ValueError"):
+            await host.read(second.settings, 10)
+        assert host.alive and host.serves(second.settings)
+    finally:
+        host.close()
+    assert not host.alive and await until_gone(host.pid)
+
+
+async def test_a_host_that_takes_too_long_is_killed_and_given_up(tmp_path: Path) -> None:
+    path = tmp_path / "peers"
+    path.write_text("hang")
+    start = settings_of(1)
+    host = reload_reader.ReaderHost.start(counted_file(path), in_force, start)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(TimeoutError):
+        await host.read(start, 0.5)
+    assert loop.time() - began < 2
+    assert not host.alive and not host.serves(start)
+    assert await until_gone(host.pid)
+
+
+async def test_a_host_that_died_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "peers"
+    path.write_text("1")
+    start = settings_of(1)
+    host = reload_reader.ReaderHost.start(counted_file(path), in_force, start)
+    os.kill(host.pid, signal.SIGKILL)
+    with pytest.raises(reload_reader.ReadFailed, match="reader process"):
+        await host.read(start, 10)
+    assert not host.alive
+    assert await until_gone(host.pid)
