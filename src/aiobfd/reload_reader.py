@@ -29,7 +29,11 @@ started with, then each one the host read and the daemon applied) and writes
 positions into it as the reader forked at reload time does.  The daemon says
 with each request whether it applied the host's last reading; when what it
 runs is not what the host knows (a reload read otherwise) or the host failed,
-the host is given up and each reload forks its own reader, as before.
+the host is given up and each reload forks its own reader, as before.  A
+lookup the resolver never answered keeps its thread in the host, as one of
+``aiobfdctl peer add`` does in the daemon; at
+:data:`~aiobfd.config.addresses.MAX_STUCK_LOOKUPS` of them names are refused
+at once until the resolver answers.
 """
 
 from __future__ import annotations
@@ -460,7 +464,6 @@ class ReaderHost:
             self.close()
             raise ReadFailed(f"the reader process is gone ({exc})") from None
         received = bytearray()
-        frames: list[bytes] = []
         finished: asyncio.Future[None] = loop.create_future()
         fd = self._sock.fileno()
 

@@ -198,11 +198,14 @@ async def test_a_resolver_that_never_answers_fails_the_reload_not_the_loop(
     assert app.settings is first and len(app.daemon.peers) == 1
 
     # The same by SIGHUP: the handler returns at once, the log has the outcome.
+    caplog.clear()
     with caplog.at_level(logging.ERROR, logger="aiobfd"):
         os.kill(os.getpid(), signal.SIGHUP)
         await wait_until(lambda: "reload refused" in caplog.text, timeout=5)
     assert f"cannot resolve '{NEVER}'" in caplog.text
     assert app.settings is first
+    # Both read by the process forked at start, the lookups left waiting there.
+    assert app._reader is not None and app._reader.alive
     pair.check()
     assert pair.stall_s < 0.05, pair.stall_s
 
