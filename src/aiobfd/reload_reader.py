@@ -63,11 +63,12 @@ from .protocol.session import SessionConfig
 log = logging.getLogger("aiobfd")
 
 #: Peers pickled together: one chunk is unpickled a loop turn (256 new
-#: specs in about 5 ms; a running peer's position costs next to nothing, and
-#: :data:`CHUNK_ITEMS` of them go in one chunk).
-CHUNK_PEERS = 256
-#: Items (new specs and positions of running ones) in one chunk at most.
-CHUNK_ITEMS = 8192
+#: specs took about 5 ms, 64 a little over one; a running peer's position
+#: costs far less, and :data:`CHUNK_ITEMS` of them go in one chunk).
+CHUNK_PEERS = 64
+#: Items (new specs and positions of running ones) in one chunk at most
+#: (8,192 positions took the loop 2-3 ms, more right after a fork).
+CHUNK_ITEMS = 1024
 #: The child's niceness, added to the daemon's (unless the loop runs at
 #: real-time priority: see :func:`_child_nice`).
 CHILD_NICE = 10

@@ -100,11 +100,16 @@ def test_a_chunk_holds_few_new_specs_and_many_positions() -> None:
     )
     chunks = reload_reader._chunks(new, running)
     specs = [[item for item in chunk if not isinstance(item, int)] for chunk in chunks]
-    assert [len(c) for c in specs] == [256, 44]
+    most = reload_reader.CHUNK_PEERS
+    assert [len(c) for c in specs] == [most] * (300 // most) + [300 % most]
     assert [item for chunk in chunks for item in chunk if isinstance(item, int)] == list(
         range(0, 600, 2)
     )
     assert len(reload_reader._chunks(running, running)) == 1  # 600 positions, one chunk
+    many = reload_reader.CHUNK_ITEMS
+    assert [len(c) for c in reload_reader._chunks(running * 4, running)] == [many] * (
+        2400 // many
+    ) + [2400 % many]
 
 
 async def test_a_configuration_error_is_raised_here_with_its_message() -> None:

@@ -10,7 +10,7 @@ opens and closes what has to be.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from ..config import PeerSpec
@@ -34,13 +34,15 @@ def changes(running: Mapping[PeerKey, Peer], specs: list[PeerSpec]) -> Changes:
     """Sort ``specs`` against the ``running`` peers: :func:`removed` and
     :func:`compare` (which a caller may run a slice at a time)."""
     wanted = {spec.key: spec for spec in specs}
-    return Changes(removed(running, wanted), compare(running, list(wanted.values())))
+    return Changes(removed(running.items(), wanted), compare(running, list(wanted.values())))
 
 
-def removed(running: Mapping[PeerKey, Peer], wanted: Mapping[PeerKey, PeerSpec]) -> list[Peer]:
-    """Running peers that ``wanted`` no longer has.  Dynamic (unsolicited)
-    sessions are not the file's business."""
-    return [p for k, p in running.items() if k not in wanted and not p.dynamic]
+def removed(
+    running: Iterable[tuple[PeerKey, Peer]], wanted: Mapping[PeerKey, PeerSpec]
+) -> list[Peer]:
+    """Running peers (key and peer) that ``wanted`` no longer has.  Dynamic
+    (unsolicited) sessions are not the file's business."""
+    return [p for k, p in running if k not in wanted and not p.dynamic]
 
 
 def compare(
