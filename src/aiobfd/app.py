@@ -145,9 +145,9 @@ class Application:
         self._stop_requested = False
         self._reload_requested = False
         self._reload_lock = asyncio.Lock()
+        """One reload at a time (SIGHUP and the control socket)."""
         self._reader: reload_reader.ReaderHost | None = None
         """The reloads' reader, forked at start (see aiobfd.reload_reader)."""
-        """One reload at a time (SIGHUP and the control socket)."""
         self._sighup_task: asyncio.Task[None] | None = None
         self._sighup_again = False
         """A SIGHUP came while a reload was under way: read the file once more."""
