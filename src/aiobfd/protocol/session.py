@@ -46,8 +46,8 @@ from .packet import (
 from .timers import (
     RandomSource,
     SharedInstants,
+    aligned_transmission,
     detection_time,
-    grid_transmission,
     jitter_bounds,
     transmit_interval,
     tx_grid,
@@ -864,14 +864,9 @@ class Session:
             low, high = jitter_bounds(interval, mult)
             grid = tx_grid(interval, mult) if self.align_tx else 0
             self._jitter_window = window = (interval, mult, self.align_tx, low, high, grid)
-        # aligned_transmission, its common case inline (the packet path): the
-        # instant the session before in the cohort took.
-        shared = self.tx_instants
-        if shared is not None:
-            at = shared.pick(last_us + window[3], last_us + window[4], self._rng)
-            if at is not None:
-                return at
-        return grid_transmission(last_us, window[3], window[4], self._rng, window[5], shared)
+        return aligned_transmission(
+            last_us, window[3], window[4], self._rng, window[5], self.tx_instants
+        )
 
     def _emit(self, now: int, *, final: bool = False) -> None:
         """Queue one Control packet reflecting the current state (RFC 5880 §6.8.7)."""

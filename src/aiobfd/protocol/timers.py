@@ -110,19 +110,6 @@ def aligned_transmission(
         at = shared.pick(last_us + low_us, last_us + high_us, rng)
         if at is not None:
             return at
-    return grid_transmission(last_us, low_us, high_us, rng, grid_us, shared)
-
-
-def grid_transmission(
-    last_us: int,
-    low_us: int,
-    high_us: int,
-    rng: RandomSource,
-    grid_us: int,
-    shared: SharedInstants | None,
-) -> int:
-    """:func:`aligned_transmission` once no shared instant had room: a point of
-    the grid, or of a finer one (see there)."""
     at = next_transmission(last_us, low_us, high_us, rng, grid_us)
     if shared is None:
         return at
