@@ -416,10 +416,9 @@ class Application:
         daemon.begin_journal()
         try:
             done, unchanged = await self._apply_slices(wanted, specs)
-            final = _FinalPass(wanted, daemon.end_journal(), unchanged)
         finally:
-            daemon.end_journal()
-        return self._apply(new, done, final)
+            touched = daemon.end_journal()
+        return self._apply(new, done, _FinalPass(wanted, touched, unchanged))
 
     async def _apply_slices(
         self, wanted: dict[PeerKey, PeerSpec], specs: list[PeerSpec]

@@ -229,6 +229,21 @@ def _child(
         view = view[os.write(out, view) :]
 
 
+def _fork(life: Callable[[], None]) -> int:
+    """Fork a child of the daemon that runs ``life`` and exits (it never
+    returns there); its pid.  OSError when it cannot be forked."""
+    for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
+        with contextlib.suppress(Exception):
+            stream.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            life()
+        finally:
+            os._exit(0)
+    return pid
+
+
 def _reap(pid: int, loop: asyncio.AbstractEventLoop, tries: int = 50) -> None:
     """Collect the child's exit status (it is exiting), trying again a little later."""
     try:
@@ -254,23 +269,19 @@ async def read_in_child(
     the child met; TimeoutError after ``timeout_s`` (the child is killed).
     """
     loop = asyncio.get_running_loop()
-    for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
-        with contextlib.suppress(Exception):
-            stream.flush()
     nice = _child_nice()
     inlet, outlet = os.pipe()
+
+    def child() -> None:
+        os.close(inlet)
+        _child(read, measure, running, nice, outlet)
+
     try:
-        pid = os.fork()
+        pid = _fork(child)
     except OSError:
         os.close(inlet)
         os.close(outlet)
         raise
-    if pid == 0:  # the child
-        try:
-            os.close(inlet)
-            _child(read, measure, running, nice, outlet)
-        finally:
-            os._exit(0)
     os.close(outlet)
     os.set_blocking(inlet, False)
     received = bytearray()
@@ -427,23 +438,19 @@ class ReaderHost:
     ) -> ReaderHost:
         """Fork the host; ``measure(new, running)`` runs there with each reading.
         OSError when it cannot be forked."""
-        for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
-            with contextlib.suppress(Exception):
-                stream.flush()
         nice = _child_nice()
         ours, theirs = socket.socketpair()
+
+        def host() -> None:
+            ours.close()
+            _host(read, measure, running, nice, theirs)
+
         try:
-            pid = os.fork()
+            pid = _fork(host)
         except OSError:
             ours.close()
             theirs.close()
             raise
-        if pid == 0:  # the host
-            try:
-                ours.close()
-                _host(read, measure, running, nice, theirs)
-            finally:
-                os._exit(0)
         theirs.close()
         ours.setblocking(False)
         return cls(pid, ours, running)
