@@ -307,7 +307,7 @@ def test_has_what_the_engine_reads_of_a_session() -> None:
     assert session.auth is None
     assert session.required_min_rx_us == 0  # keeps echo out of the receive hold-off
     assert session.min_rx_ttl == 254
-    assert session.receive_repeat(b"x", 0) is False
+    assert session.receive_repeat(b"x", 0) is None
     assert session.arrived_later(5) is False
 
 

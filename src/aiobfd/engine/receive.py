@@ -414,13 +414,13 @@ class Receive:
         (attach_min_ttl_filter)."""
         arm = self._arm
         for peer, data in got:
-            session = peer.session
-            if session.receive_repeat(data, floor):
+            timer = peer.session.receive_repeat(data, floor)
+            if timer is not None:
                 # The common case: the peer said exactly what it said last
                 # time; only the Detection Time moved (mostly past the next
                 # transmission, which keeps the peer's place in the schedule).
                 peer.rx_accepted_read = by
-                if session.get_timer() != peer.timer_at:
+                if timer != peer.timer_at:
                     arm(peer)
             else:
                 self._take_full(peer, data, floor)

@@ -341,9 +341,9 @@ class EchoSession:
         self._detect_us = self.config.detect_mult * self.transmit_interval_us
         self.detect_deadline_us = now + self._detect_us
 
-    def receive_repeat(self, raw: bytes, now: int) -> bool:
+    def receive_repeat(self, raw: bytes, now: int) -> int | None:
         """Control sessions' shortcut for a repeated packet: never taken here."""
-        return False
+        return None
 
     def arrived_later(self, at: int) -> bool:
         """The last packet taken came back at ``at``, later than counted:

@@ -168,6 +168,7 @@ class Session:
     __slots__ = (  # noqa: RUF023
         "next_tx_us",
         "detect_deadline_us",
+        "_steady",
         "state",
         "poll_active",
         "auth",
@@ -233,11 +234,17 @@ class Session:
         """Opaque identity given by the owner (the peer), for its own bookkeeping."""
         self._rng = rng
         self.align_tx = align_tx
-        """Draw periodic transmissions from a shared time grid (timers.tx_grid)."""
+        """Draw periodic transmissions from a shared time grid (timers.tx_grid).
+        Set before the session runs: periodic_packet keeps the grid it found."""
         self.tx_instants: SharedInstants | None = None
         """Instants other sessions transmit at, to join one inside the jitter window."""
         self.auth = Authenticator(config.auth, rng) if config.auth is not None else None
         self._events: deque[Event] = deque()
+        self._steady = False
+        """periodic_packet's conditions held when it last looked, and nothing
+        but the fast paths (periodic_packet, receive_repeat, arrived_later)
+        and the outputs' getters ran since: every other public method clears
+        it first, so they need not be looked at again (see periodic_packet)."""
         self._tx_key: tuple[object, ...] = ()
         self._tx_bytes = b""
         self._outbox: list[bytes] = []
@@ -347,6 +354,7 @@ class Session:
         :class:`PacketError` if the packet must be discarded; the session is
         then unchanged apart from its drop counter.
         """
+        self._steady = False
         self._rx_last = b""
         if self.state is State.ADMIN_DOWN:
             self._drop(DropReason.SESSION_ADMIN_DOWN)
@@ -426,10 +434,10 @@ class Session:
             self._rx_last_rx_us = rx
             self._rx_last_detect_us = detect
 
-    def receive_repeat(self, raw: bytes, now: int) -> bool:
+    def receive_repeat(self, raw: bytes, now: int) -> int | None:
         """Take a datagram byte-identical to the last packet received, if it can
-        change nothing but the Detection Time; False: decode it and call
-        :meth:`receive`.
+        change nothing but the Detection Time, and return the session's next
+        deadline (:meth:`get_timer`); None: decode it and call :meth:`receive`.
 
         A peer that is Up and quiet sends the same bytes every interval; this
         is their path.  It holds only while the state, the Required Min RX in
@@ -437,23 +445,24 @@ class Session:
         when that packet was processed in full (any packet that is not taken
         here resets it).
         """
+        tx = self.next_tx_us
         if (
             raw != self._rx_last
             or not raw
             or self.state is not self._rx_last_state
             or self.poll_active
             or self._rx_in_force_us != self._rx_last_rx_us
-            or self.next_tx_us is None
+            or tx is None
             or self.auth is not None
         ):
-            return False
+            return None
         self.counters.packets_in += 1
         last = self.last_rx_us
         if last is not None and self.state is State.UP and now - last > self.max_rx_gap_us:
             self.max_rx_gap_us = now - last
         self.last_rx_us = now
-        self.detect_deadline_us = now + self._rx_last_detect_us
-        return True
+        self.detect_deadline_us = detect = now + self._rx_last_detect_us
+        return tx if tx < detect else detect
 
     def arrived_later(self, at: int) -> bool:
         """The last packet taken came at ``at``, later than the time it was
@@ -477,32 +486,45 @@ class Session:
         packet and schedule the next one, with no queue in between.  None:
         not that case; the caller runs :meth:`handle_timer` and takes the
         outputs as usual.
+
+        Those conditions are looked at once; while nothing but this and the
+        other fast paths runs (``_steady``), only the deadlines are.
         """
         tx = self.next_tx_us
+        if tx is None or now < tx:
+            return None
         detect = self.detect_deadline_us
-        if (
-            tx is None
-            or now < tx
-            or (detect is not None and now >= detect)
-            or self.poll_active
-            or self.auth is not None
-            or self._outbox
-            or self._events
-            # §6.8.7: transmission allowed (see _periodic_tx_allowed).
-            or not self.remote_discr
-            or not self.remote_min_rx_us
-            or self.remote_demand_mode
-        ):
+        if detect is not None and now >= detect:
             return None
-        if self._tx_key != self._contents(0):
-            return None
+        if not self._steady:
+            if (
+                self.poll_active
+                or self.auth is not None
+                or self._outbox
+                or self._events
+                # §6.8.7: transmission allowed (see _periodic_tx_allowed).
+                or not self.remote_discr
+                or not self.remote_min_rx_us
+                or self.remote_demand_mode
+                or self._tx_key != self._contents(0)
+            ):
+                return None
+            self._steady = True
+            self.next_tx_us = self._next_periodic_tx(now)  # brings the window up to date
+        else:
+            # The jitter window cached as the interval and Detect Mult are now
+            # (only methods that clear _steady change them).
+            window = self._jitter_window
+            self.next_tx_us = aligned_transmission(
+                now, window[3], window[4], self._rng, window[5], self.tx_instants
+            )
         self.last_tx_us = now
         self.counters.packets_out += 1
-        self.next_tx_us = self._next_periodic_tx(now)
         return self._tx_bytes
 
     def handle_timer(self, now: int) -> None:
         """Run whatever deadlines have passed at ``now``."""
+        self._steady = False
         detect = self.detect_deadline_us
         if detect is not None and now >= detect:
             self._detection_timeout(now)
@@ -516,12 +538,14 @@ class Session:
 
     def disable(self, now: int, diag: Diag = Diag.ADMINISTRATIVELY_DOWN) -> None:
         """RFC 5880 §6.8.16: take the session administratively down."""
+        self._steady = False
         if self.state is State.ADMIN_DOWN:
             return
         self._set_state(State.ADMIN_DOWN, diag, now)
 
     def enable(self, now: int) -> None:
         """Leave AdminDown: the session starts over from Down."""
+        self._steady = False
         if self.state is not State.ADMIN_DOWN:
             return
         self._set_state(State.DOWN, Diag.NO_DIAGNOSTIC, now)
@@ -540,6 +564,7 @@ class Session:
         transmit interval and a decrease of our receive interval take effect
         only when it ends, so neither side can time out in between.
         """
+        self._steady = False
         cfg = self.config
         tx = cfg.desired_min_tx_us if desired_min_tx_us is None else desired_min_tx_us
         rx = cfg.required_min_rx_us if required_min_rx_us is None else required_min_rx_us
@@ -556,11 +581,13 @@ class Session:
 
     def attach_echo(self, echo: EchoFunction, now: int) -> None:
         """Own ``echo`` (its constructor calls this): it runs from now on."""
+        self._steady = False
         self.echo = echo
         echo.sync(now)
 
     def detach_echo(self, now: int) -> None:
         """No Echo function any more (a reload turned it off)."""
+        self._steady = False
         echo = self.echo
         if echo is None:
             return
@@ -572,6 +599,7 @@ class Session:
     def set_echo_rx(self, value_us: int, now: int) -> None:
         """Advertise another Required Min Echo RX Interval (0: not willing);
         a Poll Sequence tells the remote at once (RFC 5880 §6.5)."""
+        self._steady = False
         if value_us == self.required_min_echo_rx_us:
             return
         self.config = replace(self.config, required_min_echo_rx_us=value_us)
@@ -581,16 +609,19 @@ class Session:
 
     def echo_rescheduled(self, now: int) -> None:
         """Our Echo function's deadlines moved (it tells us): say so to the owner."""
+        self._steady = False
         self._events.append(EchoRescheduled(now))
 
     def echo_active_changed(self, now: int) -> None:
         """Our Echo function started or stopped: RFC 5880 §6.8.3, "When the
         Echo function is active, a system SHOULD set bfd.RequiredMinRxInterval
         to a value of not less than one second", through a Poll Sequence."""
+        self._steady = False
         self._set_required_min_rx(self._wanted_rx_us(), now)
 
     def echo_failed(self, now: int, detect_time_us: int) -> None:
         """RFC 5880 §6.8.5: our echo packets stopped coming back: Down, diag 2."""
+        self._steady = False
         if self.state is State.UP or self.state is State.INIT:
             self._set_state(State.DOWN, Diag.ECHO_FUNCTION_FAILED, now, detect_time_us)
 
@@ -604,6 +635,7 @@ class Session:
         remote is forgotten as on a timeout (§6.8.1) and nothing is sent until
         :meth:`path_up`: packets could not leave anyway.  AdminDown stays
         AdminDown (quiet too)."""
+        self._steady = False
         if self.path_is_down:
             return
         self.path_is_down = True
@@ -628,6 +660,7 @@ class Session:
     def path_up(self, now: int) -> None:
         """The path is back (interface up, local address present): the session
         starts again from Down, its first packet at once."""
+        self._steady = False
         if not self.path_is_down:
             return
         self.path_is_down = False
@@ -646,11 +679,13 @@ class Session:
         """Queue one packet at once, outside the schedule (the AdminDown burst
         on shutdown).  A passive session that never heard its peer stays quiet,
         and so does a session whose path is down."""
+        self._steady = False
         if (self.remote_discr == 0 and self.config.passive) or self.path_is_down:
             return
         self._emit(now)
 
     def set_passive(self, passive: bool, now: int) -> None:
+        self._steady = False
         self.config = replace(self.config, passive=passive)
         self._update_tx_schedule(now, interval_changed=False)
 
@@ -668,6 +703,7 @@ class Session:
         drop our packets until it is reconfigured too: RFC 5880 §6.7.1 has no
         way to negotiate it.
         """
+        self._steady = False
         self.config = replace(self.config, auth=config)
         if config is None:
             self.auth = None
