@@ -298,3 +298,37 @@ def test_a_detection_timeout_ends_the_fast_paths_trust() -> None:
     assert twins.full.state is State.DOWN
     twins.quiet(8)
     assert twins.full.state is State.UP
+
+
+#: Session's public methods that may leave the fast paths' trust standing:
+#: the fast paths themselves, the outputs' getters (taking outputs only makes
+#: a session quieter) and counting a drop.
+_TRUSTING = {
+    "get_timer",
+    "datagrams_to_send",
+    "next_event",
+    "has_output",
+    "receive_repeat",
+    "arrived_later",
+    "periodic_packet",
+    "reject",
+}
+
+
+def test_every_other_public_method_ends_the_trust_first() -> None:
+    """A method added to Session later must call _unsteady first (or be named
+    above): the property and the calls above only try the methods they know."""
+    import ast
+    import inspect
+    import textwrap
+
+    for name, member in vars(Session).items():
+        if name.startswith("_") or name in _TRUSTING or not inspect.isfunction(member):
+            continue
+        (fn,) = ast.parse(textwrap.dedent(inspect.getsource(member))).body
+        assert isinstance(fn, ast.FunctionDef)
+        body = fn.body
+        if ast.get_docstring(fn) is not None:
+            body = body[1:]
+        first = ast.unparse(body[0])
+        assert first == "self._unsteady()", f"Session.{name} begins with {first!r}"

@@ -174,9 +174,7 @@ class Session:
         "auth",
         "counters",
         "_rx_last",
-        "_rx_last_state",
         "_rx_in_force_us",
-        "_rx_last_rx_us",
         "last_rx_us",
         "max_rx_gap_us",
         "_rx_last_detect_us",
@@ -243,17 +241,16 @@ class Session:
         self._steady = False
         """periodic_packet's conditions held when it last looked, and nothing
         but the fast paths (periodic_packet, receive_repeat, arrived_later)
-        and the outputs' getters ran since: every other public method clears
-        it first, so they need not be looked at again (see periodic_packet)."""
+        and the outputs' getters ran since: every other public method calls
+        :meth:`_unsteady` first, so they need not be looked at again."""
         self._tx_key: tuple[object, ...] = ()
         self._tx_bytes = b""
         self._outbox: list[bytes] = []
         self.counters = SessionCounters()
         # The last packet received, kept while repeating it would change
-        # nothing but the Detection Time (see receive_repeat).
+        # nothing but the Detection Time (see receive_repeat): until a public
+        # method other than the fast paths runs (_unsteady).
         self._rx_last = b""
-        self._rx_last_state = State.DOWN
-        self._rx_last_rx_us = 0
         self._rx_last_detect_us = 0
         # (interval, detect mult, aligned) -> jitter bounds and grid, cached.
         self._jitter_window: tuple[int, int, bool, int, int, int] = (0, 0, False, 0, 0, 0)
@@ -354,8 +351,7 @@ class Session:
         :class:`PacketError` if the packet must be discarded; the session is
         then unchanged apart from its drop counter.
         """
-        self._steady = False
-        self._rx_last = b""
+        self._unsteady()
         if self.state is State.ADMIN_DOWN:
             self._drop(DropReason.SESSION_ADMIN_DOWN)
         auth = self.auth
@@ -430,8 +426,6 @@ class Session:
             and not self.poll_active
         ):
             self._rx_last = raw
-            self._rx_last_state = self.state
-            self._rx_last_rx_us = rx
             self._rx_last_detect_us = detect
 
     def receive_repeat(self, raw: bytes, now: int) -> int | None:
@@ -440,21 +434,14 @@ class Session:
         deadline (:meth:`get_timer`); None: decode it and call :meth:`receive`.
 
         A peer that is Up and quiet sends the same bytes every interval; this
-        is their path.  It holds only while the state, the Required Min RX in
-        force, the Poll Sequence and periodic transmission are as they were
-        when that packet was processed in full (any packet that is not taken
-        here resets it).
+        is their path.  The last packet is kept only when it was processed in
+        full with no Poll Sequence, no authentication, periodic transmission
+        running and nothing to reschedule, and only until anything else runs
+        (:meth:`_unsteady`): the state, the Required Min RX in force and the
+        rest are as they were then.
         """
         tx = self.next_tx_us
-        if (
-            raw != self._rx_last
-            or not raw
-            or self.state is not self._rx_last_state
-            or self.poll_active
-            or self._rx_in_force_us != self._rx_last_rx_us
-            or tx is None
-            or self.auth is not None
-        ):
+        if raw != self._rx_last or not raw or tx is None:
             return None
         self.counters.packets_in += 1
         last = self.last_rx_us
@@ -476,6 +463,13 @@ class Session:
         self.detect_deadline_us = detect + (at - last)
         self.last_rx_us = at
         return True
+
+    def _unsteady(self) -> None:
+        """Something may change what the fast paths trust (every public method
+        but them and the outputs' getters calls this first): periodic_packet
+        looks at its conditions again, and the next packet goes the full way."""
+        self._steady = False
+        self._rx_last = b""
 
     def periodic_packet(self, now: int) -> bytes | None:
         """The common case of :meth:`handle_timer`, for the transmit path.
@@ -524,7 +518,7 @@ class Session:
 
     def handle_timer(self, now: int) -> None:
         """Run whatever deadlines have passed at ``now``."""
-        self._steady = False
+        self._unsteady()
         detect = self.detect_deadline_us
         if detect is not None and now >= detect:
             self._detection_timeout(now)
@@ -538,14 +532,14 @@ class Session:
 
     def disable(self, now: int, diag: Diag = Diag.ADMINISTRATIVELY_DOWN) -> None:
         """RFC 5880 §6.8.16: take the session administratively down."""
-        self._steady = False
+        self._unsteady()
         if self.state is State.ADMIN_DOWN:
             return
         self._set_state(State.ADMIN_DOWN, diag, now)
 
     def enable(self, now: int) -> None:
         """Leave AdminDown: the session starts over from Down."""
-        self._steady = False
+        self._unsteady()
         if self.state is not State.ADMIN_DOWN:
             return
         self._set_state(State.DOWN, Diag.NO_DIAGNOSTIC, now)
@@ -564,7 +558,7 @@ class Session:
         transmit interval and a decrease of our receive interval take effect
         only when it ends, so neither side can time out in between.
         """
-        self._steady = False
+        self._unsteady()
         cfg = self.config
         tx = cfg.desired_min_tx_us if desired_min_tx_us is None else desired_min_tx_us
         rx = cfg.required_min_rx_us if required_min_rx_us is None else required_min_rx_us
@@ -581,13 +575,13 @@ class Session:
 
     def attach_echo(self, echo: EchoFunction, now: int) -> None:
         """Own ``echo`` (its constructor calls this): it runs from now on."""
-        self._steady = False
+        self._unsteady()
         self.echo = echo
         echo.sync(now)
 
     def detach_echo(self, now: int) -> None:
         """No Echo function any more (a reload turned it off)."""
-        self._steady = False
+        self._unsteady()
         echo = self.echo
         if echo is None:
             return
@@ -599,7 +593,7 @@ class Session:
     def set_echo_rx(self, value_us: int, now: int) -> None:
         """Advertise another Required Min Echo RX Interval (0: not willing);
         a Poll Sequence tells the remote at once (RFC 5880 §6.5)."""
-        self._steady = False
+        self._unsteady()
         if value_us == self.required_min_echo_rx_us:
             return
         self.config = replace(self.config, required_min_echo_rx_us=value_us)
@@ -609,19 +603,19 @@ class Session:
 
     def echo_rescheduled(self, now: int) -> None:
         """Our Echo function's deadlines moved (it tells us): say so to the owner."""
-        self._steady = False
+        self._unsteady()
         self._events.append(EchoRescheduled(now))
 
     def echo_active_changed(self, now: int) -> None:
         """Our Echo function started or stopped: RFC 5880 §6.8.3, "When the
         Echo function is active, a system SHOULD set bfd.RequiredMinRxInterval
         to a value of not less than one second", through a Poll Sequence."""
-        self._steady = False
+        self._unsteady()
         self._set_required_min_rx(self._wanted_rx_us(), now)
 
     def echo_failed(self, now: int, detect_time_us: int) -> None:
         """RFC 5880 §6.8.5: our echo packets stopped coming back: Down, diag 2."""
-        self._steady = False
+        self._unsteady()
         if self.state is State.UP or self.state is State.INIT:
             self._set_state(State.DOWN, Diag.ECHO_FUNCTION_FAILED, now, detect_time_us)
 
@@ -635,11 +629,10 @@ class Session:
         remote is forgotten as on a timeout (§6.8.1) and nothing is sent until
         :meth:`path_up`: packets could not leave anyway.  AdminDown stays
         AdminDown (quiet too)."""
-        self._steady = False
+        self._unsteady()
         if self.path_is_down:
             return
         self.path_is_down = True
-        self._rx_last = b""
         self.detect_deadline_us = None
         self.next_tx_us = None
         self.remote_discr = 0
@@ -660,7 +653,7 @@ class Session:
     def path_up(self, now: int) -> None:
         """The path is back (interface up, local address present): the session
         starts again from Down, its first packet at once."""
-        self._steady = False
+        self._unsteady()
         if not self.path_is_down:
             return
         self.path_is_down = False
@@ -679,13 +672,13 @@ class Session:
         """Queue one packet at once, outside the schedule (the AdminDown burst
         on shutdown).  A passive session that never heard its peer stays quiet,
         and so does a session whose path is down."""
-        self._steady = False
+        self._unsteady()
         if (self.remote_discr == 0 and self.config.passive) or self.path_is_down:
             return
         self._emit(now)
 
     def set_passive(self, passive: bool, now: int) -> None:
-        self._steady = False
+        self._unsteady()
         self.config = replace(self.config, passive=passive)
         self._update_tx_schedule(now, interval_changed=False)
 
@@ -703,7 +696,7 @@ class Session:
         drop our packets until it is reconfigured too: RFC 5880 §6.7.1 has no
         way to negotiate it.
         """
-        self._steady = False
+        self._unsteady()
         self.config = replace(self.config, auth=config)
         if config is None:
             self.auth = None
