@@ -63,10 +63,10 @@ from typing import Any
 
 from . import fsm
 from .constants import MAX_DETECT_MULT, MAX_INTERVAL_US, SLOW_TX_INTERVAL_US
-from .errors import DropReason, LocalProtocolError, PacketError
+from .errors import DropReason, LocalProtocolError
 from .events import Event, StateChanged
 from .packet import ControlPacket, Diag, State, encode
-from .session import Session, SessionCounters
+from .session import Session, SessionCounters, SessionOutputs
 from .timers import RandomSource, SharedInstants, aligned_transmission, jitter_bounds, tx_grid
 
 #: RFC 5881 §4: echo packets go to this UDP port.
@@ -126,21 +126,15 @@ class EchoConfig:
         return False
 
 
-class EchoSession:
+class EchoSession(SessionOutputs):
     """The protocol state of one unaffiliated echo session; see the module docstring."""
 
     __slots__ = (  # noqa: RUF023
-        "next_tx_us",
-        "detect_deadline_us",
         "state",
-        "counters",
-        "last_rx_us",
         "last_tx_us",
         "max_rx_gap_us",
         "_tx_key",
         "_tx_bytes",
-        "_outbox",
-        "_events",
         "_frame",
         "_jitter_window",
         "_rng",
@@ -197,7 +191,7 @@ class EchoSession:
         self.remote_desired_min_tx_us = 0
         self.created_at_us = now
         self.last_state_change_us = now
-        self.last_rx_us: int | None = None
+        self.last_rx_us = None
         self.last_tx_us: int | None = None
         self.max_rx_gap_us = 0
         """Largest gap between two packets that came back while Up."""
@@ -205,10 +199,8 @@ class EchoSession:
         self._floor_us = 0
         """The shortest interval allowed (an RFC 5880 echo function: the
         remote's Required Min Echo RX Interval; 0 here)."""
-        self.detect_deadline_us: int | None = None
-        """When the Detection Time expires (None: not running)."""
-        self.next_tx_us: int | None = now
-        """When the next packet is due (None: none, in AdminDown)."""
+        self.detect_deadline_us = None
+        self.next_tx_us = now  # None in AdminDown
 
     # ------------------------------------------------------------------ views
 
@@ -267,31 +259,6 @@ class EchoSession:
         sessions out of the receive hold-off, a matter of Control sessions)."""
         return 0
 
-    # ---------------------------------------------------------------- outputs
-
-    def get_timer(self) -> int | None:
-        """The earliest deadline at which :meth:`handle_timer` must run, or None."""
-        tx = self.next_tx_us
-        detect = self.detect_deadline_us
-        if tx is None:
-            return detect
-        if detect is None or tx < detect:
-            return tx
-        return detect
-
-    def datagrams_to_send(self) -> list[bytes]:
-        """Take the framed echo packets waiting to go out."""
-        out = self._outbox
-        if out:
-            self._outbox = []
-        return out
-
-    def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
-
-    def has_output(self) -> bool:
-        return bool(self._outbox or self._events)
-
     # ----------------------------------------------------------------- inputs
 
     def set_frame(self, frame: Frame | None) -> None:
@@ -344,17 +311,6 @@ class EchoSession:
     def receive_repeat(self, raw: bytes, now: int) -> int | None:
         """Control sessions' shortcut for a repeated packet: never taken here."""
         return None
-
-    def arrived_later(self, at: int) -> bool:
-        """The last packet taken came back at ``at``, later than counted:
-        move the Detection Time on by the difference (False: not later)."""
-        last = self.last_rx_us
-        detect = self.detect_deadline_us
-        if last is None or detect is None or at <= last:
-            return False
-        self.detect_deadline_us = detect + (at - last)
-        self.last_rx_us = at
-        return True
 
     def periodic_packet(self, now: int) -> bytes | None:
         """The steady case of :meth:`handle_timer`: the packet due at ``now``,
@@ -442,17 +398,7 @@ class EchoSession:
             base = self.last_tx_us if self.last_tx_us is not None else now
             self.next_tx_us = max(now, self._next_periodic_tx(base))
 
-    def reject(self, reason: DropReason, detail: str = "") -> None:
-        """Count a packet the owner discarded for this session, and raise."""
-        self._drop(reason, detail)
-
     # -------------------------------------------------------------- internals
-
-    def _drop(self, reason: DropReason, detail: str = "") -> None:
-        counters = self.counters
-        counters.packets_dropped += 1
-        counters.drops[reason] = counters.drops.get(reason, 0) + 1
-        raise PacketError(reason, detail)
 
     def _set_state(self, new: State, diag: Diag, now: int, detect_time_us: int = -1) -> None:
         """The one place the state changes: counts, reports, reschedules."""

@@ -156,30 +156,91 @@ class EchoRescheduled(Event):
     at_us: int
 
 
-_NO_SEND = 1 << 62  # larger than any deadline, kept out of get_timer()
+class SessionOutputs:
+    """What the owner reads of a session of either kind (a Control session,
+    :class:`Session`, or an unaffiliated echo session): its two deadlines, its
+    counters, and the datagrams and events it queued (the sans-IO outputs,
+    after aioquic's ``get_timer`` / ``datagrams_to_send`` / ``next_event``)."""
+
+    # The first slots of every session: what the packet path touches most.
+    __slots__ = ("next_tx_us", "detect_deadline_us", "counters", "last_rx_us", "_outbox", "_events")  # noqa: RUF023
+
+    next_tx_us: int | None
+    """When the next periodic packet is due (None: none is).  Read-only
+    outside the session, as is ``detect_deadline_us``."""
+    detect_deadline_us: int | None
+    """When the Detection Time expires (None: not running)."""
+    counters: SessionCounters
+    last_rx_us: int | None
+    """When the last packet taken came (None: none yet)."""
+    _outbox: list[bytes]
+    _events: deque[Event]
+
+    def get_timer(self) -> int | None:
+        """The earliest deadline at which ``handle_timer`` must run, or None."""
+        tx = self.next_tx_us
+        detect = self.detect_deadline_us
+        if tx is None:
+            return detect
+        if detect is None or tx < detect:
+            return tx
+        return detect
+
+    def datagrams_to_send(self) -> list[bytes]:
+        """Take the datagrams waiting to go out."""
+        out = self._outbox
+        if out:
+            self._outbox = []
+        return out
+
+    def next_event(self) -> Event | None:
+        """Pop the oldest event, or None."""
+        return self._events.popleft() if self._events else None
+
+    def has_output(self) -> bool:
+        """Whether datagrams or events wait to be taken (see the two methods above)."""
+        return bool(self._outbox or self._events)
+
+    def arrived_later(self, at: int) -> bool:
+        """The last packet taken came at ``at``, later than the time it was
+        given with (a lower bound: the owner read it late and learnt its
+        arrival later): move the Detection Time on by the difference.
+        False if ``at`` is not later; nothing changes then."""
+        last = self.last_rx_us
+        detect = self.detect_deadline_us
+        if last is None or detect is None or at <= last:
+            return False
+        self.detect_deadline_us = detect + (at - last)
+        self.last_rx_us = at
+        return True
+
+    def reject(self, reason: DropReason, detail: str = "") -> None:
+        """Count a packet the owner discarded for this session, and raise."""
+        self._drop(reason, detail)
+
+    def _drop(self, reason: DropReason, detail: str = "") -> None:
+        counters = self.counters
+        counters.packets_dropped += 1
+        counters.drops[reason] = counters.drops.get(reason, 0) + 1
+        raise PacketError(reason, detail)
 
 
-class Session:
+class Session(SessionOutputs):
     """The protocol state of one BFD session; see the module docstring."""
 
     # A daemon holds thousands: no per-instance dict (smaller, faster attributes).
-    # Slots are laid out in this order: what every packet sent or received
-    # touches comes first, together in a few cache lines; the rest follows.
+    # Slots are laid out in this order (after SessionOutputs's): what every
+    # packet sent or received touches comes first, together in a few cache
+    # lines; the rest follows.
     __slots__ = (  # noqa: RUF023
-        "next_tx_us",
-        "detect_deadline_us",
         "_steady",
         "state",
         "poll_active",
         "auth",
-        "counters",
         "_rx_last",
         "_rx_in_force_us",
-        "last_rx_us",
         "max_rx_gap_us",
         "_rx_last_detect_us",
-        "_outbox",
-        "_events",
         "remote_discr",
         "remote_min_rx_us",
         "remote_demand_mode",
@@ -290,44 +351,16 @@ class Session:
 
         self.created_at_us = now
         self.last_state_change_us = now
-        self.last_rx_us: int | None = None
+        self.last_rx_us = None
         self.last_tx_us: int | None = None
         self.max_rx_gap_us = 0
         """Largest gap seen between two received packets while Up."""
         self._tx_interval_us = 0
-        self.next_tx_us: int | None = None
-        """When the next periodic packet is due (None: periodic TX suppressed).
-        Read-only outside this class, as is ``detect_deadline_us``."""
-        self.detect_deadline_us: int | None = None
-        """When the Detection Time expires (None: not running)."""
+        self.next_tx_us = None
+        self.detect_deadline_us = None
         self._reschedule_tx(now, immediately=True)
 
-    # ------------------------------------------------------------------ outputs
-
-    def get_timer(self) -> int | None:
-        """The earliest deadline at which :meth:`handle_timer` must run, or None."""
-        tx = self.next_tx_us
-        detect = self.detect_deadline_us
-        if tx is None:
-            return detect
-        if detect is None or tx < detect:
-            return tx
-        return detect
-
-    def datagrams_to_send(self) -> list[bytes]:
-        """Take the encoded Control packets waiting to go out."""
-        out = self._outbox
-        if out:
-            self._outbox = []
-        return out
-
-    def next_event(self) -> Event | None:
-        """Pop the oldest event, or None."""
-        return self._events.popleft() if self._events else None
-
-    def has_output(self) -> bool:
-        """Whether packets or events wait to be taken (see the two methods above)."""
-        return bool(self._outbox or self._events)
+    # -------------------------------------------------------------------- views
 
     @property
     def detection_time_us(self) -> int:
@@ -450,19 +483,6 @@ class Session:
         self.last_rx_us = now
         self.detect_deadline_us = detect = now + self._rx_last_detect_us
         return tx if tx < detect else detect
-
-    def arrived_later(self, at: int) -> bool:
-        """The last packet taken came at ``at``, later than the time it was
-        given with (a lower bound: the owner read it late and learnt its
-        arrival later): move the Detection Time on by the difference.
-        False if ``at`` is not later; nothing changes then."""
-        last = self.last_rx_us
-        detect = self.detect_deadline_us
-        if last is None or detect is None or at <= last:
-            return False
-        self.detect_deadline_us = detect + (at - last)
-        self.last_rx_us = at
-        return True
 
     def _unsteady(self) -> None:
         """Something may change what the fast paths trust (every public method
@@ -704,16 +724,6 @@ class Session:
             self.auth = Authenticator(config, self._rng)
         else:
             self.auth.set_config(config)
-
-    def reject(self, reason: DropReason, detail: str = "") -> None:
-        """Count a packet the caller discarded for this session, and raise."""
-        self._drop(reason, detail)
-
-    def _drop(self, reason: DropReason, detail: str = "") -> None:
-        counters = self.counters
-        counters.packets_dropped += 1
-        counters.drops[reason] = counters.drops.get(reason, 0) + 1
-        raise PacketError(reason, detail)
 
     def _set_state(
         self, new: State, diag: Diag, now: int, detect_time_us: int | None = None
