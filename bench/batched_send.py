@@ -109,9 +109,7 @@ class Senders:
             udp = struct.pack("!HHHH", FIRST_SOURCE_PORT + i, PORT, 8 + len(self.payload), 0)
             frame = ctypes.create_string_buffer(ip + udp + self.payload, FRAME)
             iov = _Iovec(ctypes.addressof(frame), FRAME)
-            name = ctypes.create_string_buffer(
-                struct.pack("=HH4s8x", socket.AF_INET, 0, dest), 16
-            )
+            name = ctypes.create_string_buffer(struct.pack("=HH4s8x", socket.AF_INET, 0, dest), 16)
             msg = _Mmsghdr(
                 _Msghdr(ctypes.addressof(name), 16, ctypes.addressof(iov), 1, None, 0, 0), 0
             )
