@@ -33,30 +33,12 @@ import socket
 import struct
 from collections.abc import Callable
 
+from floor import Iovec, Libc, Mmsghdr, Msghdr, raw_sockaddr
+
 COHORT = 64
 PORT = 3784
 FIRST_SOURCE_PORT = 49152
 FRAME = 20 + 8 + 24  # IPv4 header, UDP header, Control packet
-
-
-class _Iovec(ctypes.Structure):
-    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
-
-
-class _Msghdr(ctypes.Structure):
-    _fields_ = (
-        ("name", ctypes.c_void_p),
-        ("namelen", ctypes.c_uint32),
-        ("iov", ctypes.c_void_p),
-        ("iovlen", ctypes.c_size_t),
-        ("control", ctypes.c_void_p),
-        ("controllen", ctypes.c_size_t),
-        ("flags", ctypes.c_int),
-    )
-
-
-class _Mmsghdr(ctypes.Structure):
-    _fields_ = (("hdr", _Msghdr), ("len", ctypes.c_uint))
 
 
 def _source(i: int) -> str:
@@ -85,10 +67,7 @@ class Senders:
             sock.connect(("127.0.0.1", PORT))
             self.udp.append(sock)
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.sendmmsg = libc.sendmmsg
-        self.sendmmsg.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
-        self.sendmmsg.restype = ctypes.c_int
+        self.sendmmsg = Libc().sendmmsg
         self._keep: list[object] = []  # the buffers the message headers point into
         self.headers: list[bytes] = []
         dest = socket.inet_aton("127.0.0.1")
@@ -108,14 +87,14 @@ class Senders:
             )
             udp = struct.pack("!HHHH", FIRST_SOURCE_PORT + i, PORT, 8 + len(self.payload), 0)
             frame = ctypes.create_string_buffer(ip + udp + self.payload, FRAME)
-            iov = _Iovec(ctypes.addressof(frame), FRAME)
-            name = ctypes.create_string_buffer(struct.pack("=HH4s8x", socket.AF_INET, 0, dest), 16)
-            msg = _Mmsghdr(
-                _Msghdr(ctypes.addressof(name), 16, ctypes.addressof(iov), 1, None, 0, 0), 0
-            )
+            iov = Iovec(ctypes.addressof(frame), FRAME)
+            address = raw_sockaddr(socket.AF_INET, "127.0.0.1", 0)
+            name = ctypes.create_string_buffer(address, len(address))
+            hdr = Msghdr(ctypes.addressof(name), len(address), ctypes.pointer(iov), 1, None, 0, 0)
+            msg = Mmsghdr(hdr, 0)
             self._keep += [frame, iov, name]
             self.headers.append(bytes(msg))
-        self.batch = (_Mmsghdr * COHORT)()
+        self.batch = (Mmsghdr * COHORT)()
 
     def send_cohort(self, start: int) -> None:
         payload = self.payload
@@ -124,7 +103,7 @@ class Senders:
 
     def raw_cohort(self, start: int) -> None:
         headers = self.headers[start : start + COHORT]
-        ctypes.memmove(self.batch, b"".join(headers), len(headers) * ctypes.sizeof(_Mmsghdr))
+        ctypes.memmove(self.batch, b"".join(headers), len(headers) * ctypes.sizeof(Mmsghdr))
         done = self.sendmmsg(self.raw.fileno(), self.batch, len(headers), 0)
         if done != len(headers):
             raise OSError(ctypes.get_errno(), f"sendmmsg sent {done} of {len(headers)}")
