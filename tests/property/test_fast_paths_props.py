@@ -76,7 +76,7 @@ _stirring = st.one_of(
     st.tuples(st.just("timers"), intervals, intervals, st.integers(1, 4)),
     st.tuples(st.just("path"), st.booleans()),
     st.tuples(st.just("passive"), st.booleans()),
-    st.tuples(st.just("now")),
+    st.tuples(st.just("transmit")),
 )
 #: Mostly the quiet steps, so that runs get Up and quiet between the stirs;
 #: a stir is often followed at once by the next deadline (a fast path that
@@ -203,6 +203,7 @@ class Twins:
         elif kind == "passive":
             self.call(lambda s, now: s.set_passive(step[1], now))
         else:
+            assert kind == "transmit", kind
             self.call(Session.transmit_now)
         self._check(first)
 
