@@ -316,6 +316,7 @@ _TRUSTING = {
     "receive_repeat",
     "arrived_later",
     "periodic_packet",
+    "follow",
     "reject",
 }
 
