@@ -316,7 +316,6 @@ _TRUSTING = {
     "receive_repeat",
     "arrived_later",
     "periodic_packet",
-    "follow",
     "reject",
 }
 

@@ -26,7 +26,6 @@ from ..io.clock import monotonic_us
 from ..io.timerfd import PreciseTimer, open_precise_timer
 from ..protocol.constants import US_PER_SECOND
 from ..protocol.schedule import Schedule
-from ..protocol.session import Session
 from ..protocol.stats import TimingStats
 from .peer import Peer
 from .receive import Receive
@@ -248,9 +247,7 @@ class Wakeup:
         Expiring Detection Times go first.  A burst of transmissions takes a
         while, so every BURST_SLICE sessions (DUE_CHECK while a Detection Time
         is armed) the clock is read again and what came due meanwhile goes
-        before the rest.  Within a slice, the sessions of a cohort after the
-        first one follow it to its next instant (``Session.follow``): what
-        each would draw by itself, without the draw.
+        before the rest.
         """
         # A loop with coarse timers (uvloop: 1 ms) may wake us a little early:
         # within EARLY_WAKEUP_US that is on time; earlier, it is re-armed, so
@@ -304,34 +301,6 @@ class Wakeup:
                     # (we are in the wake-up; it re-arms the loop after).
                     peer.timer_at = tx
                     schedule_add(tx, peer)
-                    if (
-                        work
-                        and work[0][0] == deadline
-                        and type(session) is Session
-                        and session.tx_instants is schedule
-                    ):
-                        # The rest of its cohort follows it to tx (Session.follow:
-                        # what periodic_packet would do, without the draw), as
-                        # long as tx has room, within this slice.
-                        cohort = schedule.last_cohort()
-                        join = cohort.append
-                        send_later = outgoing.append
-                        n = left = min(schedule.cohort_max - len(cohort), until_check - 1)
-                        while left > 0 and work:
-                            due_at, follower = pop()
-                            if follower.timer_at == due_at:
-                                if (
-                                    due_at != deadline
-                                    or (data := follower.session.follow(session, at)) is None
-                                ):
-                                    work.appendleft((due_at, follower))
-                                    break
-                                send_later((follower, data))
-                                follower.timer_at = tx
-                                join(follower)
-                                left -= 1
-                        late_count += n - left
-                        until_check -= n - left
                 else:
                     if detect is not None:
                         # The peer fell silent: its Detection Time is next,

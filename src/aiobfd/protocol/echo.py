@@ -312,10 +312,6 @@ class EchoSession(SessionOutputs):
         """Control sessions' shortcut for a repeated packet: never taken here."""
         return None
 
-    def follow(self, leader: Session, now: int) -> bytes | None:
-        """Control sessions' shortcut for a cohort's next session: never taken here."""
-        return None
-
     def periodic_packet(self, now: int) -> bytes | None:
         """The steady case of :meth:`handle_timer`: the packet due at ``now``,
         the next one scheduled; None when it is not that case (the caller runs

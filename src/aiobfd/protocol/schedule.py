@@ -70,13 +70,6 @@ class Schedule(Generic[T]):
         insort(self._instants, instant)
         return True
 
-    def last_cohort(self) -> list[T]:
-        """The items at the instant an item was last listed at (the cohort
-        :meth:`pick` offers first).  Appending to it lists an item there, as
-        :meth:`add` at that instant does.  With no such instant (it has been
-        popped) an empty list that is not the schedule's."""
-        return self._last_items if self._last is not None else []
-
     def earliest(self) -> int | None:
         return self._instants[0] if self._instants else None
 

@@ -536,36 +536,6 @@ class Session(SessionOutputs):
         self.counters.packets_out += 1
         return self._tx_bytes
 
-    def follow(self, leader: Session, now: int) -> bytes | None:
-        """:meth:`periodic_packet` for the next session of a cohort, without the draw.
-
-        ``leader`` has just sent its periodic packet at ``now`` and was listed
-        at its next transmission in its shared instants (``tx_instants``, not
-        None); the caller has checked that instant still has room for one
-        more.  With the same instants, the same jitter window and the same
-        ``now``, :meth:`periodic_packet` would take that instant here too
-        (``Schedule.pick`` offers the instant the one before joined first):
-        so this takes it without the draw, while this session is steady and
-        the instant comes before its Detection Time.  None: not that case;
-        the caller runs :meth:`periodic_packet`.
-        """
-        tx = self.next_tx_us
-        if not self._steady or tx is None or now < tx:
-            return None
-        instant = leader.next_tx_us
-        detect = self.detect_deadline_us
-        if (
-            instant is None
-            or (detect is not None and instant >= detect)
-            or self._jitter_window != leader._jitter_window
-            or self.tx_instants is not leader.tx_instants
-        ):
-            return None
-        self.next_tx_us = instant
-        self.last_tx_us = now
-        self.counters.packets_out += 1
-        return self._tx_bytes
-
     def handle_timer(self, now: int) -> None:
         """Run whatever deadlines have passed at ``now``."""
         self._unsteady()
