@@ -213,7 +213,8 @@ class Proc:
     """One ``aiobfd`` process, its control socket ``TMP/NAME.sock`` and log ``TMP/NAME.log``.
 
     ``args`` follow ``python -m aiobfd``; ``--control-socket`` is added unless
-    ``socket_arg`` is false (a configuration file names the socket).  The
+    ``socket_arg`` is false (a configuration file names the socket).  Its
+    stdout goes to the log too unless ``stdout`` (a descriptor) says otherwise.  The
     constructor returns once the daemon answers (SystemExit if it exits).
     """
 
@@ -226,6 +227,7 @@ class Proc:
         socket_arg: bool = True,
         env: dict[str, str] | None = None,
         cpus: set[int] | None = None,
+        stdout: int | None = None,
     ) -> None:
         self.name = name
         self.sock = tmp / f"{name}.sock"
@@ -234,7 +236,7 @@ class Proc:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [*AIOBFD, *args, *extra],
-                stdout=out,
+                stdout=out if stdout is None else stdout,
                 stderr=subprocess.STDOUT,
                 env=env,
                 preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),

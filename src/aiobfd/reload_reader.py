@@ -56,6 +56,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from .config import ConfigError, PeerSpec, Settings
+from .logs import write_logs_directly
 from .protocol.auth import AuthConfig, AuthKey
 from .protocol.echo import EchoConfig
 from .protocol.session import SessionConfig
@@ -238,6 +239,7 @@ def _fork(life: Callable[[], None]) -> int:
     pid = os.fork()
     if pid == 0:
         try:
+            write_logs_directly()  # the writer thread did not come along
             life()
         finally:
             os._exit(0)

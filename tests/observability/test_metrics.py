@@ -132,6 +132,7 @@ async def test_exposition_of_an_up_session(served: tuple[Daemon, Daemon, Metrics
     assert 0 < gap < 0.15
     assert value("aiobfd_session_max_rx_gap_ratio") == pytest.approx(gap / 0.15)
     assert got[("aiobfd_receive_errors_total", ())] == 0
+    assert got[("aiobfd_log_records_dropped_total", ())] == 0
     assert got[("aiobfd_receive_sockets", ())] == 1  # the established session's own
     assert got[("aiobfd_wakeups_total", (("cause", "timer"),))] > 0
     assert ("aiobfd_wakeups_total", (("cause", "receive"),)) in got

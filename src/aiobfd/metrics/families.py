@@ -25,6 +25,7 @@ from typing import Generic, Literal, NamedTuple, TypeVar
 
 from .. import __version__, core_build
 from ..engine import Daemon, Peer
+from ..logs import dropped_log_records
 from ..protocol.echo import EchoSession
 from ..protocol.events import Event, StateChanged
 from ..protocol.packet import State
@@ -243,6 +244,13 @@ def families(changes: StateChanges) -> Families:
             "counter",
             "Errors reading from the receive sockets.",
             lambda d: d.receive_errors,
+        ),
+        Scalar(
+            "aiobfd_log_records_dropped_total",
+            "counter",
+            "Log records dropped because the log destinations did not keep up (a full "
+            "queue to the thread that writes them; the event loop never waits for a write).",
+            lambda d: dropped_log_records(),
         ),
         Scalar(
             "aiobfd_receive_sockets",
