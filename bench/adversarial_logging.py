@@ -109,13 +109,9 @@ def run(args: argparse.Namespace, tmp: Path) -> Json:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
-    try:
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
+    """Everything until the write end closes; the read end is closed then."""
+    with open(fd, "rb") as pipe:
+        return pipe.read()
 
 
 def main() -> int:

@@ -95,11 +95,6 @@ async def test_a_stalled_log_destination_does_not_stop_the_sessions(
 
 
 def _read_all(fd: int) -> bytes:
-    """Everything until the write end closes; then the read end is closed too."""
-    chunks = []
-    try:
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
+    """Everything until the write end closes; the read end is closed then."""
+    with open(fd, "rb") as pipe:
+        return pipe.read()
