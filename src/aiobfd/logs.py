@@ -3,11 +3,11 @@
 No log destination is written on the event loop.  A pipe nobody reads, a
 stalled journald, syslog's full socket or a file on a hung disk blocks the
 write; on the loop that would stop every session's timers.  The root logger's
-one handler (:class:`_Handoff`) formats a record where it is logged and hands
-it to a writer thread (:class:`LogWriter`) through a bounded queue; the
-thread writes to the destinations.  When the queue is full the record is
-dropped and counted, and the next record that fits is preceded by one line
-saying how many were lost.
+one handler (:class:`_Handoff`) makes a record's message where it is logged
+and hands the record to a writer thread (:class:`LogWriter`) through a
+bounded queue; the thread formats it and writes to the destinations.  When
+the queue is full the record is dropped and counted, and the next record
+that fits is preceded by one line saying how many were lost.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ EXIT_FLUSH_S = 2.0
 
 
 class _Handoff(logging.handlers.QueueHandler):
-    """Formats a record where it is logged and queues it for the writer
-    thread without ever waiting: a full queue drops it (counted)."""
+    """Makes a record's message where it is logged and queues the record for
+    the writer thread without ever waiting: a full queue drops it (counted)."""
 
     def __init__(self, records: queue.Queue[logging.LogRecord | None]) -> None:
         super().__init__(records)
