@@ -655,16 +655,7 @@ class Session(SessionOutputs):
         self.path_is_down = True
         self.detect_deadline_us = None
         self.next_tx_us = None
-        self.remote_discr = 0
-        self.remote_state = State.DOWN
-        self.remote_demand_mode = False
-        self.remote_min_rx_us = 1
-        self.remote_desired_min_tx_us = 0
-        self.remote_detect_mult = 0
-        self.remote_min_echo_rx_us = 0
-        self.poll_active = self._poll_pending = False
-        self._tx_in_force_us = self.desired_min_tx_us
-        self._rx_in_force_us = self.required_min_rx_us
+        self._forget_remote()
         if self.state is State.UP or self.state is State.INIT:
             self._set_state(State.DOWN, Diag.PATH_DOWN, now)
         elif self.state is State.DOWN:
@@ -833,9 +824,17 @@ class Session(SessionOutputs):
         self.counters.detection_expiries += 1
         expired_after = self.detection_time_us
         transition = fsm.on_detection_timeout(self.state)
-        # §6.8.1: bfd.RemoteDiscr is reset, and the remote's values with it;
-        # the next packet, whatever its bytes, is processed in full (not as a
-        # repeat, see receive_repeat) so that they are learnt again.
+        self._forget_remote()
+        if transition is not None:
+            self._set_state(transition[0], transition[1], now, expired_after)
+        else:
+            self._update_tx_schedule(now, interval_changed=True)
+
+    def _forget_remote(self) -> None:
+        """§6.8.1: bfd.RemoteDiscr is reset, and the remote's values with it
+        (a Detection Time expired, or the path went down); the next packet,
+        whatever its bytes, is processed in full (not as a repeat, see
+        receive_repeat) so that they are learnt again."""
         self._rx_last = b""
         self.remote_discr = 0
         self.remote_state = State.DOWN
@@ -847,10 +846,6 @@ class Session(SessionOutputs):
         self.poll_active = self._poll_pending = False
         self._tx_in_force_us = self.desired_min_tx_us
         self._rx_in_force_us = self.required_min_rx_us
-        if transition is not None:
-            self._set_state(transition[0], transition[1], now, expired_after)
-        else:
-            self._update_tx_schedule(now, interval_changed=True)
 
     def _periodic_tx_allowed(self) -> bool:
         """RFC 5880 §6.8.7: when periodic Control packets may be sent."""
